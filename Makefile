@@ -1,0 +1,42 @@
+# Two set-up commands for a newcomer: `make demo` and `make test`.  Each bootstraps
+# itself on a fresh machine: a .venv with the package, and (for `make test`, as root)
+# the system packages the tests exercise for real: git, bubblewrap, a Docker engine.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test system-deps docker-up lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/forkyard demo
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+docker-up: system-deps
+	@bash scripts/docker-up.sh
+
+test: $(STAMP) system-deps docker-up
+	$(BIN)/ruff check planner sandbox merge tests bench fixtures/repos/__init__.py
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check planner sandbox merge tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

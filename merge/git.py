@@ -1,0 +1,293 @@
+"""The one git wrapper: every git command forkyard runs goes through :func:`git`.
+
+Why a wrapper: a git hook or a worktree can leak ``GIT_DIR``/``GIT_INDEX_FILE`` and
+friends into our environment and silently point our git calls at the wrong repository
+(pre-commit learned this the hard way), user hooks must not run on commits we make,
+and commits we make carry a fixed identity.  Object reads and commit creation in the
+merge engine use pygit2 through :attr:`Repo.odb`; everything else is the git CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from merge.errors import GitVersionError, MergeError, NotARepositoryError, UnknownRefError
+from merge.process import Completed, ProcessError, run
+
+if TYPE_CHECKING:
+    import pygit2
+
+MIN_GIT_VERSION = (2, 38)
+
+# GIT_* variables that configure git rather than aim it at a repository: keep them
+# (tests rely on GIT_CONFIG_GLOBAL / GIT_CONFIG_NOSYSTEM to stay hermetic).
+_KEEP = re.compile(
+    r"^GIT_(CONFIG_NOSYSTEM|CONFIG_GLOBAL|CONFIG_COUNT|CONFIG_KEY_\d+|CONFIG_VALUE_\d+"
+    r"|EXEC_PATH|SSH|SSH_COMMAND|SSL_CAINFO|SSL_NO_VERIFY|ASKPASS|TERMINAL_PROMPT"
+    r"|TRACE\w*|HTTP_PROXY\w*)$"
+)
+
+IDENTITY: dict[str, str] = {
+    "GIT_AUTHOR_NAME": "forkyard",
+    "GIT_AUTHOR_EMAIL": "forkyard@localhost",
+    "GIT_COMMITTER_NAME": "forkyard",
+    "GIT_COMMITTER_EMAIL": "forkyard@localhost",
+}
+
+# Options for every git we run: no user hooks, no background gc, no signing prompts.
+_CONFIG = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
+    "-c", "commit.gpgSign=false",
+    "-c", "advice.detachedHead=false",
+)
+
+
+class GitError(ProcessError):
+    """A git command failed; carries argv, exit code and both streams."""
+
+
+class RefMovedError(MergeError):
+    """A compare-and-swap ref update found the ref somewhere other than expected."""
+
+    def __init__(self, ref: str, expected: str, actual: str | None) -> None:
+        super().__init__(f"{ref} moved: expected {expected[:12]}, found {(actual or 'nothing')[:12]}")
+        self.ref = ref
+        self.expected = expected
+        self.actual = actual
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment minus leaked ``GIT_*`` variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or _KEEP.match(k)}
+    env["LC_ALL"] = "C"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def git(
+    *args: str,
+    cwd: str | os.PathLike[str],
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> Completed:
+    """Run ``git args...`` in ``cwd`` with a clean environment and hooks disabled."""
+    try:
+        return run(
+            ["git", *_CONFIG, *args],
+            cwd=cwd,
+            env=clean_env(env),
+            input=input,
+            timeout=timeout,
+            check=check,
+        )
+    except ProcessError as exc:
+        raise GitError(
+            Completed(exc.argv, exc.returncode, exc.stdout, exc.stderr, exc.timed_out)
+        ) from None
+
+
+def git_version() -> tuple[int, int, int]:
+    out = git("version", cwd=os.getcwd()).out
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    if not m:
+        raise GitVersionError(f"cannot parse git version from {out!r}")
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def require_git(minimum: tuple[int, int] = MIN_GIT_VERSION) -> None:
+    """Fail with a clear message when the installed git is older than ``minimum``."""
+    have = git_version()
+    if have[:2] < minimum:
+        need = ".".join(map(str, minimum))
+        raise GitVersionError(
+            f"forkyard needs git >= {need} (for merge-tree --write-tree); found "
+            + ".".join(map(str, have))
+        )
+
+
+@dataclass(frozen=True)
+class NumStat:
+    path: str
+    added: int
+    removed: int
+
+
+class Repo:
+    """A git repository (its main worktree, or a bare repository)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        p = Path(path).resolve()
+        if not p.exists():
+            raise NotARepositoryError(str(path))
+        try:
+            out = git(
+                "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir",
+                "--is-bare-repository", cwd=p,
+            ).out.splitlines()
+        except GitError:
+            raise NotARepositoryError(str(path)) from None
+        self.common_dir = Path(out[0])
+        self.git_dir = Path(out[1])
+        self.bare = out[2] == "true"
+        if self.bare:
+            self.path = self.common_dir
+        else:
+            # The main worktree, even when opened from a linked worktree.
+            self.path = self.common_dir.parent if self.common_dir.name == ".git" else p
+
+    def __repr__(self) -> str:
+        return f"Repo({str(self.path)!r})"
+
+    # -- running git -------------------------------------------------------------
+
+    def git(self, *args: str, **kw: object) -> Completed:
+        kw.setdefault("cwd", self.path)
+        return git(*args, **kw)  # type: ignore[arg-type]
+
+    def out(self, *args: str, **kw: object) -> str:
+        """stdout of ``git args...`` with the trailing newline stripped."""
+        return self.git(*args, **kw).out.rstrip("\n")
+
+    @cached_property
+    def odb(self) -> pygit2.Repository:
+        """pygit2 view of the same repository, for object reads and commit creation."""
+        import pygit2
+
+        return pygit2.Repository(str(self.common_dir))
+
+    @property
+    def forkyard_dir(self) -> Path:
+        """``.git/forkyard``: run state, journals, worktrees, history."""
+        return self.common_dir / "forkyard"
+
+    # -- refs --------------------------------------------------------------------
+
+    def rev_parse(self, rev: str) -> str:
+        """The commit sha ``rev`` names; :class:`UnknownRefError` when it names none."""
+        r = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
+                     check=False)
+        if r.returncode != 0:
+            raise UnknownRefError(rev, str(self.path))
+        return r.out.strip()
+
+    def try_rev_parse(self, rev: str) -> str | None:
+        try:
+            return self.rev_parse(rev)
+        except UnknownRefError:
+            return None
+
+    def full_ref(self, name: str) -> str | None:
+        """``refs/heads/x`` for a branch name ``x`` (or the ref itself); None if absent."""
+        if name.startswith("refs/"):
+            r = self.git("show-ref", "--verify", "--quiet", name, check=False)
+            return name if r.returncode == 0 else None
+        r = self.git("rev-parse", "--verify", "--quiet", "--symbolic-full-name", name, check=False)
+        full = r.out.strip()
+        return full if r.returncode == 0 and full.startswith("refs/") else None
+
+    def update_ref(self, ref: str, new: str, old: str | None, message: str) -> None:
+        """Move ``ref`` to ``new`` only if it is still at ``old`` (compare-and-swap).
+
+        ``old=None`` requires that the ref does not exist yet.
+        """
+        expected = old if old is not None else "0" * 40
+        r = self.git("update-ref", "-m", message, ref, new, expected, check=False)
+        if r.returncode != 0:
+            actual = self.try_rev_parse(ref)
+            raise RefMovedError(ref, expected, actual)
+
+    def delete_ref(self, ref: str, old: str | None = None) -> None:
+        args = ["update-ref", "-d", ref] + ([old] if old else [])
+        self.git(*args)
+
+    def current_branch(self) -> str | None:
+        r = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return r.out.strip() or None
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        r = self.git("merge-base", a, b, check=False)
+        return r.out.strip() or None
+
+    def branches(self, pattern: str) -> dict[str, str]:
+        """Refs under ``refs/heads`` matching ``pattern`` (a for-each-ref pattern) -> sha."""
+        out = self.out("for-each-ref", "--format=%(refname) %(objectname)", f"refs/heads/{pattern}")
+        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+    # -- working tree ------------------------------------------------------------
+
+    def is_dirty(self, cwd: str | os.PathLike[str] | None = None) -> bool:
+        """True when tracked files differ from HEAD (untracked files do not count)."""
+        out = self.out("status", "--porcelain", "--untracked-files=no", cwd=cwd or self.path)
+        return bool(out)
+
+    def worktree_add(self, path: str | os.PathLike[str], branch: str, base: str) -> None:
+        self.git("worktree", "add", "--quiet", "-b", branch, str(path), base)
+
+    def worktree_remove(self, path: str | os.PathLike[str], force: bool = True) -> None:
+        args = ["worktree", "remove"] + (["--force", "--force"] if force else []) + [str(path)]
+        self.git(*args)
+
+    def worktrees(self) -> list[dict[str, str]]:
+        """``git worktree list --porcelain`` as a list of dicts (worktree, HEAD, branch...)."""
+        out = self.out("worktree", "list", "--porcelain")
+        items: list[dict[str, str]] = []
+        for block in out.split("\n\n"):
+            entry: dict[str, str] = {}
+            for line in block.splitlines():
+                key, _, value = line.partition(" ")
+                entry[key] = value or "true"
+            if entry:
+                items.append(entry)
+        return items
+
+    def commit_all(
+        self, cwd: str | os.PathLike[str], message: str, env: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Stage everything in worktree ``cwd`` and commit with our identity.
+
+        Returns the new commit's sha, or None when there was nothing to commit.
+        """
+        self.git("add", "-A", cwd=cwd)
+        if self.git("diff", "--cached", "--quiet", cwd=cwd, check=False).returncode == 0:
+            return None
+        self.git("commit", "--quiet", "--no-verify", "-m", message, cwd=cwd,
+                 env={**IDENTITY, **(env or {})})
+        return self.out("rev-parse", "HEAD", cwd=cwd)
+
+    def numstat(self, a: str, b: str) -> list[NumStat]:
+        """Files changed between commits ``a`` and ``b`` with added/removed line counts."""
+        out = self.git("diff", "--numstat", "-z", "--no-renames", a, b).out
+        stats = []
+        for rec in out.split("\0"):
+            if not rec:
+                continue
+            added, removed, path = rec.split("\t", 2)
+            stats.append(NumStat(path, int(added) if added != "-" else 0,
+                                 int(removed) if removed != "-" else 0))
+        return stats
+
+
+def init_repo(path: str | os.PathLike[str], bare: bool = False, branch: str = "main") -> Repo:
+    """``git init`` a new repository at ``path`` with ``branch`` as its initial branch."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    args = ["init", "--quiet", f"--initial-branch={branch}"] + (["--bare"] if bare else [])
+    git(*args, str(path), cwd=path)
+    return Repo(path)
+
+
+def argv_join(argv: Sequence[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,1 @@
+"""WHAT runs WHEN: task files, the dependency graph, schedules and progress.  Pure."""

@@ -1,0 +1,116 @@
+"""The task file schema (pydantic, at the boundary): tasks, agents, limits, defaults.
+
+Loaders that read YAML, JSON and spec-kit markdown into these models live in
+``planner/loaders.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PRESETS = ("claude", "codex", "aider", "gemini", "shell")
+
+
+class Limits(BaseModel):
+    """Resource limits for one task's sandbox.  None means "no limit" for that resource."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_mb: int | None = Field(2048, ge=4, description="Memory limit in MiB (swap is off).")
+    cpus: float | None = Field(1.0, gt=0, description="CPU quota in cores (1.5 = one and a half).")
+    pids: int | None = Field(512, ge=1, description="Maximum number of processes/threads.")
+    timeout_s: float | None = Field(1800, gt=0, description="Wall-clock limit; the tree is killed.")
+    network: bool = Field(True, description="Whether the agent may reach the network.")
+
+    def merged(self, override: Limits | dict[str, Any] | None) -> Limits:
+        """These limits with the fields ``override`` sets explicitly replaced."""
+        if override is None:
+            return self
+        data = override if isinstance(override, dict) else override.model_dump(exclude_unset=True)
+        return self.model_copy(update=data)
+
+
+class Agent(BaseModel):
+    """What runs a task: a command template, or a preset for a known agent CLI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str | None = Field(None, description="Command template: {id} {description} {worktree} {branch} {base} {command}.")
+    preset: Literal["claude", "codex", "aider", "gemini", "shell"] | None = None
+    args: list[str] = Field(default_factory=list, description="Extra arguments for a preset.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Agent:
+        if self.command is None and self.preset is None:
+            raise ValueError("agent needs a command or a preset")
+        return self
+
+
+def _coerce_agent(value: Any) -> Any:
+    # `agent: claude` (a preset name) or `agent: "python run.py {id}"` (a command).
+    if isinstance(value, str):
+        return {"preset": value} if value in PRESETS else {"command": value}
+    return value
+
+
+class Setup(BaseModel):
+    """Per-run set-up of every sandbox."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    copy_files: list[str] = Field(
+        default_factory=list, alias="copy",
+        description="Git-ignored files/globs copied into each worktree (e.g. .env).",
+    )
+    command: str | None = Field(None, description="Run in each worktree before the agent.")
+
+
+class Task(BaseModel):
+    """One unit of agent work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    depends_on: list[str] = Field(default_factory=list)
+    estimated_minutes: float = Field(30.0, gt=0)
+    files: list[str] = Field(default_factory=list, description="Globs the task expects to touch.")
+    agent: Agent | None = None
+    command: str | None = Field(None, description="The task's own command; {command} in templates.")
+    limits: Limits | None = None
+    retries: int = Field(0, ge=0, description="Retries (with backoff) after timeout or OOM.")
+    parallel: bool = Field(True, description="spec-kit [P] marker; informational.")
+
+    _coerce = field_validator("agent", mode="before")(classmethod(lambda cls, v: _coerce_agent(v)))
+
+    @field_validator("depends_on", "files", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: Agent = Field(default_factory=lambda: Agent(command="bash -c {command}"))
+    limits: Limits = Field(default_factory=Limits)
+
+    _coerce = field_validator("agent", mode="before")(classmethod(lambda cls, v: _coerce_agent(v)))
+
+
+class TaskFile(BaseModel):
+    """A whole task file: defaults, per-run set-up, and the tasks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: Defaults = Field(default_factory=Defaults)
+    setup: Setup = Field(default_factory=Setup)
+    tasks: list[Task]
+
+    def agent_for(self, task: Task) -> Agent:
+        return task.agent or self.defaults.agent
+
+    def limits_for(self, task: Task) -> Limits:
+        return self.defaults.limits.merged(task.limits)

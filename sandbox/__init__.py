@@ -1,0 +1,1 @@
+"""WHERE and HOW agents run: worktrees, containers, limits, confinement, the run loop."""

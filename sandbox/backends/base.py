@@ -1,0 +1,116 @@
+"""The backend contract: every sandbox backend (worktree, docker, dummy) implements it.
+
+The run loop only speaks this interface.  A backend prepares a sandbox for one task (a
+worktree on ``forkyard/<run-id>/<task-id>`` at the task's base), executes the agent's
+command in it under the task's limits, commits what the agent left uncommitted, and
+cleans up.  One contract test suite (``tests/sandbox/test_contract.py``) runs against
+every backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from merge.git import NumStat, Repo
+from planner.tasks import Limits
+
+Status = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled"]
+LineCallback = Callable[[str], None]
+
+
+def branch_name(run_id: str, task_id: str) -> str:
+    return f"forkyard/{run_id}/{task_id}"
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a backend needs to run one task."""
+
+    run_id: str
+    task_id: str
+    base: str                       # commit sha the sandbox starts from
+    command: str                    # shell command line, run with /bin/sh -c in the sandbox
+    limits: Limits = field(default_factory=Limits)
+    env: Mapping[str, str] = field(default_factory=dict)   # extra environment for the agent
+    description: str = ""
+    confine: bool = True            # False only by explicit user opt-out
+    setup_command: str | None = None
+    copy_files: tuple[str, ...] = ()  # git-ignored files/globs copied from the main worktree
+    port: int | None = None         # leased port: PORT / FORKYARD_PORT
+    image: str | None = None        # docker backend only
+
+    @property
+    def branch(self) -> str:
+        return branch_name(self.run_id, self.task_id)
+
+
+@dataclass
+class Sandbox:
+    """A prepared sandbox (handle returned by :meth:`Backend.prepare`)."""
+
+    spec: SandboxSpec
+    worktree: Path
+    branch: str
+    state: dict[str, object] = field(default_factory=dict)  # backend-private
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What one task produced."""
+
+    status: Status
+    exit_code: int | None
+    duration_s: float
+    log_tail: str
+    commit: str | None              # tip of the sandbox branch if it moved past base, else None
+    files_modified: tuple[NumStat, ...] = ()
+    enforced_by: str = "none"       # cgroup-v2 | cgroup-v1 | rlimit | docker | none
+    confinement: str = "none"       # bwrap | landlock | bwrap+landlock | docker | none
+    message: str = ""               # human explanation (e.g. why it was killed)
+
+
+class Backend(ABC):
+    """A place where tasks run."""
+
+    name: str = "base"
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+
+    @abstractmethod
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        """Create the sandbox (worktree on ``spec.branch`` at ``spec.base``, set-up done)."""
+
+    @abstractmethod
+    def execute(
+        self,
+        sandbox: Sandbox,
+        on_line: LineCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        """Run the task's command; stream output lines to ``on_line``; stop when
+        ``cancel`` is set (status ``cancelled``).  Commits uncommitted changes."""
+
+    @abstractmethod
+    def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:
+        """Release everything the sandbox holds (processes, cgroups, containers);
+        remove the worktree unless ``keep``.  The branch always stays: no work is lost."""
+
+    def run(
+        self,
+        spec: SandboxSpec,
+        on_line: LineCallback | None = None,
+        cancel: threading.Event | None = None,
+        keep: bool = False,
+    ) -> ExecResult:
+        """prepare + execute + cleanup."""
+        sandbox = self.prepare(spec)
+        try:
+            return self.execute(sandbox, on_line=on_line, cancel=cancel)
+        finally:
+            self.cleanup(sandbox, keep=keep)
