@@ -1,0 +1,1 @@
+"""Benchmarks: run on purpose (``make bench`` or ``python -m bench.<name>``), never as timed tests."""
