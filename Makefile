@@ -23,6 +23,7 @@ system-deps:
 
 docker-up: system-deps
 	@bash scripts/docker-up.sh
+	@if docker info >/dev/null 2>&1; then bash scripts/test-image.sh; fi
 
 test: $(STAMP) system-deps docker-up
 	$(BIN)/ruff check planner sandbox merge tests bench fixtures/repos/__init__.py

@@ -1,2 +1,40 @@
 """HOW results come back: in-memory three-way merges, conflicts, semantic checks,
-validation and transactional batches."""
+validation and transactional batches.
+
+Public API::
+
+    from merge import merge_sources, Transaction, detect_conflicts, recover
+    report = merge_sources(repo, into="main", sources=["feature-a", "feature-b"])
+    report.model_dump(mode="json")   # the `forkyard merge --json` shape
+
+Requires git >= 2.38 (``merge-tree --write-tree``); :func:`merge.git.require_git`
+fails with a clear message below that.
+"""
+
+from __future__ import annotations
+
+from merge.conflicts import detect_conflicts
+from merge.journal import RecoveryAction
+from merge.models import (
+    Conflict,
+    MergeReport,
+    Overlap,
+    SemanticFinding,
+    SourceMerge,
+    Validation,
+)
+from merge.transaction import Transaction, merge_sources, recover
+
+__all__ = [
+    "Conflict",
+    "MergeReport",
+    "Overlap",
+    "RecoveryAction",
+    "SemanticFinding",
+    "SourceMerge",
+    "Transaction",
+    "Validation",
+    "detect_conflicts",
+    "merge_sources",
+    "recover",
+]

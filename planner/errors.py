@@ -35,7 +35,7 @@ class DuplicateTaskError(PlannerError, ValueError):
 
 
 class CycleError(PlannerError, ValueError):
-    """The dependencies form one or more cycles; each is named as a closed path."""
+    """The dependencies form cycles; each is a closed path, "a -> b" reading "a depends on b"."""
 
     def __init__(self, cycles: list[list[str]]) -> None:
         named = "; ".join(" -> ".join(c) for c in cycles)

@@ -2,13 +2,23 @@
 # Install the Debian packages the tests exercise for real, when running as root and
 # when something is missing.  Not root: say what is missing and carry on (tests that
 # need it skip locally and fail under CI=true).
+#
+# docker.io is Debian's engine (dockerd 20.10); it pulls in what dockerd needs to run
+# containers: containerd, runc, tini (docker-init, for `init=True`) and iptables (the
+# default bridge network).  A docker CLI installed some other way (e.g. a static v28 in
+# /usr/local/bin) is fine beside it: both negotiate the API version with the daemon.
+# busybox-static is the whole root filesystem of the test image (scripts/test-image.sh),
+# so the tests never need a registry.
 set -euo pipefail
 need=()
-command -v git >/dev/null || need+=(git)
-command -v bwrap >/dev/null || need+=(bubblewrap)
-command -v dockerd >/dev/null || need+=(docker.io)
-[ -x /bin/busybox ] || need+=(busybox-static)
-command -v iptables >/dev/null || need+=(iptables)
+add() { case " ${need[*]:-} " in *" $1 "*) ;; *) need+=("$1") ;; esac; }
+command -v git >/dev/null || add git
+command -v bwrap >/dev/null || add bubblewrap
+for exe in dockerd docker containerd runc docker-init; do
+  command -v "$exe" >/dev/null || add docker.io
+done
+command -v iptables >/dev/null || add iptables
+[ -x /bin/busybox ] || add busybox-static
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2
@@ -16,5 +26,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "system-deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Wait for a concurrent apt/dpkg (another bootstrap, unattended-upgrades) instead of
+# failing on its lock.
+apt_opts=(-o DPkg::Lock::Timeout=300 -qq)
+apt-get "${apt_opts[@]}" update >/dev/null
+apt-get "${apt_opts[@]}" install -y --no-install-recommends "${need[@]}" >/dev/null

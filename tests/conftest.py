@@ -8,6 +8,7 @@ bubblewrap) are real; when one is missing a test skips locally but *fails* under
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from fixtures import repos as fixture_repos
 from merge.git import Repo
+from merge.process import run
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -71,3 +73,35 @@ def pylib(make_repo) -> Repo:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def webapp(make_repo) -> Repo:  # type: ignore[no-untyped-def]
     return make_repo("webapp")
+
+
+# -- Docker -----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGE = os.environ.get("FORKYARD_TEST_IMAGE", "forkyard-test:latest")
+
+
+@functools.cache
+def docker_engine_available() -> bool:
+    """True when a Docker engine answers (``make test`` starts one: scripts/docker-up.sh)."""
+    try:
+        import docker
+
+        client = docker.from_env(version="auto", timeout=10)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The image docker-backend tests run in (``FORKYARD_TEST_IMAGE``, default
+    ``forkyard-test:latest``), built from busybox-static by scripts/test-image.sh when
+    missing; no registry is ever contacted."""
+    require(docker_engine_available(), "a Docker engine")
+    r = run(["bash", str(ROOT / "scripts" / "test-image.sh"), TEST_IMAGE], check=False, timeout=300)
+    if r.returncode != 0:
+        pytest.fail(f"scripts/test-image.sh could not build {TEST_IMAGE}: {r.err.strip()}")
+    return TEST_IMAGE

@@ -1,0 +1,77 @@
+"""Semantic conflicts: merges that are clean as text but broken as a program.
+
+:func:`analyze` reads only the files changed on either side (blobs from the object
+database, never a checkout) and hands them to each :class:`Analyzer` that handles them,
+so the cost scales with the change, not with the repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pygit2
+
+from merge.models import SemanticFinding
+from merge.semantic.base import Analyzer, FileVersions, MergeInput
+from merge.semantic.python import PythonAnalyzer
+
+if TYPE_CHECKING:
+    import pygit2
+
+    from merge.git import Repo
+
+__all__ = ["Analyzer", "FileVersions", "MergeInput", "PythonAnalyzer", "analyze", "default_analyzers"]
+
+
+def default_analyzers() -> list[Analyzer]:
+    return [PythonAnalyzer()]
+
+
+def _tree(odb: pygit2.Repository, commit: str | None) -> pygit2.Tree | None:
+    return odb[commit].peel(pygit2.Commit).tree if commit else None
+
+
+def _changed(odb: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree) -> set[str]:
+    if old is None:
+        return {d.new_file.path for d in new.diff_to_tree(swap=True).deltas}
+    return {p for d in old.diff_to_tree(new).deltas for p in (d.old_file.path, d.new_file.path)}
+
+
+def _blob(odb: pygit2.Repository, tree: pygit2.Tree | None, path: str) -> bytes | None:
+    if tree is None:
+        return None
+    try:
+        entry = tree[path]
+    except KeyError:
+        return None
+    obj = odb[entry.id]
+    return obj.read_raw() if entry.type_str == "blob" else None
+
+
+def analyze(
+    repo: Repo,
+    base: str | None,
+    ours: str,
+    theirs: str,
+    *,
+    analyzers: Sequence[Analyzer] | None = None,
+    ours_label: str = "ours",
+    theirs_label: str = "theirs",
+) -> list[SemanticFinding]:
+    """Semantic findings for merging commit ``theirs`` into ``ours`` from ``base``."""
+    odb = repo.odb
+    t_base, t_ours, t_theirs = _tree(odb, base), _tree(odb, ours), _tree(odb, theirs)
+    assert t_ours is not None and t_theirs is not None
+    paths = _changed(odb, t_base, t_ours) | _changed(odb, t_base, t_theirs)
+    findings: list[SemanticFinding] = []
+    for analyzer in analyzers if analyzers is not None else default_analyzers():
+        mine = sorted(p for p in paths if analyzer.handles(p))
+        if not mine:
+            continue
+        files = {
+            p: FileVersions(p, _blob(odb, t_base, p), _blob(odb, t_ours, p), _blob(odb, t_theirs, p))
+            for p in mine
+        }
+        findings += analyzer.analyze(MergeInput(files, ours_label, theirs_label))
+    return findings

@@ -1,0 +1,202 @@
+"""The Python analyser: four kinds of semantic conflict from base/ours/theirs blobs.
+
+- dangling_reference: one side removes (or renames, or moves) a module, class, function
+  or constant; the other side adds a reference to the old dotted name.
+- signature_mismatch: one side changes a function's (or class constructor's) parameters;
+  the other side adds a call that fitted the old signature and no longer fits.
+- duplicate_definition: both sides add the same top-level or class-level name to a module.
+- concurrent_entity_edit (warning): both sides changed the same function or class.
+
+See :mod:`merge.semantic.pyfacts` for how names are resolved and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from merge.models import SemanticFinding
+from merge.semantic.base import FileVersions, MergeInput
+from merge.semantic.pyfacts import Definition, ModuleFacts, Reference, facts, fits
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's view of the changed files: facts at base and on this side."""
+
+    label: str
+    base: Mapping[str, ModuleFacts]
+    side: Mapping[str, ModuleFacts]
+
+
+def _qualified(facts_by_path: Mapping[str, ModuleFacts]) -> dict[str, Definition]:
+    out: dict[str, Definition] = {}
+    for f in facts_by_path.values():
+        for name, d in f.defs.items():
+            out[f"{f.module}.{name}" if f.module else name] = d
+    return out
+
+
+def _modules(facts_by_path: Mapping[str, ModuleFacts]) -> set[str]:
+    return {f.module for f in facts_by_path.values()}
+
+
+def _added_refs(side: _Side) -> list[tuple[str, Reference]]:
+    """References (with their path) this side added, counted across all its changed files."""
+    before: Counter[str] = Counter(r.symbol for f in side.base.values() for r in f.refs)
+    after: Counter[str] = Counter(r.symbol for f in side.side.values() for r in f.refs)
+    grown = {s for s in after if after[s] > before[s]}
+    out: list[tuple[str, Reference]] = []
+    for path, f in side.side.items():
+        old = Counter(r.symbol for r in side.base[path].refs) if path in side.base else Counter()
+        seen: Counter[str] = Counter()
+        for r in f.refs:
+            if r.symbol not in grown:
+                continue
+            seen[r.symbol] += 1
+            if seen[r.symbol] > old[r.symbol]:
+                out.append((path, r))
+    return out
+
+
+def _successor(symbol: str, old: Definition | None, before: Mapping[str, Definition],
+               after: Mapping[str, Definition]) -> str:
+    """A hint where a removed definition went: same name elsewhere, or same body renamed."""
+    leaf = symbol.rsplit(".", 1)[-1]
+    for s, d in sorted(after.items()):
+        if s in before:
+            continue
+        new_leaf = s.rsplit(".", 1)[-1]
+        if new_leaf == leaf or (old is not None and d.kind == old.kind and d.body == old.body.replace(
+                f"name='{leaf}'", f"name='{new_leaf}'", 1)):
+            return f" (now {s}?)"
+    return ""
+
+
+def _matches(symbol: str, removed: str) -> bool:
+    return symbol == removed or symbol.startswith(removed + ".")
+
+
+class PythonAnalyzer:
+    """Semantic conflicts in ``*.py`` files (standard-library ``ast``, no imports run)."""
+
+    name = "python"
+
+    def handles(self, path: str) -> bool:
+        return path.endswith(".py")
+
+    def analyze(self, merge: MergeInput) -> list[SemanticFinding]:
+        base: dict[str, ModuleFacts] = {}
+        ours: dict[str, ModuleFacts] = {}
+        theirs: dict[str, ModuleFacts] = {}
+        for path, fv in merge.files.items():
+            for blob, into in ((fv.base, base), (fv.ours, ours), (fv.theirs, theirs)):
+                parsed = facts(path, blob)
+                if parsed is not None:
+                    into[path] = parsed
+        changed_ours = {p for p, fv in merge.files.items() if fv.ours_changed}
+        changed_theirs = {p for p, fv in merge.files.items() if fv.theirs_changed}
+        a = _Side(merge.ours_label, {p: base[p] for p in changed_ours if p in base},
+                  {p: ours[p] for p in changed_ours if p in ours})
+        b = _Side(merge.theirs_label, {p: base[p] for p in changed_theirs if p in base},
+                  {p: theirs[p] for p in changed_theirs if p in theirs})
+        findings: list[SemanticFinding] = []
+        for changer, user in ((a, b), (b, a)):
+            findings += self._dangling_and_signatures(changer, user)
+        findings += self._duplicates(merge.files, base, ours, theirs, a.label, b.label)
+        findings += self._concurrent_edits(merge.files, base, ours, theirs)
+        return findings
+
+    def _dangling_and_signatures(self, changer: _Side, user: _Side) -> list[SemanticFinding]:
+        before = _qualified(changer.base)
+        after = _qualified(changer.side)
+        # A module that the changing side deleted (or moved) is removed as a whole.
+        gone_modules = _modules(changer.base) - _modules(changer.side)
+        removed = {s: d for s, d in before.items() if s not in after and d.kind != "import"}
+        changed_sigs = {
+            s: (d, after[s]) for s, d in before.items()
+            if s in after and d.params is not None and after[s].params is not None
+            and d.params != after[s].params and d.kind in ("function", "class")
+        }
+        added = _added_refs(user)
+        if not added:
+            return []
+        out: list[SemanticFinding] = []
+        reported: set[tuple[str, str]] = set()
+        for path, ref in added:
+            hit = next((m for m in gone_modules if m and _matches(ref.symbol, m)), None)
+            what = "module"
+            if hit is None:
+                hit = next((s for s in removed if _matches(ref.symbol, s)), None)
+                what = removed[hit].kind if hit else ""
+            if hit is not None and (path, hit) not in reported:
+                reported.add((path, hit))
+                hint = _successor(hit, removed.get(hit), before, after)
+                out.append(SemanticFinding(
+                    kind="dangling_reference", symbol=hit, path=path, line=ref.line,
+                    severity="error",
+                    message=f"{user.label} adds a reference to {what} {hit}, which "
+                            f"{changer.label} removes{hint}"))
+                continue
+            if ref.call is None or ref.symbol not in changed_sigs:
+                continue
+            old, new = changed_sigs[ref.symbol]
+            assert old.params is not None and new.params is not None
+            if fits(old.params, ref.call) and not fits(new.params, ref.call):
+                out.append(SemanticFinding(
+                    kind="signature_mismatch", symbol=ref.symbol, path=path, line=ref.line,
+                    severity="error",
+                    message=f"{user.label} adds a call to {ref.symbol} that does not fit the "
+                            f"signature {changer.label} gives it: {old.params.describe()} -> "
+                            f"{new.params.describe()}"))
+        return out
+
+    def _duplicates(
+        self, files: Mapping[str, FileVersions], base: Mapping[str, ModuleFacts],
+        ours: Mapping[str, ModuleFacts], theirs: Mapping[str, ModuleFacts],
+        ours_label: str, theirs_label: str,
+    ) -> list[SemanticFinding]:
+        out: list[SemanticFinding] = []
+        for path, fv in files.items():
+            if not (fv.ours_changed and fv.theirs_changed) or path not in ours or path not in theirs:
+                continue
+            old = base[path].defs if path in base else {}
+            mine = {n: d for n, d in ours[path].defs.items() if n not in old and d.kind != "import"}
+            other = theirs[path].defs
+            for name in sorted(mine.keys() & {n for n in other if n not in old}):
+                if other[name].kind == "import" or mine[name].body == other[name].body:
+                    continue  # the same code added twice merges into one copy
+                module = ours[path].module
+                out.append(SemanticFinding(
+                    kind="duplicate_definition", symbol=f"{module}.{name}" if module else name,
+                    path=path, line=other[name].line, severity="error",
+                    message=f"both {ours_label} and {theirs_label} add {name} to {path}"))
+        return out
+
+    def _concurrent_edits(
+        self, files: Mapping[str, FileVersions], base: Mapping[str, ModuleFacts],
+        ours: Mapping[str, ModuleFacts], theirs: Mapping[str, ModuleFacts],
+    ) -> list[SemanticFinding]:
+        out: list[SemanticFinding] = []
+        for path, fv in files.items():
+            if not (fv.ours_changed and fv.theirs_changed):
+                continue
+            if path not in base or path not in ours or path not in theirs:
+                continue
+            b, o, t = base[path].defs, ours[path].defs, theirs[path].defs
+            both = [
+                n for n, d in b.items() if d.kind in ("function", "class")
+                and n in o and n in t and o[n].body != d.body and t[n].body != d.body
+            ]
+            # Report the innermost entity: a class only when no method of it is reported.
+            methods = {n.split(".")[0] for n in both if "." in n}
+            module = base[path].module
+            for name in sorted(both):
+                if b[name].kind == "class" and name in methods:
+                    continue
+                out.append(SemanticFinding(
+                    kind="concurrent_entity_edit", symbol=f"{module}.{name}" if module else name,
+                    path=path, line=t[name].line, severity="warning",
+                    message=f"both sides changed {name} in {path}"))
+        return out

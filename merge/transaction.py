@@ -1,0 +1,361 @@
+"""Transactional batches: merge sources in memory, validate, then move the target by CAS.
+
+A batch applies each source in order onto the running result (one two-parent merge
+commit per source, or one single-parent commit with ``squash``), all as unreferenced
+objects.  Only when the whole batch is acceptable does the target ref move, by
+compare-and-swap from the tip the batch started from, after a journal entry is durable.
+If the ref moved meanwhile the batch is recomputed on the new tip (bounded retries).
+
+Modes: ``conservative`` lands everything or nothing; ``bisect`` drops the sources that
+conflict, add semantic errors or fail validation, lands the largest in-order group that
+remains, and names the culprits.  Sources always stay on their own branches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pygit2
+
+from merge import journal
+from merge.conflicts import overlaps, touched_paths
+from merge.errors import BadInputError
+from merge.git import IDENTITY, RefMovedError, Repo, require_git
+from merge.lock import integration_lock
+from merge.models import MergeReport, Mode, SourceMerge, Validation
+from merge.tree_merge import merge_commits
+from merge.validate import DEFAULT_TIMEOUT_S, validate
+
+
+class TargetNotBranchError(BadInputError):
+    """A non-dry-run merge needs a branch to move, not an arbitrary commit-ish."""
+
+    def __init__(self, into: str) -> None:
+        super().__init__(f"--into {into!r} is not a branch (use --dry-run to merge into a commit)")
+        self.into = into
+
+
+class DirtyWorktreeError(BadInputError):
+    """The target is checked out with local changes to files the batch would change."""
+
+    def __init__(self, worktree: str, paths: Sequence[str]) -> None:
+        shown = ", ".join(paths[:5]) + (" ..." if len(paths) > 5 else "")
+        super().__init__(f"{worktree} has the target checked out with local changes to files "
+                         f"this merge changes ({shown}); commit or stash them first")
+        self.worktree = worktree
+        self.paths = list(paths)
+
+
+class RetriesExhaustedError(RefMovedError):
+    """The target kept moving under us; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    sha: str
+
+
+@dataclass
+class _Pass:
+    """One in-memory application of a group of sources onto a tip."""
+
+    merges: dict[str, SourceMerge] = field(default_factory=dict)
+    applied: list[_Source] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+    """The running result after each applied source (same order as ``applied``)."""
+    rejected: list[str] = field(default_factory=list)
+
+
+class Transaction:
+    """One batch: ``Transaction(repo, "main", ["a", "b"]).run()`` -> :class:`MergeReport`."""
+
+    def __init__(
+        self,
+        repo: Repo | str | os.PathLike[str],
+        into: str,
+        sources: Sequence[str],
+        *,
+        dry_run: bool = False,
+        validate: str | None = None,
+        semantic: bool = True,
+        squash: bool = False,
+        mode: Mode | str = "conservative",
+        message: str | None = None,
+        max_retries: int = 3,
+        lock_timeout: float | None = None,
+        validate_timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        if mode not in ("conservative", "bisect"):
+            raise BadInputError(f"unknown mode {mode!r} (conservative|bisect)")
+        if not sources:
+            raise BadInputError("nothing to merge: give at least one source")
+        self.repo = repo if isinstance(repo, Repo) else Repo(repo)
+        self.into = into
+        self.source_names = list(sources)
+        self.dry_run = dry_run
+        self.command = validate
+        self.semantic = semantic
+        self.squash = squash
+        self.mode = mode
+        self.message = message
+        self.max_retries = max_retries
+        self.lock_timeout = lock_timeout
+        self.validate_timeout = validate_timeout
+
+    # -- entry point -------------------------------------------------------------
+
+    def run(self) -> MergeReport:
+        """Compute the batch and, unless a dry run, land it (or not) atomically."""
+        require_git()
+        repo = self.repo
+        # Resolve everything first: bad input changes nothing.
+        sources = [_Source(n, repo.rev_parse(n)) for n in self.source_names]
+        if self.dry_run:
+            return self._report(repo.rev_parse(self.into), sources, outcome="dry_run")
+        ref = repo.full_ref(self.into)
+        if ref is None:
+            repo.rev_parse(self.into)  # raises UnknownRefError for a name that means nothing
+            raise TargetNotBranchError(self.into)
+        if not ref.startswith("refs/heads/"):
+            raise TargetNotBranchError(self.into)
+        with integration_lock(repo.forkyard_dir, self.lock_timeout):
+            journal.recover(repo)
+            for attempt in range(self.max_retries + 1):
+                tip = repo.rev_parse(ref)
+                report = self._report(tip, sources, outcome="committed")
+                if report.new_sha is None or report.outcome != "committed":
+                    return report
+                try:
+                    self._land(ref, tip, report)
+                    return report
+                except RefMovedError as exc:
+                    if attempt == self.max_retries:
+                        raise RetriesExhaustedError(ref, tip, exc.actual) from exc
+        raise AssertionError("unreachable")
+
+    # -- computing a batch in memory --------------------------------------------
+
+    def _commit(self, tree: str, ours: str, src: _Source) -> str:
+        import pygit2
+
+        sig = pygit2.Signature(IDENTITY["GIT_COMMITTER_NAME"], IDENTITY["GIT_COMMITTER_EMAIL"])
+        if self.squash:
+            summary = self.repo.odb[src.sha].peel(pygit2.Commit).message
+            msg = self.message or f"{src.name} (squashed by forkyard)\n\n{summary}"
+            parents = [ours]
+        else:
+            msg = self.message or f"Merge {src.name} into {self.into}\n"
+            parents = [ours, src.sha]
+        oid = self.repo.odb.create_commit(None, sig, sig, msg, pygit2.Oid(hex=tree),
+                                          [pygit2.Oid(hex=p) for p in parents])
+        return str(oid)
+
+    def _merge_base(self, a: str, b: str) -> str | None:
+        oid = self.repo.odb.merge_base(a, b)
+        return str(oid) if oid is not None else None
+
+    def _apply(self, tip: str, group: Sequence[_Source]) -> _Pass:
+        """Merge ``group`` in order onto ``tip``; a source that conflicts (or, in bisect
+        mode, adds a semantic error) is not applied, later ones go onto the last good result."""
+        from merge.semantic import analyze
+
+        p = _Pass()
+        cur = tip
+        for src in group:
+            base = self._merge_base(cur, src.sha)
+            if base == src.sha:
+                # Already contained in the target: nothing to merge, nothing to commit.
+                tree = str(self.repo.odb[cur].peel(pygit2.Commit).tree.id)
+                p.merges[src.name] = SourceMerge(source=src.name, source_sha=src.sha,
+                                                 base_sha=base, status="clean", tree=tree)
+                continue
+            tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
+            findings = (analyze(self.repo, base, cur, src.sha, ours_label=self.into,
+                                theirs_label=src.name) if self.semantic else [])
+            sm = SourceMerge(
+                source=src.name, source_sha=src.sha, base_sha=base,
+                status="clean" if tm.clean else "conflict",
+                tree=tm.tree if tm.clean else None,
+                conflicts=list(tm.conflicts), semantic=findings,
+            )
+            p.merges[src.name] = sm
+            if not tm.clean or (self.mode == "bisect" and sm.has_errors):
+                p.rejected.append(src.name)
+                continue
+            cur = self._commit(tm.tree, cur, src)
+            p.applied.append(src)
+            p.commits.append(cur)
+        return p
+
+    def _validate(self, commit: str, attribute: Sequence[_Source]) -> Validation:
+        assert self.command is not None
+        return validate(self.repo, commit, self.command, timeout=self.validate_timeout,
+                        attribute=[(s.name, s.sha) for s in attribute])
+
+    def _report(self, tip: str, sources: Sequence[_Source], outcome: str) -> MergeReport:
+        touched = [(s.name, touched_paths(self.repo, self._merge_base(tip, s.sha), s.sha))
+                   for s in sources]
+        ovl = overlaps(touched) if len(sources) > 1 else []
+        if self.mode == "bisect":
+            merges, landed, culprits, new, validation = self._bisect(tip, sources)
+        else:
+            merges, landed, culprits, new, validation = self._conservative(tip, sources)
+        if outcome == "committed" and not landed:
+            outcome, new = "rolled_back", None
+        # A batch whose every source was already merged lands nothing new.
+        if outcome == "committed" and new == tip:
+            outcome = "rolled_back" if culprits else "committed"
+        return MergeReport(
+            target=self.into, target_sha=tip, outcome=outcome,  # type: ignore[arg-type]
+            new_sha=new, merges=merges, overlaps=ovl, validation=validation,
+            landed=landed, culprits=culprits,
+        )
+
+    def _conservative(self, tip: str, sources: Sequence[_Source]) -> tuple[
+            list[SourceMerge], list[str], list[str], str | None, Validation | None]:
+        p = self._apply(tip, sources)
+        merges = [p.merges[s.name] for s in sources]
+        culprits = [m.source for m in merges if m.has_errors]
+        if culprits:
+            return merges, [], culprits, None, None
+        new = p.commits[-1] if p.commits else tip
+        validation = None
+        if self.command is not None:
+            validation = self._validate(new, p.applied if len(p.applied) > 1 else [])
+            if not validation.passed:
+                blamed = validation.attributed_to or []
+                return merges, [], blamed, None, validation
+        return merges, [s.name for s in sources], [], new, validation
+
+    def _bisect(self, tip: str, sources: Sequence[_Source]) -> tuple[
+            list[SourceMerge], list[str], list[str], str | None, Validation | None]:
+        group = list(sources)
+        culprits: list[str] = []
+        kept: dict[str, SourceMerge] = {}
+        validation: Validation | None = None
+        while True:
+            p = self._apply(tip, group)
+            for name in p.rejected:
+                kept[name] = p.merges[name]
+                culprits.append(name)
+            group = [s for s in group if s.name not in p.rejected]
+            new = p.commits[-1] if p.commits else tip
+            if self.command is None or not p.applied:
+                break
+            validation = self._validate(new, [])
+            if validation.passed:
+                break
+            bad = self._first_failing(tip, p)
+            if bad is None:
+                # The target fails on its own: no source can be blamed, none can land.
+                for s in group:
+                    kept[s.name] = p.merges[s.name]
+                return self._ordered(sources, kept), [], [], None, validation
+            kept[bad.name] = p.merges[bad.name]
+            culprits.append(bad.name)
+            group = [s for s in group if s.name != bad.name]
+        for s in group:
+            kept[s.name] = p.merges[s.name]
+        landed = [s.name for s in p.applied]
+        return self._ordered(sources, kept), landed, culprits, (new if landed else None), validation
+
+    def _first_failing(self, tip: str, p: _Pass) -> _Source | None:
+        """Binary search the running results for the first source whose merge fails."""
+        assert self.command is not None
+        if not self._validate(tip, []).passed:
+            return None
+        lo, hi = 0, len(p.commits) - 1  # commits[hi] is known to fail
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._validate(p.commits[mid], []).passed:
+                lo = mid + 1
+            else:
+                hi = mid
+        return p.applied[lo]
+
+    @staticmethod
+    def _ordered(sources: Sequence[_Source], merges: dict[str, SourceMerge]) -> list[SourceMerge]:
+        return [merges[s.name] for s in sources if s.name in merges]
+
+    # -- landing ----------------------------------------------------------------
+
+    def _checked_out(self, ref: str) -> list[str]:
+        return [wt["worktree"] for wt in self.repo.worktrees()
+                if wt.get("branch") == ref and "bare" not in wt]
+
+    def _refuse_dirty(self, worktree: str, old: str, new: str) -> None:
+        out = self.repo.git("status", "--porcelain=v1", "-z", "--untracked-files=all",
+                            cwd=Path(worktree)).stdout.decode("utf-8", "surrogateescape")
+        local: set[str] = set()
+        records = out.split("\0")
+        i = 0
+        while i < len(records):
+            rec = records[i]
+            if len(rec) > 3:
+                local.add(rec[3:])
+                if rec[0] in "RC":
+                    i += 1  # a rename's second record is its source path
+                    if i < len(records):
+                        local.add(records[i])
+            i += 1
+        if not local:
+            return
+        hit = sorted(local & touched_paths(self.repo, old, new))
+        if hit:
+            raise DirtyWorktreeError(worktree, hit)
+
+    def _land(self, ref: str, old: str, report: MergeReport) -> None:
+        assert report.new_sha is not None
+        new = report.new_sha
+        journal.fault("after-merge")
+        worktrees = self._checked_out(ref)
+        for wt in worktrees:
+            self._refuse_dirty(wt, old, new)
+        journal.fault("before-journal")
+        entry = journal.write(self.repo, ref, old, new, report.landed, worktrees)
+        journal.fault("after-journal")
+        try:
+            self.repo.update_ref(ref, new, old, f"forkyard: merge {', '.join(report.landed)}")
+        except RefMovedError:
+            journal.clear(self.repo, entry)
+            raise
+        journal.fault("after-ref")
+        for wt in worktrees:
+            journal.sync_worktree(self.repo, wt, old, new)
+        journal.fault("after-worktree")
+        journal.clear(self.repo, entry)
+        journal.fault("after-cleanup")
+
+
+def merge_sources(
+    repo: Repo | str | os.PathLike[str],
+    into: str,
+    sources: Sequence[str],
+    *,
+    dry_run: bool = False,
+    validate: str | None = None,
+    semantic: bool = True,
+    squash: bool = False,
+    mode: str = "conservative",
+    message: str | None = None,
+) -> MergeReport:
+    """Merge ``sources`` (in order) into branch ``into`` as one transaction.
+
+    With ``dry_run`` nothing moves and ``into`` may be any commit-ish.  Returns the
+    report whatever the outcome; raises :class:`merge.errors.BadInputError` subclasses
+    (exit code 2, nothing changed) for unknown refs, a non-branch target or a dirty
+    checkout of the target.
+    """
+    return Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
+                       semantic=semantic, squash=squash, mode=mode, message=message).run()
+
+
+def recover(repo: Repo | str | os.PathLike[str]) -> list[journal.RecoveryAction]:
+    """Finish or roll back any batch a crash interrupted (takes the integration lock)."""
+    r = repo if isinstance(repo, Repo) else Repo(repo)
+    with integration_lock(r.forkyard_dir):
+        return journal.recover(r)

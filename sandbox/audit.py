@@ -1,0 +1,83 @@
+"""Audit a run against the commit graph: was every task's work integrated at most once, and
+did every batch land whole?
+
+The journal says what the run meant to do; the target's first-parent history says what
+happened.  Used by the crash tests and ``bench/run_crash.py``; cheap enough to run after
+any run (one ``git log``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from merge.git import Repo
+from sandbox.events import RunPaths
+from sandbox.state import RunManifest, load_view
+
+_SUBJECT = re.compile(r"^forkyard (?P<run>\S+): batch (?P<index>\d+) \((?P<tasks>[^)]*)\)")
+
+
+@dataclass(frozen=True)
+class Audit:
+    run_id: str
+    integrations: dict[str, int]                 # task -> times its work was merged
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def audit_run(repo: Repo, run_id: str) -> Audit:
+    """Check run ``run_id``'s integrations on its target (see the module docstring)."""
+    paths = RunPaths.of(repo, run_id)
+    manifest = RunManifest.load(paths)
+    view = load_view(paths)
+    commit_task: dict[str, str] = {}
+    from sandbox.events import read_events
+
+    for ev in read_events(paths.events):
+        if ev.type == "task_finished" and ev.get("commit"):
+            commit_task[str(ev.get("commit"))] = str(ev.task)
+    out = repo.out("log", "--first-parent", "--format=%H%x00%P%x00%s",
+                   f"{manifest.target_sha_before}..{manifest.target_ref}")
+    integrations = {t: 0 for t in view.tasks}
+    problems: list[str] = []
+    groups: dict[int, list[tuple[str, str | None, list[str]]]] = {}
+    order: list[int] = []
+    for line in reversed(out.splitlines()):  # oldest first
+        sha, parents, subject = line.split("\0", 2)
+        m = _SUBJECT.match(subject)
+        if m is None or m["run"] != run_id:
+            continue
+        ps = parents.split()
+        task = commit_task.get(ps[1]) if len(ps) > 1 else None
+        if len(ps) > 1 and task is None:
+            problems.append(f"{sha[:10]} merges {ps[1][:10]}, which no task of the run produced")
+        if task is not None:
+            integrations[task] = integrations.get(task, 0) + 1
+        index = int(m["index"])
+        if index not in groups:
+            if order and index in order:
+                problems.append(f"batch {index} is not contiguous on the target")
+            order.append(index)
+            groups[index] = []
+        groups[index].append((sha, task, [t.strip() for t in m["tasks"].split(",")]))
+    for t, n in integrations.items():
+        if n > 1:
+            problems.append(f"task {t} was integrated {n} times")
+    for index, merges in groups.items():
+        landed = {t for _, t, _ in merges if t}
+        batch = view.batch(index)
+        expected = set(batch.landed) if batch and batch.outcome == "committed" else set(merges[0][2])
+        if landed != expected:
+            problems.append(f"batch {index} landed {sorted(landed)} but meant {sorted(expected)}")
+        if batch and batch.outcome == "committed" and batch.new_tip and batch.new_tip != merges[-1][0]:
+            problems.append(f"batch {index} ends at {merges[-1][0][:10]}, journal says "
+                            f"{batch.new_tip[:10]}")
+    for t in view.tasks.values():
+        if t.integrated and t.commit and integrations.get(t.id, 0) != 1:
+            problems.append(f"task {t.id} is reported integrated but merged "
+                            f"{integrations.get(t.id, 0)} times")
+    return Audit(run_id, integrations, problems)

@@ -1,0 +1,516 @@
+"""The docker backend: each task runs in a container with its worktree mounted at /work.
+
+The worktree (branch ``forkyard/<run-id>/<task-id>`` at the task's base, under
+``.git/forkyard/worktrees/``) is made on the host exactly as for the worktree backend;
+the container only sees that directory, bind-mounted read-write at ``/work``.  The
+container gets the task's limits (memory with swap equal to it, nano_cpus, pids), no
+network unless the task allows it, no capabilities, no-new-privileges, a read-only root
+with a tmpfs ``/tmp``, and an init process as PID 1 (so signals reach the agent and
+zombies are reaped).  It runs as the worktree owner's uid:gid, so what the agent writes
+is owned by whoever owns the repository and our host-side ``git add`` can read it.
+
+The run deadline is ours: docker-py's ``wait(timeout=...)`` is only an HTTP timeout, so
+a waiter thread blocks on the engine's wait while this thread watches our own clock and
+the cancel event, and kills the container when either fires.  OOM is read from the
+container state (``State.OOMKilled``) and believed only together with exit 137: a
+memory-hungry child can be OOM-killed while the agent itself goes on and exits 0.
+
+docker-py is imported lazily (by the factory choosing this module, and inside it by
+:meth:`DockerBackend.client`), so a worktree-only user never needs a Docker engine.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import re
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from merge.git import Repo
+from sandbox.backends.base import (
+    Backend,
+    ExecResult,
+    LineCallback,
+    Sandbox,
+    SandboxSpec,
+    Status,
+)
+from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
+from sandbox.confine import GitPaths
+from sandbox.errors import BackendUnavailableError, ImageNotFoundError, SandboxError
+from sandbox.ports import PortLease
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+WORKDIR = "/work"
+LOG_TAIL_LINES = 50
+LOG_TAIL_CHARS = 8000
+# Exit status of a process killed by SIGKILL (128 + 9), which is what the kernel's OOM
+# killer sends; tini (the init) passes its child's death by signal on as 128 + signal.
+EXIT_SIGKILL = 137
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
+
+
+class DockerConfig(BaseModel):
+    """Configuration of the docker backend (``--backend docker``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    type: Literal["docker"] = "docker"
+    """Backend discriminator."""
+
+    image: str = "forkyard-agent:latest"
+    """Image agents run in, unless a task names its own; it must already be present on
+    the engine (build or pull it first: forkyard never pulls behind your back)."""
+
+    user: str | None = None
+    """``uid:gid`` to run as; default: the owner of the worktree, so files the agent
+    writes are owned like the rest of the repository."""
+
+    base_url: str | None = None
+    """Docker engine address (``unix:///var/run/docker.sock``); default: ``DOCKER_HOST``
+    or the local socket.  The engine must see the worktree's path: bind mounts are
+    resolved on the engine's host."""
+
+    kill_grace_s: float = Field(2.0, ge=0)
+    """On timeout or cancel: seconds between SIGTERM and SIGKILL."""
+
+    stop_timeout_s: float = Field(30.0, gt=0)
+    """How long to wait for the engine to report an exit after a kill before giving up
+    on the container."""
+
+
+class DockerBackendError(SandboxError, RuntimeError):
+    """The Docker engine refused or failed an operation on a task's container."""
+
+    def __init__(self, operation: str, task: str, detail: str) -> None:
+        super().__init__(f"docker: {operation} for task {task!r} failed: {detail}")
+        self.operation = operation
+        self.task = task
+        self.detail = detail
+
+
+def container_name(spec: SandboxSpec) -> str:
+    """``forkyard-<run-id>-<task-id>``, with anything Docker refuses in a name replaced."""
+    return _NAME_BAD.sub("_", f"forkyard-{spec.run_id}-{spec.task_id}")
+
+
+def worktree_path(repo: Repo, spec: SandboxSpec) -> Path:
+    """Where the sandbox's worktree lives: ``.git/forkyard/worktrees/<run>/<task>``."""
+    return repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+
+
+def agent_env(spec: SandboxSpec, port: int | None = None) -> dict[str, str]:
+    """The environment the agent sees inside the container (``spec.env`` wins).
+
+    ``port`` is the sandbox's leased port when the spec names none.
+    """
+    env = {
+        "FORKYARD_RUN_ID": spec.run_id,
+        "FORKYARD_TASK_ID": spec.task_id,
+        "FORKYARD_DESCRIPTION": spec.description,
+        "FORKYARD_BRANCH": spec.branch,
+        "FORKYARD_BASE": spec.base,
+        "FORKYARD_WORKTREE": WORKDIR,
+        "FORKYARD_COMMAND": spec.command,
+        "FORKYARD_SANDBOX": "docker",
+        # The root filesystem is read-only; tools that write to $HOME need somewhere.
+        "HOME": "/tmp",
+    }
+    port = spec.port if spec.port is not None else port
+    if port is not None:
+        env["PORT"] = env["FORKYARD_PORT"] = str(port)
+    env.update(spec.env)
+    return env
+
+
+def _command(spec: SandboxSpec) -> list[str]:
+    if spec.setup_command is None:
+        return ["/bin/sh", "-c", spec.command]
+    # Both command lines travel in the environment, so neither needs quoting into the
+    # other; the set-up's failure fails the task without running the agent.
+    return ["/bin/sh", "-c",
+            '/bin/sh -c "$FORKYARD_SETUP_COMMAND" && exec /bin/sh -c "$FORKYARD_COMMAND"']
+
+
+class _LogPump:
+    """Streams a container's output to ``on_line`` from a thread and keeps the tail."""
+
+    def __init__(self, chunks: Iterator[bytes], on_line: LineCallback | None) -> None:
+        self._chunks = chunks
+        self._on_line = on_line
+        self._tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._thread = threading.Thread(target=self._pump, name="forkyard-docker-logs",
+                                        daemon=True)
+        self._thread.start()
+
+    def _emit(self, line: str) -> None:
+        self._tail.append(line)
+        if self._on_line is not None:
+            try:
+                self._on_line(line)
+            except Exception:
+                # A broken display must not stop the log stream (or fail the task).
+                pass
+
+    def _pump(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        partial = ""
+        try:
+            for chunk in self._chunks:
+                text = partial + decoder.decode(chunk)
+                *lines, partial = text.split("\n")
+                for line in lines:
+                    self._emit(line.rstrip("\r"))
+        except Exception:
+            # The stream breaks when the container is removed under it; the tail so
+            # far is all there is.
+            pass
+        partial += decoder.decode(b"", final=True)
+        if partial:
+            self._emit(partial)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)[-LOG_TAIL_CHARS:]
+
+
+class DockerBackend(Backend):
+    """Runs each task in a Docker container (docker-py) over its own worktree."""
+
+    name = "docker"
+
+    def __init__(self, repo: Repo, config: DockerConfig | None = None) -> None:
+        super().__init__(repo)
+        self.config = config or DockerConfig()
+        self._client: docker.DockerClient | None = None
+        # The host side of a docker sandbox is a worktree sandbox: the same worktree,
+        # run lock, copied ignored files, port lease, leftover commit and cleanup.  Its
+        # cgroups and confinement are never used here (execute is ours).
+        self._worktrees = WorktreeBackend(repo, WorktreeConfig(confinement="none", limits="none"))
+
+    # -- engine ------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """A docker-py client; :class:`BackendUnavailableError` when no engine answers."""
+        if self._client is None:
+            try:
+                import docker
+            except ImportError as exc:  # pragma: no cover - docker is a dependency
+                raise BackendUnavailableError("the docker backend needs docker-py") from exc
+            try:
+                # version="auto" negotiates with the engine: Debian's dockerd 20.10
+                # speaks API 1.41 while docker-py defaults to a newer one.
+                # Each running task holds two connections (its attach stream and its
+                # wait); a pool sized for many parallel agents keeps them reusable.
+                options: dict[str, Any] = {"version": "auto", "max_pool_size": 128}
+                if self.config.base_url:
+                    client = docker.DockerClient(base_url=self.config.base_url, **options)
+                else:
+                    client = docker.from_env(**options)
+                client.ping()
+            except docker.errors.DockerException as exc:
+                raise BackendUnavailableError(
+                    f"no Docker engine answers ({exc}); start one (scripts/docker-up.sh) "
+                    "or choose --backend worktree"
+                ) from exc
+            self._client = client
+        return self._client
+
+    def image_for(self, spec: SandboxSpec) -> str:
+        return spec.image or self.config.image
+
+    def check_image(self, image: str) -> None:
+        """:class:`ImageNotFoundError` unless ``image`` is present on the engine."""
+        import docker
+
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise ImageNotFoundError(image) from None
+        except docker.errors.APIError as exc:
+            # An unparseable reference ("Bad:Name") is as much bad input as a missing one.
+            if exc.status_code == 400:
+                raise ImageNotFoundError(image) from None
+            raise
+
+    # -- the contract ------------------------------------------------------------
+
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        """Check the image, then make the worktree (as the worktree backend does)."""
+        # Everything that can be bad input is checked before anything is created.
+        image = self.image_for(spec)
+        self.check_image(image)
+        # A sha, not "HEAD": the leftover commit is compared with it.
+        spec = dataclasses.replace(spec, base=self.repo.rev_parse(spec.base))
+        sandbox = self._worktrees.prepare(spec)
+        try:
+            sandbox.state["image"] = image
+            # The agent can rewrite /work/.git (it is inside the mount).  Our host-side
+            # `git add` would follow a forged "gitdir:" to a repository of the agent's
+            # making (its config's core.fsmonitor runs as us), so remember the real one
+            # now and restore it before committing.
+            paths = GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch)
+            sandbox.state["gitdir"] = paths.gitdir
+            sandbox.state["dotgit"] = (sandbox.worktree / ".git").read_bytes()
+        except BaseException:
+            self._worktrees.cleanup(sandbox)
+            raise
+        return sandbox
+
+    def execute(
+        self,
+        sandbox: Sandbox,
+        on_line: LineCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        spec = sandbox.spec
+        container = self._create(sandbox)
+        sandbox.state["container"] = container.id
+
+        exited = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def waiter() -> None:
+            # timeout=None: block as long as the container runs; our deadline is below.
+            try:
+                outcome["wait"] = container.wait(timeout=None)
+            except Exception as exc:
+                outcome["error"] = exc
+            exited.set()
+
+        # Attach before start, not `logs(follow=True)` after: the log follower can stop
+        # at the exit before the engine has written a final line without a newline
+        # (seen with dockerd 20.10 about one run in four); the attach stream is the
+        # container's own stdio and ends only after its last byte.
+        stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+        try:
+            container.start()
+        except Exception as exc:
+            raise DockerBackendError("start", spec.task_id, str(exc)) from exc
+        started = time.monotonic()
+        logs = _LogPump(stream, on_line)
+        threading.Thread(target=waiter, name="forkyard-docker-wait", daemon=True).start()
+
+        timeout_s = spec.limits.timeout_s
+        deadline = started + timeout_s if timeout_s is not None else None
+        killed_for: Status | None = None
+        while not exited.is_set():
+            if cancel is not None and cancel.is_set():
+                killed_for = "cancelled"
+            elif deadline is not None and time.monotonic() >= deadline:
+                killed_for = "timed_out"
+            if killed_for is not None:
+                self._kill(container)
+                break
+            wake = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            exited.wait(wake)
+        if not exited.wait(self.config.stop_timeout_s):
+            raise DockerBackendError("wait", spec.task_id,
+                                     f"no exit reported {self.config.stop_timeout_s:g}s after kill")
+        duration = time.monotonic() - started
+        logs.join(timeout=5.0)
+        if "error" in outcome:
+            raise DockerBackendError("wait", spec.task_id, str(outcome["error"]))
+
+        container.reload()
+        state = container.attrs.get("State", {})
+        exit_code = int(state.get("ExitCode", outcome["wait"].get("StatusCode", -1)))
+        oom = bool(state.get("OOMKilled")) and exit_code == EXIT_SIGKILL
+        status, message = self._classify(spec, killed_for, exit_code, oom,
+                                         bool(state.get("OOMKilled")))
+
+        commit, files, note = self._commit(sandbox)
+        if note:
+            message = f"{message}; {note}"
+        return ExecResult(
+            status=status,
+            exit_code=exit_code,
+            duration_s=duration,
+            log_tail=logs.tail(),
+            commit=commit,
+            files_modified=tuple(files),
+            enforced_by="docker",
+            confinement="docker",
+            message=message,
+        )
+
+    def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:
+        """Remove the container (always), then the worktree unless ``keep``."""
+        import docker
+
+        try:
+            container_id = sandbox.state.pop("container", None)
+            if isinstance(container_id, str):
+                try:
+                    # force: a container still running (an interrupted execute) goes too.
+                    self.client.api.remove_container(container_id, force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+        finally:
+            self._worktrees.cleanup(sandbox, keep=keep)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _user(self, worktree: Path) -> str:
+        if self.config.user:
+            return self.config.user
+        st = os.stat(worktree)
+        return f"{st.st_uid}:{st.st_gid}"
+
+    def _run_options(self, sandbox: Sandbox) -> dict[str, Any]:
+        """docker-py ``containers.create`` keyword arguments for the task's sandbox."""
+        from docker.types import Mount
+
+        spec = sandbox.spec
+        limits = spec.limits
+        lease = sandbox.state.get("lease")
+        env = agent_env(spec, lease.port if isinstance(lease, PortLease) else None)
+        if spec.setup_command is not None:
+            env["FORKYARD_SETUP_COMMAND"] = spec.setup_command
+        tmpfs = "rw,nosuid,nodev,mode=1777"
+        options: dict[str, Any] = {
+            "command": _command(spec),
+            "name": container_name(spec),
+            "labels": {"forkyard.run": spec.run_id, "forkyard.task": spec.task_id,
+                       "forkyard.repo": str(self.repo.path)},
+            "environment": env,
+            "working_dir": WORKDIR,
+            "user": self._user(sandbox.worktree),
+            "mounts": [Mount(target=WORKDIR, source=str(sandbox.worktree), type="bind",
+                             read_only=False)],
+            "init": True,
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "network_mode": None if limits.network else "none",
+            "detach": True,
+        }
+        if limits.memory_mb is not None:
+            memory = limits.memory_mb * 1024 * 1024
+            # memswap equal to memory: no swap, so a hog meets the OOM killer instead
+            # of thrashing; /tmp is tmpfs and counts against the same limit.
+            options["mem_limit"] = memory
+            options["memswap_limit"] = memory
+            tmpfs += f",size={memory}"
+        if limits.cpus is not None:
+            options["nano_cpus"] = int(limits.cpus * 1e9)
+        if limits.pids is not None:
+            options["pids_limit"] = limits.pids
+        options["tmpfs"] = {"/tmp": tmpfs}
+        return options
+
+    def _create(self, sandbox: Sandbox) -> Container:
+        import docker
+
+        spec = sandbox.spec
+        image = str(sandbox.state.get("image") or self.image_for(spec))
+        options = self._run_options(sandbox)
+        try:
+            return self.client.containers.create(image, **options)
+        except docker.errors.ImageNotFound:
+            raise ImageNotFoundError(image) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise DockerBackendError("create", spec.task_id, str(exc)) from exc
+        # 409: a container of that name is left over from a crashed run of the same
+        # run id and task; it is ours (labels say so) and stale, so replace it.
+        stale = self.client.containers.get(options["name"])
+        if stale.labels.get("forkyard.run") != spec.run_id:
+            raise DockerBackendError("create", spec.task_id,
+                                     f"a container named {options['name']!r} exists")
+        stale.remove(force=True, v=True)
+        try:
+            return self.client.containers.create(image, **options)
+        except docker.errors.APIError as exc:
+            raise DockerBackendError("create", spec.task_id, str(exc)) from exc
+
+    def _kill(self, container: Container) -> None:
+        """SIGTERM (the init passes it on), a grace period, then SIGKILL."""
+        import docker
+
+        try:
+            container.kill(signal="SIGTERM")
+            end = time.monotonic() + self.config.kill_grace_s
+            while time.monotonic() < end:
+                container.reload()
+                if container.status != "running":
+                    return
+                time.sleep(0.05)
+            container.kill(signal="SIGKILL")
+        except docker.errors.APIError as exc:
+            # 409 "is not running": it exited by itself meanwhile.
+            if exc.status_code not in (404, 409):
+                raise
+
+    @staticmethod
+    def _classify(
+        spec: SandboxSpec, killed_for: Status | None, exit_code: int, oom: bool,
+        oom_flag: bool,
+    ) -> tuple[Status, str]:
+        if killed_for == "cancelled":
+            return "cancelled", "cancelled; container killed"
+        if killed_for == "timed_out":
+            return "timed_out", f"exceeded its {spec.limits.timeout_s:g}s timeout; container killed"
+        if oom:
+            return "oom_killed", f"killed by the OOM killer at its {spec.limits.memory_mb} MiB limit"
+        note = ""
+        if oom_flag:
+            # A child was OOM-killed but the agent carried on and exited by itself.
+            note = "; a process inside was OOM-killed"
+        if exit_code == 0:
+            return "succeeded", "exit 0" + note
+        return "failed", f"exit {exit_code}" + note
+
+    def _commit(self, sandbox: Sandbox) -> tuple[str | None, list[Any], str]:
+        """Commit what the agent left (on the host, our identity): (tip, numstat, note)."""
+        dotgit = sandbox.worktree / ".git"
+        pinned = sandbox.state["dotgit"]
+        assert isinstance(pinned, bytes)
+        if dotgit.is_symlink() or not dotgit.is_file() or dotgit.read_bytes() != pinned:
+            if dotgit.is_dir() and not dotgit.is_symlink():
+                shutil.rmtree(dotgit)
+            else:
+                dotgit.unlink(missing_ok=True)
+            dotgit.write_bytes(pinned)
+        return self._worktrees._collect(sandbox, {})
+
+
+def remove_containers(
+    repo: Repo, run_id: str | None = None, base_url: str | None = None
+) -> list[str]:
+    """Force-remove forkyard's containers of ``repo`` (one run's, or all): what a crashed
+    run left behind, for ``forkyard gc``.  Returns the names removed; ``[]`` when no
+    engine answers (nothing can be left on an engine that is not there)."""
+    import docker
+
+    backend = DockerBackend(repo, DockerConfig(base_url=base_url))
+    try:
+        client = backend.client
+    except BackendUnavailableError:
+        return []
+    labels = [f"forkyard.repo={repo.path}"]
+    if run_id is not None:
+        labels.append(f"forkyard.run={run_id}")
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": labels}):
+        try:
+            container.remove(force=True, v=True)
+            removed.append(container.name)
+        except docker.errors.NotFound:
+            pass
+    return removed

@@ -1,0 +1,392 @@
+"""The worktree backend (the default): a git worktree per task, cgroup limits, bwrap/Landlock.
+
+Creating a sandbox is one ``git worktree add`` (plus copying configured ignored files
+and taking a port lease); everything costly -- cgroups, confinement, the temp dir -- is
+deferred to :meth:`WorktreeBackend.execute`, so creating and destroying sandboxes costs
+about what plain worktrees cost (``bench/sandbox_overhead.py``).
+
+The agent is started as ``shim [cgroups, rlimits] -> bwrap -> shim [Landlock] -> sh -c``:
+the outer shim joins the cgroups before anything else runs; bubblewrap confines; the
+inner shim layers Landlock.  After the agent exits, whatever it left running is killed,
+its uncommitted changes are committed with forkyard's identity, and the result records
+the branch tip and the files changed.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from merge.git import GitError, Repo, clean_env
+from merge.process import spawn
+from sandbox import cgroups, confine, limits, setup
+from sandbox.backends.base import Backend, ExecResult, LineCallback, Sandbox, SandboxSpec, Status
+from sandbox.errors import SandboxBadInputError, SandboxError
+from sandbox.gc import RunLock
+from sandbox.ports import DEFAULT_RANGE, PortLease, lease_port
+
+SHIM = str(Path(limits.__file__).with_name("shim.py"))
+
+
+class WorktreeConfig(BaseModel):
+    """Configuration of the worktree backend (the default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    type: Literal["worktree"] = "worktree"
+    """Backend discriminator."""
+    confinement: confine.Mode = "auto"
+    """auto (bwrap + Landlock where available), bwrap, landlock, bwrap+landlock, or none
+    (the same explicit opt-out as a task's ``confine=False``)."""
+    limits: Literal["auto", "cgroup", "rlimit", "none"] = "auto"
+    """auto: cgroups where writable, else rlimits (recorded); cgroup: fail without them."""
+    grace_s: float = Field(2.0, ge=0)
+    """On timeout or cancel: seconds between SIGTERM and killing the whole group."""
+    log_tail_lines: int = Field(200, ge=1)
+    """How many trailing output lines a result keeps."""
+    lease_ports: bool = True
+    """Lease a distinct ``PORT``/``FORKYARD_PORT`` per agent when the spec has none."""
+    port_range: tuple[int, int] = DEFAULT_RANGE
+    """Leased ports come from ``[lo, hi)``."""
+    extra_rw: tuple[Path, ...] = ()
+    """More paths agents may write (e.g. ``~/.cache``): bound read-write, allowed by Landlock."""
+    setup_timeout_s: float = Field(600, gt=0)
+    """Wall-clock limit of the per-run setup command."""
+
+
+class WorktreeBackend(Backend):
+    """Agents in git worktrees under ``.git/forkyard/worktrees/<run-id>/<task-id>``."""
+
+    name = "worktree"
+
+    def __init__(self, repo: Repo, config: WorktreeConfig | None = None, **options: object) -> None:
+        super().__init__(repo)
+        self.config = config or WorktreeConfig.model_validate(options)
+        self._hier: cgroups.Hierarchies | None = None
+        self._locks: dict[str, tuple[RunLock, int]] = {}
+        self._lock = threading.Lock()
+
+    # -- prepare ------------------------------------------------------------------
+
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        """One ``git worktree add`` on ``forkyard/<run>/<task>`` at the base, plus set-up."""
+        path = self.repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+        if path.exists():
+            raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
+        self._hold(spec.run_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.repo.worktree_add(path, spec.branch, spec.base)
+            state: dict[str, object] = {}
+            patterns = setup.include_patterns(self.repo.path, spec.copy_files)
+            if patterns:
+                state["copied"] = setup.copy_ignored(self.repo.path, path, patterns)
+            if spec.port is None and self.config.lease_ports:
+                state["lease"] = lease_port(self.repo.forkyard_dir / "ports", self.config.port_range)
+        except BaseException:
+            self._release(spec.run_id)
+            raise
+        return Sandbox(spec, path, spec.branch, state)
+
+    def _hold(self, run_id: str) -> None:
+        # A shared flock per live run: `forkyard gc` leaves runs alone while it is held.
+        with self._lock:
+            lock, n = self._locks.get(run_id, (None, 0))
+            if lock is None:
+                lock = RunLock(self.repo, run_id)
+                lock.acquire_shared()
+            self._locks[run_id] = (lock, n + 1)
+
+    def _release(self, run_id: str) -> None:
+        with self._lock:
+            lock, n = self._locks.get(run_id, (None, 0))
+            if lock is None:
+                return
+            if n <= 1:
+                lock.release()
+                del self._locks[run_id]
+            else:
+                self._locks[run_id] = (lock, n - 1)
+
+    # -- execute ------------------------------------------------------------------
+
+    def _enforcement(self, spec: SandboxSpec) -> limits.Enforcement:
+        mode = self.config.limits
+        if mode == "none":
+            return limits.Enforcement("none")
+        if mode in ("auto", "cgroup"):
+            if self._hier is None:
+                self._hier = cgroups.detect()
+            if self._hier.layout != "none":
+                try:
+                    group = cgroups.Cgroup.create(self._hier, spec.run_id, spec.task_id, spec.limits)
+                    return limits.Enforcement(self._hier.enforced_by, group,
+                                              limits.cgroup_args(group))
+                except cgroups.CgroupUnavailable:
+                    if mode == "cgroup":
+                        raise
+            elif mode == "cgroup":
+                raise SandboxError("limits='cgroup' but no writable cgroup hierarchy here")
+        return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
+
+    def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
+        spec = sandbox.spec
+        env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
+        if "LC_ALL" in os.environ:
+            env["LC_ALL"] = os.environ["LC_ALL"]
+        else:
+            env.pop("LC_ALL", None)
+        env.update({
+            "FORKYARD_TASK_ID": spec.task_id, "FORKYARD_RUN_ID": spec.run_id,
+            "FORKYARD_BRANCH": spec.branch, "FORKYARD_BASE": spec.base,
+            "FORKYARD_WORKTREE": str(sandbox.worktree), "FORKYARD_DESCRIPTION": spec.description,
+            "TMPDIR": str(tmpdir), limits.TOKEN_VAR: token,
+        })
+        port = spec.port if spec.port is not None else _lease_port(sandbox)
+        if port is not None:
+            env["PORT"] = env["FORKYARD_PORT"] = str(port)
+        env.update(spec.env)
+        return env
+
+    def _argv(self, sandbox: Sandbox, conf: confine.Confinement, enf: limits.Enforcement,
+              tmpdir: Path, gitpaths: confine.GitPaths, command: str) -> list[str]:
+        spec = sandbox.spec
+        argv = [sys.executable, "-I", "-S", SHIM, *enf.shim_args, "--"]
+        if conf.bwrap:
+            argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=tmpdir, git=gitpaths,
+                                       network=spec.limits.network,
+                                       extra_rw=self.config.extra_rw)
+        if conf.landlock:
+            import json
+
+            ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=tmpdir, git=gitpaths,
+                                       network=spec.limits.network, inside_bwrap=conf.bwrap)
+            ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
+            # Not -S: the inner shim imports landlockpy from site-packages.
+            argv += [sys.executable, "-I", SHIM, "--landlock", json.dumps(ll), "--"]
+        return [*argv, "/bin/sh", "-c", command]
+
+    def execute(
+        self, sandbox: Sandbox, on_line: LineCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        """Run setup command and agent confined and limited; commit what it left."""
+        spec = sandbox.spec
+        started = time.monotonic()
+        conf = confine.resolve(self.config.confinement, spec.confine)
+        tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        sandbox.state["tmpdir"] = tmpdir
+        gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch)
+        pinned = _pin_git_files(gitpaths, spec.branch)
+        sandbox.state["gitdir"] = gitpaths.gitdir
+        enf = self._enforcement(spec)
+        sandbox.state["cgroup"] = enf.cgroup
+        token = uuid.uuid4().hex
+        sandbox.state["token"] = token
+        env = self._env(sandbox, tmpdir, token)
+        tail: collections.deque[str] = collections.deque(maxlen=self.config.log_tail_lines)
+        deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
+        reason: str | None = None
+        rc: int | None = None
+        message = ""
+        if spec.setup_command:
+            setup_deadline = time.monotonic() + self.config.setup_timeout_s
+            rc, reason = self._run_phase(
+                self._argv(sandbox, conf, enf, tmpdir, gitpaths, spec.setup_command),
+                sandbox, env, enf, token, min(d for d in (deadline, setup_deadline) if d),
+                cancel, on_line, tail)
+            if rc != 0 and reason is None:
+                message = f"setup command failed with exit code {rc}"
+        if rc in (None, 0) and reason is None:
+            rc, reason = self._run_phase(
+                self._argv(sandbox, conf, enf, tmpdir, gitpaths, spec.command),
+                sandbox, env, enf, token, deadline, cancel, on_line, tail)
+        status = self._status(rc, reason, enf)
+        if status == "timed_out":
+            message = f"killed after the {spec.limits.timeout_s:g}s timeout"
+        elif status == "oom_killed":
+            message = f"killed by the OOM killer at the {spec.limits.memory_mb} MiB memory limit"
+        elif status == "cancelled":
+            message = "cancelled"
+        commit, files, commit_msg = self._collect(sandbox, pinned)
+        return ExecResult(
+            status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
+            log_tail="\n".join(tail), commit=commit, files_modified=tuple(files),
+            enforced_by=enf.name, confinement=conf.name,
+            message="; ".join(m for m in (message, commit_msg) if m),
+        )
+
+    def _status(self, rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:
+        if reason == "cancelled":
+            return "cancelled"
+        if reason == "timed_out":
+            return "timed_out"
+        # OOM: the group's kernel counter, cross-checked with a failed exit (a kill signal
+        # shows up as 137 through sh/bwrap, or -9 directly).
+        if enf.cgroup is not None and rc not in (0, None) and enf.cgroup.oom_kills() > 0:
+            return "oom_killed"
+        return "succeeded" if rc == 0 else "failed"
+
+    def _run_phase(
+        self, argv: list[str], sandbox: Sandbox, env: dict[str, str], enf: limits.Enforcement,
+        token: str, deadline: float | None, cancel: threading.Event | None,
+        on_line: LineCallback | None, tail: collections.deque[str],
+    ) -> tuple[int | None, str | None]:
+        """Run one process tree to the end, a timeout or a cancel; (exit code, reason)."""
+        proc = spawn(argv, cwd=sandbox.worktree, env=env, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT)
+        pump = threading.Thread(target=_pump, args=(proc, on_line, tail), daemon=True)
+        pump.start()
+        reason: str | None = None
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+            elif deadline is not None and time.monotonic() >= deadline:
+                reason = "timed_out"
+            if reason:
+                self._stop(proc, enf, token, self.config.grace_s)
+                break
+        # Whatever the agent left behind (daemons, double forks) dies with it: no orphans.
+        self._kill_tree(proc, enf, token)
+        proc.wait()
+        pump.join(timeout=5)
+        rc = proc.returncode
+        return (128 - rc if rc < 0 else rc), reason
+
+    def _stop(self, proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str,
+              grace_s: float) -> None:
+        """SIGTERM the tree, wait ``grace_s`` for it to go, then kill it."""
+        if enf.cgroup is not None:
+            enf.cgroup.signal(signal.SIGTERM)
+        else:
+            _killpg(proc.pid, signal.SIGTERM)
+            limits.signal_token(token, signal.SIGTERM)
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end:
+            alive = enf.cgroup.pids() if enf.cgroup is not None else limits.pids_with_token(token)
+            if proc.poll() is not None and not alive:
+                return
+            time.sleep(0.05)
+        self._kill_tree(proc, enf, token)
+
+    def _kill_tree(self, proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str) -> None:
+        if enf.cgroup is not None:
+            enf.cgroup.kill()
+        _killpg(proc.pid, signal.SIGKILL)
+        # Without a cgroup, descendants that left the process group are found by token.
+        for _ in range(50):
+            if limits.signal_token(token) == 0:
+                break
+            time.sleep(0.02)
+
+    # -- results ------------------------------------------------------------------
+
+    def _collect(self, sandbox: Sandbox, pinned: dict[Path, bytes]) -> tuple[str | None, list, str]:
+        """Commit leftovers; (commit or None, numstat, message about a failed commit)."""
+        spec = sandbox.spec
+        for path, data in pinned.items():  # undo tampering Landlock alone cannot stop
+            try:
+                if path.read_bytes() != data:
+                    path.unlink(missing_ok=True)
+                    path.write_bytes(data)
+            except OSError:
+                path.write_bytes(data)
+        ref = self.repo.common_dir / "refs" / "heads" / spec.branch
+        gitdir = sandbox.state.get("gitdir")
+        locks = [ref.with_name(ref.name + ".lock")]
+        if isinstance(gitdir, Path):
+            locks.append(gitdir / "index.lock")
+        for lock in locks:
+            lock.unlink(missing_ok=True)  # a killed agent's git can leave these behind
+        message = f"forkyard: {spec.task_id}\n\n{spec.description or 'Changes left by the agent.'}"
+        note = ""
+        try:
+            self.repo.commit_all(sandbox.worktree, message)
+        except GitError as exc:
+            note = f"could not commit leftover changes: {exc}"
+        tip = self.repo.try_rev_parse(f"refs/heads/{spec.branch}")
+        if tip is None or tip == spec.base:
+            return None, [], note
+        return tip, self.repo.numstat(spec.base, tip), note
+
+    # -- cleanup ------------------------------------------------------------------
+
+    def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:
+        """Kill leftovers, remove cgroups, release the port, remove the worktree unless keep."""
+        spec = sandbox.spec
+        try:
+            group = sandbox.state.pop("cgroup", None)
+            if isinstance(group, cgroups.Cgroup):
+                group.remove()
+            token = sandbox.state.get("token")
+            if isinstance(token, str):
+                limits.signal_token(token)
+            lease = sandbox.state.pop("lease", None)
+            if isinstance(lease, PortLease):
+                lease.release()
+            tmpdir = sandbox.state.pop("tmpdir", None)
+            if isinstance(tmpdir, Path):
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                _rmdir_quiet(tmpdir.parent)
+            if not keep and sandbox.worktree.exists():
+                self.repo.worktree_remove(sandbox.worktree)
+                _rmdir_quiet(sandbox.worktree.parent)
+        finally:
+            self._release(spec.run_id)
+
+
+def _pin_git_files(gitpaths: confine.GitPaths, branch: str) -> dict[Path, bytes]:
+    """Contents restored before our commit: the ``.git`` file, HEAD and the pointers."""
+    pinned = {p: p.read_bytes() for p in gitpaths.ro if p.is_file()}
+    pinned[gitpaths.gitdir / "HEAD"] = f"ref: refs/heads/{branch}\n".encode()
+    return pinned
+
+
+def _lease_port(sandbox: Sandbox) -> int | None:
+    lease = sandbox.state.get("lease")
+    return lease.port if isinstance(lease, PortLease) else None
+
+
+def _pump(proc: subprocess.Popen[bytes], on_line: LineCallback | None,
+          tail: collections.deque[str]) -> None:
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        tail.append(line)
+        if on_line is not None:
+            try:
+                on_line(line)
+            except Exception:  # a broken display must not kill the agent's pump
+                pass
+    proc.stdout.close()
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _rmdir_quiet(d: Path) -> None:
+    try:
+        d.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,406 @@
+"""Control groups for the worktree backend: detect the layout, create one group per
+sandbox, apply limits, kill the whole group, read the OOM counter, remove it.
+
+Three layouts exist in the wild, detected from ``/proc/self/mountinfo``:
+
+- ``v2`` (unified): one ``cgroup2`` mount with the memory, cpu and pids controllers.
+  Limits: ``memory.max``, ``memory.swap.max=0``, ``memory.oom.group=1``, ``cpu.max``,
+  ``pids.max``; kill with ``cgroup.kill``; OOM from ``memory.events``' ``oom_kill``.
+- ``v1`` (legacy): one mount per controller.  Limits: ``memory.limit_in_bytes`` (and
+  ``memory.memsw.limit_in_bytes`` so swap cannot stretch it), ``cpu.cfs_quota_us`` /
+  ``cpu.cfs_period_us``, ``pids.max``; kill by freezing the ``freezer`` group, SIGKILLing
+  every member and thawing (a frozen process cannot fork away); OOM from
+  ``memory.oom_control``'s ``oom_kill``.
+- ``hybrid``: v1 controllers plus an (often controller-less) cgroup2 mount.  Limits as
+  v1; the sandbox also joins a group in the unified tree so ``cgroup.kill`` can kill the
+  whole tree atomically.
+
+Groups are created *below the cgroup forkyard itself runs in* (``<own>/forkyard/<run>/
+<task>``), so a supervisor's limits on forkyard still cover its agents and no
+delegation boundary is crossed.  On v2 the parent must not hold processes to enable
+controllers for its children ("no internal processes"), so when forkyard's own group
+cannot host them the parent of it is tried.  ``FORKYARD_CGROUP_ROOT`` overrides.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from planner.tasks import Limits
+
+Layout = Literal["v2", "v1", "hybrid", "none"]
+CPU_PERIOD_US = 100_000
+V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer", "cpuacct")  # first three required
+V2_CONTROLLERS = ("memory", "cpu", "pids")
+
+
+class CgroupUnavailable(OSError):
+    """No writable cgroup hierarchy could host a sandbox group."""
+
+
+@dataclass(frozen=True)
+class Hierarchies:
+    """Where each hierarchy is mounted and where forkyard's groups go in it."""
+
+    layout: Layout
+    v1: dict[str, Path] = field(default_factory=dict)   # controller -> forkyard base dir
+    unified: Path | None = None                           # cgroup2 forkyard base dir
+
+    @property
+    def enforced_by(self) -> str:
+        """The name results record: ``cgroup-v2``, ``cgroup-v1`` or ``cgroup-hybrid``."""
+        return "none" if self.layout == "none" else f"cgroup-{self.layout}"
+
+    def bases(self) -> list[Path]:
+        """Every forkyard base dir (for gc)."""
+        return list(dict.fromkeys([*self.v1.values(), *([self.unified] if self.unified else [])]))
+
+
+def _mounts(mountinfo: str) -> tuple[dict[str, tuple[Path, str]], tuple[Path, str] | None]:
+    """v1 controller -> (mount point, mount root), and the cgroup2 (mount point, root)."""
+    v1: dict[str, tuple[Path, str]] = {}
+    v2: tuple[Path, str] | None = None
+    for line in mountinfo.splitlines():
+        pre, _, post = line.partition(" - ")
+        fields, rest = pre.split(), post.split()
+        if len(fields) < 5 or len(rest) < 3:
+            continue
+        root, point, fstype = fields[3], Path(fields[4].replace("\\040", " ")), rest[0]
+        if fstype == "cgroup2" and v2 is None:
+            v2 = (point, root)
+        elif fstype == "cgroup":
+            for opt in rest[2].split(","):
+                if opt in V1_CONTROLLERS and opt not in v1:
+                    v1[opt] = (point, root)
+    return v1, v2
+
+
+def _own_paths(proc_cgroup: str) -> tuple[dict[str, str], str | None]:
+    """From ``/proc/self/cgroup``: v1 controller -> own path, and the v2 own path."""
+    v1: dict[str, str] = {}
+    v2: str | None = None
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if hid == "0" and ctrls == "":
+            v2 = path
+            continue
+        for c in ctrls.split(","):
+            v1[c.removeprefix("name=")] = path
+    return v1, v2
+
+
+def _join(mount: tuple[Path, str], own: str | None) -> Path:
+    point, root = mount
+    own = own or "/"
+    # Inside a cgroup namespace or a bind-mounted subtree the mount root is a prefix
+    # of our path (or "/" already is our group).
+    if root != "/" and own.startswith(root):
+        own = own[len(root):] or "/"
+    candidate = point / own.lstrip("/")
+    return candidate if candidate.is_dir() else point
+
+
+def _writable(d: Path) -> bool:
+    return os.access(d, os.W_OK) and (d / "cgroup.procs").exists()
+
+
+def _v2_base(own: Path, mount: Path) -> Path | None:
+    """A dir under which ``forkyard/`` can get memory/cpu/pids for its children."""
+    for cand in (own, own.parent) if own != mount else (own,):
+        if not cand.is_relative_to(mount) or not _writable(cand):
+            continue
+        enabled = set((cand / "cgroup.subtree_control").read_text().split())
+        if set(V2_CONTROLLERS) <= enabled:
+            return cand
+        avail = set((cand / "cgroup.controllers").read_text().split())
+        if not set(V2_CONTROLLERS) <= avail:
+            continue
+        try:
+            _write(cand / "cgroup.subtree_control", " ".join(f"+{c}" for c in V2_CONTROLLERS))
+            return cand
+        except OSError:  # EBUSY: cand holds processes and is not the root
+            continue
+    return None
+
+
+def detect(mountinfo: str | None = None, proc_cgroup: str | None = None) -> Hierarchies:
+    """Find the layout and a writable place for forkyard's groups (``none`` if there is none)."""
+    try:
+        mountinfo = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+        proc_cgroup = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return Hierarchies("none")
+    v1m, v2m = _mounts(mountinfo)
+    own1, own2 = _own_paths(proc_cgroup)
+    override = os.environ.get("FORKYARD_CGROUP_ROOT")
+    unified: Path | None = None
+    if v2m is not None:
+        own = Path(override) if override else _join(v2m, own2)
+        unified = own if _writable(own) else (v2m[0] if _writable(v2m[0]) else None)
+    if {"memory", "cpu", "pids"} <= v1m.keys():
+        v1 = {c: _join(m, own1.get(c)) for c, m in v1m.items()}
+        if all(_writable(d) for d in v1.values()):
+            bases = {c: d / "forkyard" for c, d in v1.items()}
+            if unified is not None:
+                return Hierarchies("hybrid", bases, unified / "forkyard")
+            return Hierarchies("v1", bases)
+        return Hierarchies("none")
+    if v2m is not None and unified is not None:
+        avail = set((v2m[0] / "cgroup.controllers").read_text().split())
+        if set(V2_CONTROLLERS) <= avail:
+            base = Path(override) if override else _v2_base(unified, v2m[0])
+            if base is not None:
+                return Hierarchies("v2", {}, base / "forkyard")
+    return Hierarchies("none")
+
+
+def _write(path: Path, value: str) -> None:
+    # cgroup files want one write(2) per value; open without O_TRUNC/O_CREAT surprises.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _mkdirs(base: Path, rel: tuple[str, ...], enable: bool) -> Path:
+    """Create ``base/rel...``; on v2 enable the controllers on each inner level."""
+    d = base
+    for i, part in enumerate((None, *rel)):
+        if part is not None:
+            d = d / part
+        d.mkdir(exist_ok=True)
+        if enable and i < len(rel):
+            ctl = d / "cgroup.subtree_control"
+            if not set(V2_CONTROLLERS) <= set(ctl.read_text().split()):
+                _write(ctl, " ".join(f"+{c}" for c in V2_CONTROLLERS))
+    return d
+
+
+@dataclass
+class Cgroup:
+    """One sandbox's group in every hierarchy of the layout."""
+
+    hier: Hierarchies
+    dirs: dict[str, Path]   # "unified" or a v1 controller -> group dir
+
+    @classmethod
+    def create(cls, hier: Hierarchies, run_id: str, task_id: str, limits: Limits) -> Cgroup:
+        """Create the group and apply ``limits`` (memory, cpus, pids)."""
+        rel = (run_id, task_id)
+        dirs: dict[str, Path] = {}
+        try:
+            if hier.layout == "v2" and hier.unified:
+                dirs["unified"] = _mkdirs(hier.unified, rel, enable=True)
+            else:
+                for ctrl, base in hier.v1.items():
+                    dirs[ctrl] = _mkdirs(base, rel, enable=False)
+                if hier.unified is not None:
+                    dirs["unified"] = _mkdirs(hier.unified, rel, enable=False)
+            group = cls(hier, dirs)
+            group._apply(limits)
+        except OSError as exc:
+            for d in dirs.values():
+                _rmdir(d)
+            raise CgroupUnavailable(exc.errno or errno.EIO, f"cannot set up cgroup: {exc}") from exc
+        return group
+
+    def _apply(self, limits: Limits) -> None:
+        mem = limits.memory_mb * 1024 * 1024 if limits.memory_mb else None
+        quota = int(limits.cpus * CPU_PERIOD_US) if limits.cpus else None
+        if self.hier.layout == "v2":
+            d = self.dirs["unified"]
+            if mem:
+                _write(d / "memory.max", str(mem))
+                if (d / "memory.swap.max").exists():
+                    _write(d / "memory.swap.max", "0")
+                # Kill the whole group on OOM, not one random victim: a half-killed
+                # agent is worse than a clearly failed one.
+                _write(d / "memory.oom.group", "1")
+            if quota:
+                _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            if limits.pids:
+                _write(d / "pids.max", str(limits.pids))
+            return
+        if mem:
+            d = self.dirs["memory"]
+            _write(d / "memory.limit_in_bytes", str(mem))
+            # memsw must be >= limit_in_bytes, so it is set second; equal means no swap.
+            if (d / "memory.memsw.limit_in_bytes").exists():
+                _write(d / "memory.memsw.limit_in_bytes", str(mem))
+            if (d / "memory.swappiness").exists():
+                try:
+                    _write(d / "memory.swappiness", "0")
+                except OSError:
+                    pass
+        if quota:
+            _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
+        if limits.pids:
+            _write(self.dirs["pids"] / "pids.max", str(limits.pids))
+
+    # -- membership ---------------------------------------------------------------
+
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` files the exec shim writes its pid to."""
+        # cpu and cpuacct are often co-mounted: one dir, one write.
+        return list(dict.fromkeys(str(d / "cgroup.procs") for d in self.dirs.values()))
+
+    def pids(self) -> set[int]:
+        """Every process in the group (any hierarchy)."""
+        found: set[int] = set()
+        for d in self.dirs.values():
+            found |= _read_pids(d)
+        return found
+
+    # -- stopping -----------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to every member (SIGTERM for a graceful stop)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self, wait_s: float = 5.0) -> bool:
+        """Kill every member, including setsid'd and double-forked ones.  True when empty."""
+        deadline = time.monotonic() + wait_s
+        unified = self.dirs.get("unified")
+        if unified is not None and (unified / "cgroup.kill").exists():
+            _write(unified / "cgroup.kill", "1")
+        elif "freezer" in self.dirs:
+            self._freeze_kill()
+        while time.monotonic() < deadline:
+            pids = self.pids()
+            if not pids:
+                return True
+            # Fallback and belt-and-braces: whatever is still there gets SIGKILL.
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        return not self.pids()
+
+    def _freeze_kill(self) -> None:
+        # A frozen process cannot fork, so the member list is stable while we kill it.
+        d = self.dirs["freezer"]
+        try:
+            _write(d / "freezer.state", "FROZEN")
+            for _ in range(100):
+                if (d / "freezer.state").read_text().strip() == "FROZEN":
+                    break
+                time.sleep(0.005)
+            for pid in _read_pids(d):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        finally:
+            _write(d / "freezer.state", "THAWED")
+
+    # -- accounting ---------------------------------------------------------------
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer killed in this group."""
+        if "unified" in self.dirs and self.hier.layout == "v2":
+            return _keyed(self.dirs["unified"] / "memory.events").get("oom_kill", 0)
+        if "memory" in self.dirs:
+            return _keyed(self.dirs["memory"] / "memory.oom_control").get("oom_kill", 0)
+        return 0
+
+    def cpu_usage_s(self) -> float | None:
+        """CPU time the group used, in seconds (None when not accounted)."""
+        if self.hier.layout == "v2":
+            usec = _keyed(self.dirs["unified"] / "cpu.stat").get("usage_usec")
+            return usec / 1e6 if usec is not None else None
+        if "cpuacct" in self.dirs:
+            try:
+                return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
+            except (OSError, ValueError):
+                return None
+        return None
+
+    def remove(self) -> None:
+        """Kill what is left and remove the group's directories (and empty run dirs)."""
+        if self.pids():
+            self.kill()
+        for d in self.dirs.values():
+            _rmdir(d)
+            _rmdir(d.parent)
+
+
+def _read_pids(d: Path) -> set[int]:
+    try:
+        return {int(x) for x in (d / "cgroup.procs").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _rmdir(d: Path) -> None:
+    try:
+        d.rmdir()
+    except OSError:
+        pass  # busy (members left, or other tasks of the run) or already gone
+
+
+def walk_groups(hier: Hierarchies) -> Iterator[tuple[str, str, list[Path]]]:
+    """(run_id, task_id, dirs) for every forkyard group found in any hierarchy (for gc)."""
+    seen: dict[tuple[str, str], list[Path]] = {}
+    for base in hier.bases():
+        if not base.is_dir():
+            continue
+        for run_dir in sorted(p for p in base.iterdir() if p.is_dir() and _is_group(p)):
+            for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and _is_group(p)):
+                seen.setdefault((run_dir.name, task_dir.name), []).append(task_dir)
+    for (run_id, task_id), dirs in seen.items():
+        yield run_id, task_id, dirs
+
+
+def _is_group(p: Path) -> bool:
+    return (p / "cgroup.procs").exists()
+
+
+def remove_dirs(dirs: list[Path]) -> bool:
+    """Kill the members of raw group dirs (a crashed run's) and remove them; True if gone."""
+    for d in dirs:
+        if (d / "cgroup.kill").exists() and _read_pids(d):
+            _write(d / "cgroup.kill", "1")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_read_pids(d) for d in dirs):
+        for d in dirs:
+            for pid in _read_pids(d):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.02)
+    for d in dirs:
+        _rmdir(d)
+        _rmdir(d.parent)
+    return not any(d.exists() for d in dirs)

@@ -1,0 +1,35 @@
+"""``forkyard gc``: remove what crashed runs left (see :mod:`sandbox.gc` for the rules)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from merge.git import Repo
+from sandbox.gc import gc
+
+
+def gc_command(repo: Path, as_json: bool = False, prune_unmerged: bool = False) -> int:
+    """Run gc on ``repo``; 0 when everything stale was removed, 1 when something failed."""
+    report = gc(Repo(repo), prune_unmerged=prune_unmerged)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        err = sys.stderr
+        for path in report.worktrees_removed:
+            print(f"removed worktree {path}", file=err)
+        for name in report.cgroups_removed:
+            print(f"removed cgroup {name}", file=err)
+        for b in report.branches_deleted:
+            print(f"deleted branch {b['branch']} ({b['sha'][:12]}, {b['reason']})", file=err)
+        for b in report.branches_kept:
+            print(f"kept branch {b['branch']} ({b['sha'][:12]}): {b['reason']}", file=err)
+        for run_id in report.live_runs:
+            print(f"run {run_id} is live: left alone", file=err)
+        for e in report.errors:
+            print(f"error: {e}", file=err)
+        if not any((report.worktrees_removed, report.cgroups_removed, report.branches_deleted,
+                    report.tmp_removed, report.errors)):
+            print("nothing to collect", file=err)
+    return 1 if report.errors else 0

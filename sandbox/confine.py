@@ -1,0 +1,181 @@
+"""Confinement for the worktree backend: bubblewrap and/or Landlock.
+
+What an agent may write: its worktree, its temp dir, and the git paths a ``git commit``
+in the worktree needs -- the worktree's own gitdir (``.git/worktrees/<name>``: index,
+HEAD, logs), the object store, and the directory holding its branch's ref (and reflog).
+Everything else, including the git control files (``hooks``, ``config``, ``info``, and
+the worktree's ``commondir``/``gitdir`` pointers and its ``.git`` file), is read-only.
+
+bubblewrap runs the agent with all capabilities dropped (as root, a bwrap that keeps
+them lets the agent remount ``/`` read-write), in new user (nested user namespaces
+disabled, so ``unshare`` cannot regain capabilities), pid, ipc and uts namespaces and,
+with network off, a new network namespace; a new session (no TIOCSTI into our terminal)
+and die-with-parent.  ``/run`` is replaced by an empty tmpfs: a read-only bind does not
+stop ``connect()`` on a unix socket, and ``/run/docker.sock`` would be a way out.
+
+Landlock (``landlockpy``) is applied by the exec shim: read/execute everywhere, write
+only in the paths above, no signals to processes outside the sandbox, and no TCP when
+network is off.  It is the confinement where bubblewrap is unavailable and a second
+layer inside bubblewrap where both are.  It cannot make single files inside a writable
+directory read-only, so with Landlock alone the backend restores the worktree's ``.git``
+file before it commits.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from merge.process import run
+
+Mode = Literal["auto", "bwrap", "landlock", "bwrap+landlock", "none"]
+
+# Unix sockets of container engines: never reachable from a sandbox (see module doc).
+_RUN_DIRS = ("/run", "/var/run")
+
+
+@dataclass(frozen=True)
+class GitPaths:
+    """The paths a commit from inside a worktree writes, and the ones to keep read-only."""
+
+    common_dir: Path                  # .git
+    gitdir: Path                      # .git/worktrees/<name>
+    rw: tuple[Path, ...]
+    ro: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, common_dir: Path, worktree: Path, branch: str) -> GitPaths:
+        dotgit = worktree / ".git"
+        text = dotgit.read_text().strip() if dotgit.is_file() else ""
+        gitdir = Path(text.removeprefix("gitdir:").strip()) if text.startswith("gitdir:") else common_dir
+        ref_dir = (common_dir / "refs" / "heads" / branch).parent
+        log_dir = (common_dir / "logs" / "refs" / "heads" / branch).parent
+        rw = [gitdir, common_dir / "objects", ref_dir]
+        if log_dir.is_dir():
+            rw.append(log_dir)
+        # HEAD too: a commit moves the branch HEAD points to, never HEAD itself, and a
+        # HEAD re-pointed at main would make *our* leftover commit land on main.
+        ro = [p for p in (gitdir / "HEAD", gitdir / "commondir", gitdir / "gitdir",
+                          gitdir / "config.worktree", dotgit) if p.exists()]
+        return cls(common_dir, gitdir, tuple(rw), tuple(ro))
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """The resolved confinement for one sandbox: a name and the argv prefix to run under."""
+
+    name: str                                     # bwrap | landlock | bwrap+landlock | none
+    bwrap: bool = False
+    landlock: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+@functools.cache
+def bwrap_flags() -> tuple[str, ...] | None:
+    """The namespace flags this host's bubblewrap accepts, or None if it cannot run.
+
+    Probed once: ``--disable-userns`` needs bubblewrap >= 0.8 and a user namespace, which
+    some container runtimes forbid; then we fall back to no user namespace (still no
+    capabilities, so ``unshare`` fails for lack of CAP_SYS_ADMIN).
+    """
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return None
+    ids = ("--uid", str(os.getuid()), "--gid", str(os.getgid()))
+    for flags in (("--unshare-user", "--disable-userns", *ids), ()):
+        probe = [exe, "--die-with-parent", "--new-session", "--cap-drop", "ALL", *flags,
+                 "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
+        try:
+            if run(probe, check=False, timeout=10).returncode == 0:
+                return flags
+        except OSError:
+            return None
+    return None
+
+
+@functools.cache
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: unavailable)."""
+    try:
+        import landlockpy
+
+        return int(landlockpy.abi_version())
+    except Exception:  # no module, no syscall: Landlock is simply not there
+        return 0
+
+
+def resolve(mode: Mode, required: bool) -> Confinement:
+    """Pick the confinement for ``mode`` on this host.
+
+    ``auto`` layers bubblewrap and Landlock when both work.  When confinement is
+    ``required`` (the default; only an explicit opt-out clears it) and nothing works,
+    raise :class:`~sandbox.errors.ConfinementError` instead of running unconfined.
+    """
+    from sandbox.errors import ConfinementError
+
+    if not required or mode == "none":
+        return Confinement("none", notes=("confinement disabled by explicit opt-out",))
+    has_bwrap = bwrap_flags() is not None
+    has_ll = landlock_abi() >= 1
+    want_bwrap = mode in ("auto", "bwrap", "bwrap+landlock")
+    want_ll = mode in ("auto", "landlock", "bwrap+landlock")
+    if mode in ("bwrap", "bwrap+landlock") and not has_bwrap:
+        raise ConfinementError(f"confinement {mode!r} needs bubblewrap, which cannot run here")
+    if mode in ("landlock", "bwrap+landlock") and not has_ll:
+        raise ConfinementError(f"confinement {mode!r} needs Landlock, which this kernel lacks")
+    use_bwrap, use_ll = want_bwrap and has_bwrap, want_ll and has_ll
+    if not (use_bwrap or use_ll):
+        raise ConfinementError(
+            "neither bubblewrap nor Landlock is usable here; install bubblewrap or opt out "
+            "explicitly (confine=False / --no-confine) to run agents unconfined"
+        )
+    name = "+".join(n for n, on in (("bwrap", use_bwrap), ("landlock", use_ll)) if on)
+    return Confinement(name, bwrap=use_bwrap, landlock=use_ll)
+
+
+def bwrap_argv(
+    *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, extra_rw: tuple[Path, ...] = ()
+) -> list[str]:
+    """The ``bwrap ...`` prefix that confines a command to ``worktree``."""
+    flags = bwrap_flags() or ()
+    argv = [
+        shutil.which("bwrap") or "bwrap",
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL", *flags,
+        "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        *(() if network else ("--unshare-net",)),
+        "--ro-bind", "/", "/",
+        "--dev", "/dev", "--proc", "/proc",
+    ]
+    for d in _RUN_DIRS:
+        if os.path.isdir(d) and not os.path.islink(d):
+            argv += ["--tmpfs", d]
+    resolved = Path("/run/systemd/resolve")  # resolv.conf often points here
+    if network and resolved.is_dir():
+        argv += ["--ro-bind", str(resolved), str(resolved)]
+    # The sandbox's temp dir becomes /tmp first; the repository may itself live under
+    # /tmp (test suites, CI), so its git dir is re-exposed read-only on top, then the
+    # writable paths on top of that.
+    argv += ["--bind", str(tmpdir), "/tmp", "--ro-bind", str(git.common_dir), str(git.common_dir)]
+    for p in (worktree, tmpdir, *git.rw, *extra_rw):
+        argv += ["--bind", str(p), str(p)]
+    # Read-only islands inside the writable binds: mounted last so they sit on top.
+    for p in git.ro:
+        argv += ["--ro-bind", str(p), str(p)]
+    argv += ["--chdir", str(worktree), "--"]
+    return argv
+
+
+def landlock_spec(
+    *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, inside_bwrap: bool
+) -> dict[str, object]:
+    """The JSON the exec shim turns into a Landlock ruleset."""
+    rw = [str(worktree), str(tmpdir), *(str(p) for p in git.rw), "/dev/shm"]
+    if inside_bwrap:
+        rw.append("/tmp")  # bubblewrap mounts the sandbox's temp dir there
+    return {"rw": rw, "dev": ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts",
+                              "/dev/ptmx", "/dev/random", "/dev/urandom"],
+            "network": network}

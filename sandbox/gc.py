@@ -1,0 +1,200 @@
+"""Garbage collection: remove what crashed runs left behind.
+
+Liveness: a backend holds a shared ``flock`` on ``.git/forkyard/locks/<run-id>.lock`` for
+as long as any sandbox of that run is prepared (:class:`RunLock`).  The kernel drops
+the lock when the holder dies, so "the lock can be taken exclusively" means "no live
+process owns this run" -- no pid files, no clocks, no guessing.  gc takes that
+exclusive lock while it cleans a run, so a sandbox of the run cannot appear meanwhile.
+
+For every run that is not live, gc removes:
+
+- its worktrees under ``.git/forkyard/worktrees/<run-id>/`` (``git worktree remove
+  --force``, then ``git worktree prune`` for ones whose directory is already gone);
+- its temp dirs under ``.git/forkyard/tmp/<run-id>/``;
+- its cgroups (members killed first: they are orphans of a crashed run);
+- its branches ``forkyard/<run-id>/*`` **that are merged**: the tip is reachable from a
+  branch outside ``forkyard/`` (integrated, or the agent never committed), so deleting
+  loses nothing.
+
+A branch holding unmerged work is kept and listed with its sha, whether its run
+finished (a failed or conflicting task) or was abandoned.  Only ``prune_unmerged=True``
+deletes those too, and the report names each deleted branch with its sha so
+``git branch <name> <sha>`` brings it back (until git's own gc prunes the commits).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from merge.git import GitError, Repo
+
+
+class RunLock:
+    """The liveness lock of one run (see the module docstring)."""
+
+    def __init__(self, repo: Repo, run_id: str) -> None:
+        self.path = repo.forkyard_dir / "locks" / f"{run_id}.lock"
+        self._fd = -1
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def acquire_shared(self) -> None:
+        """Mark the run live (blocks only while gc is cleaning this very run)."""
+        self._fd = self._open()
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def try_exclusive(self) -> bool:
+        """Take the lock exclusively if nobody holds it: True means the run is not live."""
+        self._fd = self._open()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass
+class GcReport:
+    """What gc did (and what it deliberately left)."""
+
+    live_runs: list[str] = field(default_factory=list)
+    worktrees_removed: list[str] = field(default_factory=list)
+    tmp_removed: list[str] = field(default_factory=list)
+    cgroups_removed: list[str] = field(default_factory=list)
+    branches_deleted: list[dict[str, str]] = field(default_factory=list)
+    branches_kept: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _run_ids(repo: Repo, branches: dict[str, str]) -> set[str]:
+    ids: set[str] = set()
+    for sub in ("worktrees", "tmp", "locks"):
+        d = repo.forkyard_dir / sub
+        if d.is_dir():
+            ids |= {p.name.removesuffix(".lock") for p in d.iterdir()}
+    for ref in branches:
+        parts = ref.split("/")
+        if len(parts) >= 5:  # refs/heads/forkyard/<run>/<task>
+            ids.add(parts[3])
+    return ids
+
+
+def _merged(repo: Repo) -> set[str]:
+    """forkyard branches whose tip is reachable from some branch outside ``forkyard/``."""
+    merged: set[str] = set()
+    others = [r for r in repo.branches("*") if not r.startswith("refs/heads/forkyard/")]
+    for other in others:
+        out = repo.out("for-each-ref", "--format=%(refname)", f"--merged={other}",
+                       "refs/heads/forkyard/")
+        merged |= set(out.splitlines())
+    return merged
+
+
+def _finished(repo: Repo, run_id: str) -> bool:
+    events = repo.forkyard_dir / "runs" / run_id / "events.jsonl"
+    try:
+        return '"run_finished"' in events.read_text()[-4096:]
+    except OSError:
+        return False
+
+
+def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
+    """Remove stale worktrees, temp dirs, cgroups and merged branches of runs not live."""
+    from sandbox import cgroups
+
+    report = GcReport()
+    branches = repo.branches("forkyard/")
+    groups = list(cgroups.walk_groups(cgroups.detect()))
+    held: list[RunLock] = []
+    stale: set[str] = set()
+    try:
+        for run_id in sorted(_run_ids(repo, branches) | {g[0] for g in groups}):
+            lock = RunLock(repo, run_id)
+            if lock.try_exclusive():
+                held.append(lock)
+                stale.add(run_id)
+            else:
+                report.live_runs.append(run_id)
+        _gc_worktrees(repo, stale, report)
+        for run_id in sorted(stale):
+            tmp = repo.forkyard_dir / "tmp" / run_id
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                report.tmp_removed.append(str(tmp))
+        for run_id, task_id, dirs in groups:
+            if run_id in stale:
+                if cgroups.remove_dirs(dirs):
+                    report.cgroups_removed.append(f"{run_id}/{task_id}")
+                else:
+                    report.errors.append(f"cgroup {run_id}/{task_id} could not be removed")
+        _gc_branches(repo, branches, stale, prune_unmerged, report)
+    finally:
+        for lock in held:
+            lock.release()
+            if lock.path.exists() and lock.path.stem in stale:
+                lock.path.unlink(missing_ok=True)
+    return report
+
+
+def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:
+    root = repo.forkyard_dir / "worktrees"
+    for entry in repo.worktrees():
+        path = Path(entry.get("worktree", ""))
+        if not path.is_relative_to(root) or len(path.relative_to(root).parts) != 2:
+            continue
+        if path.relative_to(root).parts[0] not in stale:
+            continue
+        try:
+            if path.exists():
+                repo.worktree_remove(path)
+            report.worktrees_removed.append(str(path))
+        except GitError as exc:
+            report.errors.append(f"worktree {path}: {exc}")
+    repo.git("worktree", "prune")
+    for run_id in stale:
+        run_dir = root / run_id
+        if run_dir.is_dir():
+            # Directories git no longer knows (a crash between mkdir and worktree add).
+            for leftover in run_dir.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+                report.worktrees_removed.append(str(leftover))
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _gc_branches(repo: Repo, branches: dict[str, str], stale: set[str], prune_unmerged: bool,
+                 report: GcReport) -> None:
+    merged = _merged(repo) if branches else set()
+    for ref, sha in sorted(branches.items()):
+        parts = ref.split("/")
+        if len(parts) < 5 or parts[3] not in stale:
+            continue
+        name = ref.removeprefix("refs/heads/")
+        run_state = "finished" if _finished(repo, parts[3]) else "abandoned"
+        if ref in merged or prune_unmerged:
+            why = "merged" if ref in merged else f"unmerged, run {run_state}, pruned on request"
+            try:
+                repo.delete_ref(ref, sha)
+                report.branches_deleted.append({"branch": name, "sha": sha, "reason": why})
+            except GitError as exc:
+                report.errors.append(f"branch {name}: {exc}")
+        else:
+            report.branches_kept.append({
+                "branch": name, "sha": sha,
+                "reason": f"unmerged work (run {run_state}); merge it or delete it yourself",
+            })

@@ -1,0 +1,94 @@
+"""What a run returns (pydantic, at the boundary): ``forkyard run --json`` is exactly
+``RunResult.model_dump(mode="json")`` (the run JSON in DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskStatus = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled", "skipped"]
+RunOutcome = Literal["succeeded", "partial", "failed", "cancelled"]
+Strategy = Literal["conservative", "aggressive"]
+Mode = Literal["stream", "waves"]
+
+
+class FileChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    added: int
+    removed: int
+
+
+class LimitsReport(BaseModel):
+    """The limits a task ran under and what enforced them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    enforced_by: str = "none"
+
+
+class TaskResult(BaseModel):
+    """One task's outcome in a run."""
+
+    task: str
+    status: TaskStatus
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    agent: int | None = Field(None, description="Agent slot (0..agents-1) that ran it.")
+    branch: str | None = None
+    commit: str | None = None
+    integrated: bool = False
+    files_modified: list[FileChange] = Field(default_factory=list)
+    limits: LimitsReport = Field(default_factory=LimitsReport)
+    log_tail: str = ""
+
+
+class BatchResult(BaseModel):
+    """One integration transaction.  ``outcome`` is ``committed`` when anything landed;
+    the tasks that did not land are those whose result says ``integrated: false``."""
+
+    index: int
+    tasks: list[str]
+    outcome: Literal["committed", "rolled_back"]
+    conflicts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Metrics(BaseModel):
+    wall_s: float
+    total_task_s: float = Field(description="Sum of task durations.")
+    actual_speedup: float = Field(description="total_task_s / wall_s.")
+    estimated_speedup: float = Field(description="The plan's estimate.")
+    overhead_s: float = Field(
+        description="wall_s minus the ideal wall time: the makespan of the measured task "
+                    "durations list-scheduled on the same agents and dependency graph.")
+    agents_used: int
+    agent_utilisation: float = Field(
+        0.0, description="total_task_s / (wall_s * agents): how busy the agent slots were.")
+
+
+class RunResult(BaseModel):
+    """The result of :func:`sandbox.run_workflow` and ``forkyard run --json``."""
+
+    run_id: str
+    outcome: RunOutcome
+    target: str
+    target_sha_before: str
+    target_sha_after: str
+    results: list[TaskResult]
+    batches: list[BatchResult]
+    metrics: Metrics
+
+    def exit_code(self) -> int:
+        """0 all landed, 1 failures or conflicts, 130 interrupted."""
+        return {"succeeded": 0, "partial": 1, "failed": 1, "cancelled": 130}[self.outcome]
+
+    def result(self, task: str) -> TaskResult:
+        for r in self.results:
+            if r.task == task:
+                return r
+        raise KeyError(task)

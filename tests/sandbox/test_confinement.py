@@ -1,0 +1,191 @@
+"""Attacks from inside a worktree sandbox that must fail, under each confinement.
+
+Each test runs a small shell script as the agent; the script reports what it managed to
+do, and the test checks the host afterwards (the script's own word is not trusted).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from merge.git import Repo
+from merge.process import spawn
+from planner.tasks import Limits
+from sandbox.backends.base import ExecResult
+from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
+from sandbox.errors import ConfinementError
+from tests.sandbox.conftest import FAST, make_spec, require_confinement
+
+MODES = os.environ.get("FORKYARD_TEST_CONFINEMENT", "bwrap,landlock,bwrap+landlock").split(",")
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    require_confinement(request.param)
+    return str(request.param)
+
+
+def run_in(repo: Repo, mode: str, command: str, limits: Limits = FAST) -> ExecResult:
+    backend = WorktreeBackend(repo, WorktreeConfig(confinement=mode, grace_s=0.3))  # type: ignore[arg-type]
+    result = backend.run(make_spec(repo, command, limits=limits))
+    assert result.confinement == mode
+    return result
+
+
+def test_writes_outside_the_worktree_fail(pylib: Repo, mode: str, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("original\n")
+    main_file = pylib.path / "README.md"
+    before = main_file.read_text()
+    script = f"""
+        echo pwned > {outside}/abs.txt
+        echo pwned > ../../../../../README.md
+        echo pwned > {pylib.path}/README.md
+        ln -s {victim} link && echo pwned > link
+        ln {victim} hard && echo pwned >> hard
+        echo moved > mine.txt && mv mine.txt {outside}/moved.txt
+        mv {victim} ./stolen.txt
+        cp /bin/true /usr/local/bin/planted
+        exit 0
+    """
+    r = run_in(pylib, mode, script)
+    assert r.status == "succeeded"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert victim.read_text() == "original\n"
+    assert main_file.read_text() == before
+    assert not Path("/usr/local/bin/planted").exists()
+
+
+def test_git_control_files_are_read_only(pylib: Repo, mode: str) -> None:
+    hooks = pylib.common_dir / "hooks"
+    config = (pylib.common_dir / "config").read_text()
+    script = """
+        common=$(git rev-parse --git-common-dir)
+        gitdir=$(git rev-parse --git-dir)
+        printf '#!/bin/sh\\ntouch /tmp/hooked\\n' > "$common/hooks/post-commit"
+        git config core.hooksPath /tmp
+        git config --worktree core.bare true
+        echo 'gitdir: /elsewhere' > .git
+        echo 'ref: refs/heads/main' > "$gitdir/HEAD"
+        echo /tmp > "$gitdir/commondir"
+        echo '* filter=evil' > "$common/info/attributes"
+        echo change > change.txt
+        exit 0
+    """
+    r = run_in(pylib, mode, script)
+    assert not (hooks / "post-commit").exists()
+    assert (pylib.common_dir / "config").read_text() == config
+    assert not (pylib.common_dir / "info" / "attributes").exists()
+    # Our commit of the leftovers still lands on the sandbox branch, not on main.
+    assert r.commit is not None and pylib.rev_parse("main") != r.commit
+    assert [f.path for f in r.files_modified] == ["change.txt"]
+
+
+def test_a_commit_from_inside_works(pylib: Repo, mode: str) -> None:
+    script = """
+        echo one > one.txt && git add one.txt &&
+        GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=agent \\
+        GIT_COMMITTER_EMAIL=a@x git commit -qm 'agent commit' && echo two > two.txt
+    """
+    r = run_in(pylib, mode, script)
+    assert r.status == "succeeded", r.log_tail
+    log = pylib.out("log", "--format=%an %s", f"{r.commit}")
+    assert log.splitlines()[:2] == ["forkyard forkyard: task", "agent agent commit"]
+    assert {f.path for f in r.files_modified} == {"one.txt", "two.txt"}
+
+
+def test_mount_mknod_unshare_fail(pylib: Repo, mode: str) -> None:
+    script = """
+        mount -t tmpfs none mathlib 2>/dev/null && echo MOUNTED
+        mount -o remount,rw / 2>/dev/null && echo REMOUNTED
+        mknod dev c 1 3 2>/dev/null && echo MKNOD
+        unshare -m true 2>/dev/null && echo UNSHARED
+        grep -q '^CapEff:.0000000000000000' /proc/self/status || echo HAS_CAPS
+        exit 0
+    """
+    r = run_in(pylib, mode, script)
+    for word in ("MOUNTED", "REMOUNTED", "MKNOD", "UNSHARED", "HAS_CAPS"):
+        assert word not in r.log_tail
+    if "bwrap" in mode:  # nested user namespaces are disabled too
+        r2 = run_in(pylib, mode, "unshare -U true 2>/dev/null && echo USERNS; exit 0")
+        assert "USERNS" not in r2.log_tail
+
+
+def test_host_processes_cannot_be_signalled(pylib: Repo, mode: str, unique_marker: str) -> None:
+    victim = spawn(["sleep", unique_marker])
+    try:
+        r = run_in(pylib, mode, f"kill -9 {victim.pid} 2>/dev/null && echo KILLED; "
+                                f"pkill -9 -f 'sleep {unique_marker}'; exit 0")
+        assert "KILLED" not in r.log_tail
+        assert victim.poll() is None, "the host process was killed from inside the sandbox"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@pytest.fixture
+def listener() -> tuple[int, threading.Event]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    hit = threading.Event()
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            hit.set()
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield server.getsockname()[1], hit  # type: ignore[misc]
+    stop.set()
+    t.join()
+    server.close()
+
+
+PROBE = ("python3 -c \"import socket,sys; socket.create_connection(('127.0.0.1', {port}), "
+         "timeout=2); print('CONNECTED')\" 2>/dev/null; exit 0")
+
+
+def test_network_is_off_when_disallowed(pylib: Repo, mode: str, listener: tuple[int, threading.Event]) -> None:
+    port, hit = listener
+    r = run_in(pylib, mode, PROBE.format(port=port))
+    assert "CONNECTED" not in r.log_tail and not hit.is_set()
+    allowed = run_in(pylib, mode, PROBE.format(port=port), FAST.model_copy(update={"network": True}))
+    assert "CONNECTED" in allowed.log_tail and hit.is_set()
+
+
+def test_unconfined_only_by_explicit_opt_out(pylib: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox import confine
+
+    monkeypatch.setattr(confine, "bwrap_flags", lambda: None)
+    monkeypatch.setattr(confine, "landlock_abi", lambda: 0)
+    backend = WorktreeBackend(pylib, WorktreeConfig(grace_s=0.3))
+    with pytest.raises(ConfinementError):
+        backend.run(make_spec(pylib, "true"))
+    r = backend.run(make_spec(pylib, "true", confine=False))
+    assert r.status == "succeeded" and r.confinement == "none"
+
+
+@pytest.mark.parametrize("bwrap_mode", ["bwrap", "bwrap+landlock"])
+def test_docker_socket_is_hidden(pylib: Repo, bwrap_mode: str) -> None:
+    # Only bubblewrap can hide /run; Landlock alone cannot (documented in docs/sandbox.md).
+    require_confinement(bwrap_mode)
+    mode = bwrap_mode
+    sock = next((p for p in ("/run/docker.sock", "/var/run/docker.sock") if os.path.exists(p)), None)
+    r = run_in(pylib, mode, "ls /run /var/run 2>/dev/null | grep -c docker.sock; exit 0")
+    assert r.log_tail.strip().splitlines()[-1] == "0", (sock, r.log_tail)
+

@@ -1,0 +1,91 @@
+"""``forkyard gc``: what a crashed run left is removed; live runs and unmerged work are not."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from fixtures import repos
+from merge.git import Repo
+from merge.process import spawn
+from planner.tasks import Limits
+from sandbox import cgroups, limits
+from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
+from sandbox.commands.gc import gc_command
+from sandbox.gc import gc
+from tests.conftest import require
+from tests.sandbox.conftest import has_cgroups, make_spec
+
+
+def crash(backend: WorktreeBackend, run_id: str) -> None:
+    """What a crash does to the run's liveness lock: the kernel drops it."""
+    lock, _ = backend._locks.pop(run_id)
+    lock.release()
+
+
+@pytest.fixture
+def backend(pylib: Repo) -> WorktreeBackend:
+    return WorktreeBackend(pylib, WorktreeConfig(confinement="none", limits="none"))
+
+
+def test_crashed_run_is_collected_unmerged_work_kept(backend: WorktreeBackend) -> None:
+    repo = backend.repo
+    merged = backend.prepare(make_spec(repo, "true", run_id="crashed", task_id="merged"))
+    work = backend.prepare(make_spec(repo, "true", run_id="crashed", task_id="work"))
+    repos.write_files(work.worktree, {"w.txt": "work\n"})
+    sha = repo.commit_all(work.worktree, "unmerged work")
+    crash(backend, "crashed")
+    report = gc(repo)
+    assert not merged.worktree.exists() and not work.worktree.exists()
+    assert repo.try_rev_parse("forkyard/crashed/merged") is None  # at base: nothing lost
+    assert repo.rev_parse("forkyard/crashed/work") == sha
+    assert report.branches_kept == [{"branch": "forkyard/crashed/work", "sha": sha,
+                                     "reason": "unmerged work (run abandoned); merge it or "
+                                               "delete it yourself"}]
+    assert [w["worktree"] for w in repo.worktrees()] == [str(repo.path)]
+    pruned = gc(repo, prune_unmerged=True)
+    assert pruned.branches_deleted[0]["sha"] == sha
+    assert repo.try_rev_parse("forkyard/crashed/work") is None
+
+
+def test_live_run_is_left_alone(backend: WorktreeBackend) -> None:
+    repo = backend.repo
+    sb = backend.prepare(make_spec(repo, "true", run_id="alive", task_id="t"))
+    try:
+        report = gc(repo)
+        assert report.live_runs == ["alive"] and sb.worktree.is_dir()
+        assert repo.try_rev_parse("forkyard/alive/t") is not None
+    finally:
+        backend.cleanup(sb)
+
+
+def test_leftover_cgroup_and_its_processes_are_removed(pylib: Repo) -> None:
+    require(has_cgroups(), "writable cgroups")
+    hier = cgroups.detect()
+    group = cgroups.Cgroup.create(hier, "ghost", "t", Limits(memory_mb=64, pids=16))
+    shim = [sys.executable, "-I", "-S", str(limits.__file__).replace("limits.py", "shim.py"),
+            *limits.cgroup_args(group), "--", "sleep", "300"]
+    orphan = spawn(shim)
+    for _ in range(100):
+        if group.pids():
+            break
+        time.sleep(0.02)
+    assert group.pids()
+    report = gc(pylib)
+    assert report.cgroups_removed == ["ghost/t"]
+    assert orphan.wait(timeout=10) != 0
+    assert not any(d.exists() for d in group.dirs.values())
+
+
+def test_gc_command_json(backend: WorktreeBackend, capsys: pytest.CaptureFixture[str]) -> None:
+    backend.prepare(make_spec(backend.repo, "true", run_id="old", task_id="t"))
+    crash(backend, "old")
+    assert gc_command(backend.repo.path, as_json=True) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["branches_deleted"][0]["branch"] == "forkyard/old/t"
+    assert len(doc["worktrees_removed"]) == 1
+    assert gc_command(backend.repo.path) == 0
+    assert "nothing to collect" in capsys.readouterr().err
