@@ -39,7 +39,16 @@ ROUNDS = 7
 TARGET_RATIO = 1.2
 
 
-def _median(fn: Callable[[int], None], rounds: int = ROUNDS) -> float:
+def _run_retrying(argv: list[str]) -> None:
+    # bubblewrap's set-up can fail when mounts change under it (a container engine at
+    # work); the backend retries the same way.
+    for attempt in range(3):
+        if run(argv, check=False).returncode == 0 or attempt == 2:
+            return
+        time.sleep(0.05)
+
+
+def _median(fn: Callable[[int], object], rounds: int = ROUNDS) -> float:
     times = []
     for i in range(rounds):
         t0 = time.perf_counter()
@@ -65,8 +74,12 @@ def _bench_worktrees(repo: Repo, base: str, rounds: int) -> tuple[float, float]:
     # Interleave so disk cache and CPU frequency drift hit both sides alike.
     plain_t, sandbox_t = [], []
     for i in range(rounds):
-        plain_t.append(_median(lambda _: plain(i), 1))
-        sandbox_t.append(_median(lambda _: sandbox(i), 1))
+        t0 = time.perf_counter()
+        plain(i)
+        t1 = time.perf_counter()
+        sandbox(i)
+        plain_t.append(t1 - t0)
+        sandbox_t.append(time.perf_counter() - t1)
     return statistics.median(plain_t), statistics.median(sandbox_t)
 
 
@@ -96,9 +109,9 @@ def _bench_confinement(tmp: Path, repo: Repo, base: str, rounds: int) -> dict[st
               worktree=wt, tmpdir=tmpdir, git=git_paths, network=False, inside_bwrap=False)), "--"]
     have_bw = confine.bwrap_flags() is not None
     have_ll = confine.landlock_abi() >= 1
-    out["bwrap"] = _median(lambda _: run([*bw, "true"]), rounds) - plain if have_bw else None
-    out["landlock"] = _median(lambda _: run([*ll, "true"]), rounds) - plain if have_ll else None
-    out["bwrap+landlock"] = (_median(lambda _: run([*bw, *ll, "true"]), rounds) - plain
+    out["bwrap"] = _median(lambda _: _run_retrying([*bw, "true"]), rounds) - plain if have_bw else None
+    out["landlock"] = _median(lambda _: _run_retrying([*ll, "true"]), rounds) - plain if have_ll else None
+    out["bwrap+landlock"] = (_median(lambda _: _run_retrying([*bw, *ll, "true"]), rounds) - plain
                              if have_bw and have_ll else None)
     repo.git("worktree", "remove", "--force", str(wt))
     return out

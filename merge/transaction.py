@@ -22,11 +22,13 @@ import pygit2
 
 from merge import journal
 from merge.conflicts import overlaps, touched_paths
-from merge.errors import BadInputError
+from merge.errors import BadInputError, UnknownRefError
+from merge.fastpath import apply_changes, merge_bases, tree_changes, trivially_mergeable
 from merge.git import IDENTITY, RefMovedError, Repo, require_git
 from merge.lock import integration_lock
 from merge.models import MergeReport, Mode, SourceMerge, Validation
-from merge.tree_merge import merge_commits
+from merge.semantic import Analyzer, default_analyzers
+from merge.tree_merge import TreeMerge, merge_commits
 from merge.validate import DEFAULT_TIMEOUT_S, validate
 
 
@@ -105,15 +107,18 @@ class Transaction:
         self.max_retries = max_retries
         self.lock_timeout = lock_timeout
         self.validate_timeout = validate_timeout
+        # One analyser for the whole batch: it caches parsed files across sources.
+        self._analyzers: list[Analyzer] = default_analyzers()
 
     # -- entry point -------------------------------------------------------------
 
     def run(self) -> MergeReport:
         """Compute the batch and, unless a dry run, land it (or not) atomically."""
-        require_git()
+        _require_git_once()
         repo = self.repo
         # Resolve everything first: bad input changes nothing.
-        sources = [_Source(n, repo.rev_parse(n)) for n in self.source_names]
+        sources = [_Source(n, sha) for n, sha in zip(
+            self.source_names, resolve_commits(repo, self.source_names), strict=True)]
         if self.dry_run:
             return self._report(repo.rev_parse(self.into), sources, outcome="dry_run")
         ref = repo.full_ref(self.into)
@@ -158,6 +163,32 @@ class Transaction:
         oid = self.repo.odb.merge_base(a, b)
         return str(oid) if oid is not None else None
 
+    def _merge_one(self, cur: str, src: _Source) -> tuple[str | None, TreeMerge | None,
+                                                          set[str] | None]:
+        """Merge ``src`` onto ``cur``: (merge base, result, paths changed on either side).
+
+        The result is None when ``src`` is already contained in ``cur``.  Trivial merges
+        are done in process (:mod:`merge.fastpath`), everything else by merge-tree.
+        """
+        odb = self.repo.odb
+        bases = merge_bases(odb, cur, src.sha)
+        if bases == [src.sha]:
+            return src.sha, None, None
+        if len(bases) != 1:
+            # Criss-cross (or unrelated) histories: merge-ort's virtual base decides.
+            tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
+            return self._merge_base(cur, src.sha), tm, None
+        base = bases[0]
+        base_tree = odb[base].peel(pygit2.Commit).tree
+        cur_tree = odb[cur].peel(pygit2.Commit).tree
+        ours = tree_changes(base_tree, cur_tree)
+        theirs = tree_changes(base_tree, odb[src.sha].peel(pygit2.Commit).tree)
+        if trivially_mergeable(ours, theirs):
+            tm = TreeMerge(apply_changes(odb, cur_tree, theirs), clean=True)
+        else:
+            tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
+        return base, tm, ours.paths | theirs.paths
+
     def _apply(self, tip: str, group: Sequence[_Source]) -> _Pass:
         """Merge ``group`` in order onto ``tip``; a source that conflicts (or, in bisect
         mode, adds a semantic error) is not applied, later ones go onto the last good result."""
@@ -166,16 +197,16 @@ class Transaction:
         p = _Pass()
         cur = tip
         for src in group:
-            base = self._merge_base(cur, src.sha)
-            if base == src.sha:
+            base, tm, changed = self._merge_one(cur, src)
+            if tm is None:
                 # Already contained in the target: nothing to merge, nothing to commit.
                 tree = str(self.repo.odb[cur].peel(pygit2.Commit).tree.id)
                 p.merges[src.name] = SourceMerge(source=src.name, source_sha=src.sha,
                                                  base_sha=base, status="clean", tree=tree)
                 continue
-            tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
             findings = (analyze(self.repo, base, cur, src.sha, ours_label=self.into,
-                                theirs_label=src.name) if self.semantic else [])
+                                theirs_label=src.name, analyzers=self._analyzers,
+                                changed=changed) if self.semantic else [])
             sm = SourceMerge(
                 source=src.name, source_sha=src.sha, base_sha=base,
                 status="clean" if tm.clean else "conflict",
@@ -329,6 +360,33 @@ class Transaction:
         journal.fault("after-worktree")
         journal.clear(self.repo, entry)
         journal.fault("after-cleanup")
+
+
+_git_checked = False
+
+
+def _require_git_once() -> None:
+    global _git_checked
+    if not _git_checked:
+        require_git()
+        _git_checked = True
+
+
+def resolve_commits(repo: Repo, revs: Sequence[str]) -> list[str]:
+    """Commit shas for ``revs`` with one git process; :class:`UnknownRefError` if any
+    does not name a commit."""
+    names = list(revs)
+    if any("\n" in r for r in names):
+        raise UnknownRefError(next(r for r in names if "\n" in r), str(repo.path))
+    data = "".join(f"{r}^{{commit}}\n" for r in names).encode()
+    out = repo.git("cat-file", "--batch-check=%(objectname) %(objecttype)", input=data).out
+    shas = []
+    for rev, line in zip(names, out.splitlines(), strict=True):
+        sha, _, kind = line.partition(" ")
+        if kind != "commit":
+            raise UnknownRefError(rev, str(repo.path))
+        shas.append(sha)
+    return shas
 
 
 def merge_sources(

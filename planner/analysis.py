@@ -90,8 +90,8 @@ def _levels(graph: TaskGraph) -> int:
 
 def peak_concurrency(schedule: Schedule) -> int:
     """Most tasks running at one moment in ``schedule``."""
-    events = sorted([(s, 1) for s in schedule.start] + [(e, -1) for e in schedule.end],
-                    key=lambda ev: (ev[0], ev[1]))
+    # At equal times an end (-1) sorts before a start (+1): back-to-back is not overlap.
+    events = sorted([(s, 1) for s in schedule.start] + [(e, -1) for e in schedule.end])
     cur = peak = 0
     for _, d in events:
         cur += d

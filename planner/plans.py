@@ -18,6 +18,7 @@ Goals:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -167,6 +168,10 @@ def plan(
     dur = [float(overrides.get(t.id, t.estimated_minutes)) for t in task_list]
     b = analysis.bounds(graph, dur, agents)
     n = len(task_list)
+    # With whole-number durations some optimal schedule has whole-number starts (shift
+    # every task left until it touches an end), so the bound rounds up; reaching it stops
+    # the search and proves optimality.
+    target = math.ceil(b.lower_bound - EPS) if all(d == int(d) for d in dur) else b.lower_bound
     budget = default_passes(n) if passes is None else max(0, passes)
 
     def makespan_first(s: Schedule) -> tuple[float, ...]:
@@ -177,10 +182,10 @@ def plan(
         sched = Schedule((), (), (), 0.0)
         used = 0
     else:
-        result = search(graph, dur, agents, key=makespan_first, lower_bound=b.lower_bound,
+        result = search(graph, dur, agents, key=makespan_first, lower_bound=target,
                         passes=budget, seed=seed)
         sched, used = result.schedule, result.passes_run
-    solver, proven = "list", n == 0 or sched.makespan <= b.lower_bound + EPS
+    solver, proven = "list", n == 0 or sched.makespan <= target + EPS
     if optimal and n and not proven:
         if n > optimal_mod.MAX_TASKS:
             raise BadPlanRequestError(
@@ -195,7 +200,7 @@ def plan(
         # schedule stays feasible, so the search can only match or beat it.
         edges = [(a, c) if sched.start[a] <= sched.start[c] else (c, a) for a, c in graph.conflicts]
         graph = graph.with_edges(edges)
-        result = search(graph, dur, agents, key=makespan_first, lower_bound=b.lower_bound,
+        result = search(graph, dur, agents, key=makespan_first, lower_bound=target,
                         passes=budget, seed=seed)
         if makespan_first(result.schedule) <= makespan_first(sched):
             sched = result.schedule

@@ -138,7 +138,7 @@ def list_schedule(
     return Schedule(tuple(start), tuple(end), tuple(agent_of), max(end, default=0.0))
 
 
-def _reverse(sched: Schedule, agents: int) -> Schedule:
+def _reverse(sched: Schedule) -> Schedule:
     """Mirror a schedule of the reversed graph back into forward time."""
     m = sched.makespan
     return Schedule(tuple(m - e for e in sched.end), tuple(m - s for s in sched.start),
@@ -182,7 +182,7 @@ def search(
 
     def backward(prio: Sequence[float]) -> Schedule:
         return _reverse(list_schedule(durations, succs, preds, adj, agents, prio, npred,
-                                      least_loaded=least_loaded), agents)
+                                      least_loaded=least_loaded))
 
     best = forward(bl)
     best_key = key(best)
@@ -220,8 +220,8 @@ def search(
     rng = random.Random(seed)
     improve(best, 3)
     while used < passes and not optimal(best):
-        # Perturb the bottom levels multiplicatively; the spread grows with the pass
-        # count so later passes explore further from the greedy order.
+        # Perturb the bottom levels multiplicatively, by a random amount each pass, so
+        # some passes stay near the greedy order and others wander further.
         spread = 0.1 + 0.4 * rng.random()
         prio = [b * (1.0 + spread * (rng.random() - 0.5)) for b in bl]
         cand = forward(prio, [rng.random() for _ in range(n)])

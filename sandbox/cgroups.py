@@ -195,9 +195,14 @@ class Cgroup:
     dirs: dict[str, Path]   # "unified" or a v1 controller -> group dir
 
     @classmethod
-    def create(cls, hier: Hierarchies, run_id: str, task_id: str, limits: Limits) -> Cgroup:
-        """Create the group and apply ``limits`` (memory, cpus, pids)."""
-        rel = (run_id, task_id)
+    def create(cls, hier: Hierarchies, run_id: str, task_id: str, limits: Limits,
+               scope: str = "") -> Cgroup:
+        """Create the group ``<scope>.<run_id>/<task_id>`` and apply ``limits``.
+
+        ``scope`` names the repository (see :func:`repo_scope`): cgroups are host-wide,
+        and gc must never mistake another repository's live run for a crashed one.
+        """
+        rel = (f"{scope}.{run_id}" if scope else run_id, task_id)
         dirs: dict[str, Path] = {}
         try:
             if hier.layout == "v2" and hier.unified:
@@ -369,8 +374,15 @@ def _rmdir(d: Path) -> None:
         pass  # busy (members left, or other tasks of the run) or already gone
 
 
+def repo_scope(common_dir: Path) -> str:
+    """A short stable name for a repository, prefixed to its runs' cgroup names."""
+    import hashlib
+
+    return hashlib.sha1(str(common_dir.resolve()).encode()).hexdigest()[:10]
+
+
 def walk_groups(hier: Hierarchies) -> Iterator[tuple[str, str, list[Path]]]:
-    """(run_id, task_id, dirs) for every forkyard group found in any hierarchy (for gc)."""
+    """(run dir name, task_id, dirs) for every forkyard group in any hierarchy (for gc)."""
     seen: dict[tuple[str, str], list[Path]] = {}
     for base in hier.bases():
         if not base.is_dir():

@@ -138,7 +138,8 @@ def resolve(mode: Mode, required: bool) -> Confinement:
 
 
 def bwrap_argv(
-    *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, extra_rw: tuple[Path, ...] = ()
+    *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, extra_rw: tuple[Path, ...] = (),
+    status_fd: int | None = None,
 ) -> list[str]:
     """The ``bwrap ...`` prefix that confines a command to ``worktree``."""
     flags = bwrap_flags() or ()
@@ -165,6 +166,8 @@ def bwrap_argv(
     # Read-only islands inside the writable binds: mounted last so they sit on top.
     for p in git.ro:
         argv += ["--ro-bind", str(p), str(p)]
+    if status_fd is not None:  # tells the caller whether the sandboxed child started
+        argv += ["--json-status-fd", str(status_fd)]
     argv += ["--chdir", str(worktree), "--"]
     return argv
 

@@ -120,7 +120,11 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
 
     report = GcReport()
     branches = repo.branches("forkyard/")
-    groups = list(cgroups.walk_groups(cgroups.detect()))
+    # Only this repository's groups: cgroups are host-wide (see cgroups.repo_scope).
+    prefix = cgroups.repo_scope(repo.common_dir) + "."
+    groups = [(name.removeprefix(prefix), task, dirs)
+              for name, task, dirs in cgroups.walk_groups(cgroups.detect())
+              if name.startswith(prefix)]
     held: list[RunLock] = []
     stale: set[str] = set()
     try:

@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from merge.git import Repo
+from merge.git import GitError, Repo
 from planner.tasks import Agent, Limits, Task
 from sandbox.agents import AgentContext, command_for
-from sandbox.backends.base import Backend, ExecResult, SandboxSpec, branch_name
+from sandbox.backends.base import Backend, ExecResult, Sandbox, SandboxSpec, branch_name
 from sandbox.events import EventLog
 from sandbox.integrate import BatchItem, BatchOutcome, Integrator
 
@@ -130,6 +130,10 @@ class Runner:
         self.wave = 0
         self._timers: dict[str, threading.Timer] = {}
         self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
+        # `git worktree add/remove` are not safe against each other: one reads another's
+        # half-written .git/worktrees/<name>/ and dies ("failed to read .../commondir").
+        # Sandboxes are made and removed one at a time; agents still run in parallel.
+        self._worktrees_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=config.agents, thread_name_prefix="agent")
         self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
 
@@ -253,8 +257,6 @@ class Runner:
             return ExecResult("cancelled", None, 0.0, "", None, message="cancelled before start")
         spec_t = self.specs[t]
         branch = branch_name(self.config.run_id, t)
-        if fresh:
-            discard_branch(self.repo, branch)
         task = spec_t.task
         ctx = AgentContext(task.id, task.description, "", branch, base, task.command or "",
                            self.config.run_id)
@@ -265,7 +267,7 @@ class Runner:
             setup_command=self.config.setup_command, copy_files=self.config.copy_files,
             image=self.config.image,
         )
-        sandbox = self.backend.prepare(spec)
+        sandbox = self._prepare(spec, fresh)
         try:
             # {worktree} is only known once the backend made it (inside docker it is /work).
             where = "/work" if self.backend.name == "docker" else str(sandbox.worktree)
@@ -275,7 +277,23 @@ class Runner:
             return self.backend.execute(
                 sandbox, on_line=lambda line: self.log.output(t, line, attempt), cancel=cancel)
         finally:
-            self.backend.cleanup(sandbox, keep=self.config.keep)
+            with self._worktrees_lock:
+                self.backend.cleanup(sandbox, keep=self.config.keep)
+
+    def _prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
+        """``backend.prepare`` under the worktrees lock, retried when git's worktree
+        bookkeeping raced with someone else's (e.g. the merge engine's scratch worktree)."""
+        for attempt in range(3):
+            with self._worktrees_lock:
+                if fresh or attempt:
+                    discard_branch(self.repo, spec.branch)
+                try:
+                    return self.backend.prepare(spec)
+                except GitError as exc:
+                    if attempt == 2 or "worktrees/" not in str(exc):
+                        raise
+            time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     # -- results ---------------------------------------------------------------------------
 

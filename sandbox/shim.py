@@ -115,8 +115,8 @@ def main(argv: list[str]) -> int:
                 os.write(fd, pid)
             finally:
                 os.close(fd)
-        for which, value in limits:
-            resource.setrlimit(which, (value, value))
+        for which, amount in limits:
+            resource.setrlimit(which, (amount, amount))
         if landlock is not None:
             _landlock(landlock)
         os.execvp(command[0], command)

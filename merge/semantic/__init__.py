@@ -38,15 +38,14 @@ def _changed(odb: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree) 
     return {p for d in old.diff_to_tree(new).deltas for p in (d.old_file.path, d.new_file.path)}
 
 
-def _blob(odb: pygit2.Repository, tree: pygit2.Tree | None, path: str) -> bytes | None:
+def _blob(tree: pygit2.Tree | None, path: str) -> str | None:
     if tree is None:
         return None
     try:
         entry = tree[path]
     except KeyError:
         return None
-    obj = odb[entry.id]
-    return obj.read_raw() if entry.type_str == "blob" else None
+    return str(entry.id) if entry.type_str == "blob" else None
 
 
 def analyze(
@@ -58,20 +57,28 @@ def analyze(
     analyzers: Sequence[Analyzer] | None = None,
     ours_label: str = "ours",
     theirs_label: str = "theirs",
+    changed: set[str] | None = None,
 ) -> list[SemanticFinding]:
-    """Semantic findings for merging commit ``theirs`` into ``ours`` from ``base``."""
+    """Semantic findings for merging commit ``theirs`` into ``ours`` from ``base``.
+
+    ``changed`` (paths changed on either side) saves the tree diffs when the caller
+    already has them.
+    """
     odb = repo.odb
     t_base, t_ours, t_theirs = _tree(odb, base), _tree(odb, ours), _tree(odb, theirs)
     assert t_ours is not None and t_theirs is not None
-    paths = _changed(odb, t_base, t_ours) | _changed(odb, t_base, t_theirs)
+
+    def read(oid: str) -> bytes:
+        return odb[oid].read_raw()
+
+    paths = changed if changed is not None else (
+        _changed(odb, t_base, t_ours) | _changed(odb, t_base, t_theirs))
     findings: list[SemanticFinding] = []
     for analyzer in analyzers if analyzers is not None else default_analyzers():
         mine = sorted(p for p in paths if analyzer.handles(p))
         if not mine:
             continue
-        files = {
-            p: FileVersions(p, _blob(odb, t_base, p), _blob(odb, t_ours, p), _blob(odb, t_theirs, p))
-            for p in mine
-        }
-        findings += analyzer.analyze(MergeInput(files, ours_label, theirs_label))
+        files = {p: FileVersions(p, _blob(t_base, p), _blob(t_ours, p), _blob(t_theirs, p))
+                 for p in mine}
+        findings += analyzer.analyze(MergeInput(files, read, ours_label, theirs_label))
     return findings

@@ -8,7 +8,7 @@ module behind the same Protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,12 +17,16 @@ from merge.models import SemanticFinding
 
 @dataclass(frozen=True)
 class FileVersions:
-    """One path's content at the merge base, on ours and on theirs (None: absent)."""
+    """One path's blob ids at the merge base, on ours and on theirs (None: absent).
+
+    Ids, not contents: an analyser reads (through :attr:`MergeInput.read`) only the
+    versions it needs, and caches what it parsed by blob id across a batch.
+    """
 
     path: str
-    base: bytes | None
-    ours: bytes | None
-    theirs: bytes | None
+    base: str | None
+    ours: str | None
+    theirs: str | None
 
     @property
     def ours_changed(self) -> bool:
@@ -38,6 +42,8 @@ class MergeInput:
     """What an analyser gets: every handled path changed on either side."""
 
     files: Mapping[str, FileVersions]
+    read: Callable[[str], bytes]
+    """Blob id -> content."""
     ours_label: str = "ours"
     theirs_label: str = "theirs"
 

@@ -139,36 +139,46 @@ def _assigned_names(node: ast.stmt) -> list[str]:
     return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
-def _definitions(tree: ast.Module) -> dict[str, Definition]:
+def _definitions(tree: ast.Module, lines: list[str]) -> dict[str, Definition]:
+    def text(node: ast.stmt) -> str:
+        # The definition's source, dedented: much cheaper than ast.dump and, unlike it,
+        # independent of where in the file the definition sits.
+        start = node.lineno - 1
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            start = min([d.lineno - 1 for d in node.decorator_list] + [start])
+        chunk = lines[start:node.end_lineno]
+        indent = len(chunk[0]) - len(chunk[0].lstrip()) if chunk else 0
+        return "\n".join(line[indent:].rstrip() for line in chunk)
+
     defs: dict[str, Definition] = {}
     for node in _top_level(tree.body):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            defs[node.name] = Definition(node.name, "function", node.lineno, ast.dump(node),
+            defs[node.name] = Definition(node.name, "function", node.lineno, text(node),
                                          _params(node.args))
         elif isinstance(node, ast.ClassDef):
             init = None
             for item in node.body:
                 if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
                     name = f"{node.name}.{item.name}"
-                    defs[name] = Definition(name, "function", item.lineno, ast.dump(item),
+                    defs[name] = Definition(name, "function", item.lineno, text(item),
                                             _params(item.args))
                     if item.name == "__init__":
                         init = _params(item.args, drop_first=True)
                 else:
                     for n in _assigned_names(item):
                         name = f"{node.name}.{n}"
-                        defs[name] = Definition(name, "constant", item.lineno, ast.dump(item))
+                        defs[name] = Definition(name, "constant", item.lineno, text(item))
             if init is None and not node.bases and not node.keywords:
                 # No __init__ and no base class: the constructor takes no arguments.
                 init = Params((), 0, 0, (), frozenset(), False, False)
-            defs[node.name] = Definition(node.name, "class", node.lineno, ast.dump(node), init)
+            defs[node.name] = Definition(node.name, "class", node.lineno, text(node), init)
         elif isinstance(node, ast.Import | ast.ImportFrom):
             for alias in node.names:
                 bound = alias.asname or alias.name.split(".")[0]
                 defs.setdefault(bound, Definition(bound, "import", node.lineno, ""))
         else:
             for n in _assigned_names(node):
-                defs[n] = Definition(n, "constant", node.lineno, ast.dump(node))
+                defs[n] = Definition(n, "constant", node.lineno, text(node))
     return defs
 
 
@@ -326,7 +336,7 @@ def facts(path: str, source: bytes | None) -> ModuleFacts | None:
     except (SyntaxError, ValueError):
         return None  # not ours to judge: a syntax error is the validator's job
     module = module_name(path)
-    defs = _definitions(tree)
+    defs = _definitions(tree, source.decode("utf-8", "replace").splitlines())
     visitor = _References(module, path.endswith("__init__.py"), defs)
     visitor.visit(tree)
     return ModuleFacts(module, defs, visitor.refs)

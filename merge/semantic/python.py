@@ -68,8 +68,9 @@ def _successor(symbol: str, old: Definition | None, before: Mapping[str, Definit
         if s in before:
             continue
         new_leaf = s.rsplit(".", 1)[-1]
-        if new_leaf == leaf or (old is not None and d.kind == old.kind and d.body == old.body.replace(
-                f"name='{leaf}'", f"name='{new_leaf}'", 1)):
+        renamed = old is not None and d.kind == old.kind and d.body == old.body.replace(
+            f"def {leaf}(", f"def {new_leaf}(", 1).replace(f"class {leaf}", f"class {new_leaf}", 1)
+        if new_leaf == leaf or renamed:
             return f" (now {s}?)"
     return ""
 
@@ -83,6 +84,20 @@ class PythonAnalyzer:
 
     name = "python"
 
+    def __init__(self) -> None:
+        # Parsed facts by (path, content): a batch sees the same blobs source after source.
+        self._cache: dict[tuple[str, bytes], ModuleFacts | None] = {}
+
+    def _facts(self, path: str, blob: bytes | None) -> ModuleFacts | None:
+        if blob is None:
+            return None
+        key = (path, blob)
+        if key not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = facts(path, blob)
+        return self._cache[key]
+
     def handles(self, path: str) -> bool:
         return path.endswith(".py")
 
@@ -92,7 +107,7 @@ class PythonAnalyzer:
         theirs: dict[str, ModuleFacts] = {}
         for path, fv in merge.files.items():
             for blob, into in ((fv.base, base), (fv.ours, ours), (fv.theirs, theirs)):
-                parsed = facts(path, blob)
+                parsed = self._facts(path, blob)
                 if parsed is not None:
                     into[path] = parsed
         changed_ours = {p for p, fv in merge.files.items() if fv.ours_changed}
@@ -109,6 +124,8 @@ class PythonAnalyzer:
         return findings
 
     def _dangling_and_signatures(self, changer: _Side, user: _Side) -> list[SemanticFinding]:
+        if not changer.base:
+            return []  # the changing side only added files: it removed or changed nothing
         before = _qualified(changer.base)
         after = _qualified(changer.side)
         # A module that the changing side deleted (or moved) is removed as a whole.

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 WORKDIR = "/work"
-LOG_TAIL_LINES = 50
-LOG_TAIL_CHARS = 8000
+# A bound on the tail in characters too: one megabyte-long "line" must not bloat results.
+LOG_TAIL_CHARS = 16000
 # Exit status of a process killed by SIGKILL (128 + 9), which is what the kernel's OOM
 # killer sends; tini (the init) passes its child's death by signal on as 128 + signal.
 EXIT_SIGKILL = 137
@@ -89,6 +89,9 @@ class DockerConfig(BaseModel):
     stop_timeout_s: float = Field(30.0, gt=0)
     """How long to wait for the engine to report an exit after a kill before giving up
     on the container."""
+
+    log_tail_lines: int = Field(200, ge=1)
+    """How many trailing output lines a result keeps."""
 
 
 class DockerBackendError(SandboxError, RuntimeError):
@@ -147,10 +150,11 @@ def _command(spec: SandboxSpec) -> list[str]:
 class _LogPump:
     """Streams a container's output to ``on_line`` from a thread and keeps the tail."""
 
-    def __init__(self, chunks: Iterator[bytes], on_line: LineCallback | None) -> None:
+    def __init__(self, chunks: Iterator[bytes], on_line: LineCallback | None,
+                 tail_lines: int) -> None:
         self._chunks = chunks
         self._on_line = on_line
-        self._tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._tail: deque[str] = deque(maxlen=tail_lines)
         self._thread = threading.Thread(target=self._pump, name="forkyard-docker-logs",
                                         daemon=True)
         self._thread.start()
@@ -197,6 +201,7 @@ class DockerBackend(Backend):
         super().__init__(repo)
         self.config = config or DockerConfig()
         self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()  # agents start from many threads at once
         # The host side of a docker sandbox is a worktree sandbox: the same worktree,
         # run lock, copied ignored files, port lease, leftover commit and cleanup.  Its
         # cgroups and confinement are never used here (execute is ours).
@@ -207,29 +212,35 @@ class DockerBackend(Backend):
     @property
     def client(self) -> docker.DockerClient:
         """A docker-py client; :class:`BackendUnavailableError` when no engine answers."""
-        if self._client is None:
-            try:
-                import docker
-            except ImportError as exc:  # pragma: no cover - docker is a dependency
-                raise BackendUnavailableError("the docker backend needs docker-py") from exc
-            try:
-                # version="auto" negotiates with the engine: Debian's dockerd 20.10
-                # speaks API 1.41 while docker-py defaults to a newer one.
-                # Each running task holds two connections (its attach stream and its
-                # wait); a pool sized for many parallel agents keeps them reusable.
-                options: dict[str, Any] = {"version": "auto", "max_pool_size": 128}
-                if self.config.base_url:
-                    client = docker.DockerClient(base_url=self.config.base_url, **options)
-                else:
-                    client = docker.from_env(**options)
-                client.ping()
-            except docker.errors.DockerException as exc:
-                raise BackendUnavailableError(
-                    f"no Docker engine answers ({exc}); start one (scripts/docker-up.sh) "
-                    "or choose --backend worktree"
-                ) from exc
-            self._client = client
-        return self._client
+        with self._client_lock:
+            return self._client or self._connect()
+
+    def _connect(self) -> docker.DockerClient:
+        """Make the client (under the lock) and check that the engine answers."""
+        try:
+            import docker
+        except ImportError as exc:  # pragma: no cover - docker is a dependency
+            raise BackendUnavailableError("the docker backend needs docker-py") from exc
+        try:
+            # version="auto": ask the engine which API it speaks.  Debian's dockerd
+            # 20.10 answers 1.41 and rejects newer request paths; a pinned version
+            # (docker-py's constant is 1.45) would fail there.  docker-py ignores
+            # DOCKER_API_VERSION, so this is the one place the version is settled.
+            # Each running task holds two connections (its attach stream and its
+            # wait); a pool sized for many parallel agents keeps them reusable.
+            options: dict[str, Any] = {"version": "auto", "max_pool_size": 128}
+            if self.config.base_url:
+                client = docker.DockerClient(base_url=self.config.base_url, **options)
+            else:
+                client = docker.from_env(**options)
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise BackendUnavailableError(
+                f"no Docker engine answers ({exc}); start one (scripts/docker-up.sh) "
+                "or choose --backend worktree"
+            ) from exc
+        self._client = client
+        return client
 
     def image_for(self, spec: SandboxSpec) -> str:
         return spec.image or self.config.image
@@ -278,6 +289,8 @@ class DockerBackend(Backend):
         on_line: LineCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> ExecResult:
+        """Run the task's container to its end, our deadline, or a cancel; then commit
+        what the agent left in the worktree."""
         spec = sandbox.spec
         container = self._create(sandbox)
         sandbox.state["container"] = container.id
@@ -303,7 +316,7 @@ class DockerBackend(Backend):
         except Exception as exc:
             raise DockerBackendError("start", spec.task_id, str(exc)) from exc
         started = time.monotonic()
-        logs = _LogPump(stream, on_line)
+        logs = _LogPump(stream, on_line, self.config.log_tail_lines)
         threading.Thread(target=waiter, name="forkyard-docker-wait", daemon=True).start()
 
         timeout_s = spec.limits.timeout_s
@@ -340,7 +353,7 @@ class DockerBackend(Backend):
         return ExecResult(
             status=status,
             exit_code=exit_code,
-            duration_s=duration,
+            duration_s=round(duration, 3),
             log_tail=logs.tail(),
             commit=commit,
             files_modified=tuple(files),

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,7 @@ from sandbox.gc import RunLock
 from sandbox.ports import DEFAULT_RANGE, PortLease, lease_port
 
 SHIM = str(Path(limits.__file__).with_name("shim.py"))
+BWRAP_ATTEMPTS = 3
 
 
 class WorktreeConfig(BaseModel):
@@ -130,7 +132,9 @@ class WorktreeBackend(Backend):
                 self._hier = cgroups.detect()
             if self._hier.layout != "none":
                 try:
-                    group = cgroups.Cgroup.create(self._hier, spec.run_id, spec.task_id, spec.limits)
+                    group = cgroups.Cgroup.create(
+                        self._hier, spec.run_id, spec.task_id, spec.limits,
+                        scope=cgroups.repo_scope(self.repo.common_dir))
                     return limits.Enforcement(self._hier.enforced_by, group,
                                               limits.cgroup_args(group))
                 except cgroups.CgroupUnavailable:
@@ -160,13 +164,14 @@ class WorktreeBackend(Backend):
         return env
 
     def _argv(self, sandbox: Sandbox, conf: confine.Confinement, enf: limits.Enforcement,
-              tmpdir: Path, gitpaths: confine.GitPaths, command: str) -> list[str]:
+              tmpdir: Path, gitpaths: confine.GitPaths, command: str,
+              status_fd: int | None = None) -> list[str]:
         spec = sandbox.spec
         argv = [sys.executable, "-I", "-S", SHIM, *enf.shim_args, "--"]
         if conf.bwrap:
             argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=tmpdir, git=gitpaths,
                                        network=spec.limits.network,
-                                       extra_rw=self.config.extra_rw)
+                                       extra_rw=self.config.extra_rw, status_fd=status_fd)
         if conf.landlock:
             import json
 
@@ -203,16 +208,17 @@ class WorktreeBackend(Backend):
         message = ""
         if spec.setup_command:
             setup_deadline = time.monotonic() + self.config.setup_timeout_s
+            setup_cmd = spec.setup_command
             rc, reason = self._run_phase(
-                self._argv(sandbox, conf, enf, tmpdir, gitpaths, spec.setup_command),
-                sandbox, env, enf, token, min(d for d in (deadline, setup_deadline) if d),
-                cancel, on_line, tail)
+                lambda fd: self._argv(sandbox, conf, enf, tmpdir, gitpaths, setup_cmd, fd),
+                conf.bwrap, sandbox, env, enf, token,
+                min(d for d in (deadline, setup_deadline) if d), cancel, on_line, tail)
             if rc != 0 and reason is None:
                 message = f"setup command failed with exit code {rc}"
         if rc in (None, 0) and reason is None:
             rc, reason = self._run_phase(
-                self._argv(sandbox, conf, enf, tmpdir, gitpaths, spec.command),
-                sandbox, env, enf, token, deadline, cancel, on_line, tail)
+                lambda fd: self._argv(sandbox, conf, enf, tmpdir, gitpaths, spec.command, fd),
+                conf.bwrap, sandbox, env, enf, token, deadline, cancel, on_line, tail)
         status = self._status(rc, reason, enf)
         if status == "timed_out":
             message = f"killed after the {spec.limits.timeout_s:g}s timeout"
@@ -240,13 +246,48 @@ class WorktreeBackend(Backend):
         return "succeeded" if rc == 0 else "failed"
 
     def _run_phase(
-        self, argv: list[str], sandbox: Sandbox, env: dict[str, str], enf: limits.Enforcement,
-        token: str, deadline: float | None, cancel: threading.Event | None,
-        on_line: LineCallback | None, tail: collections.deque[str],
+        self, build: Callable[[int | None], list[str]], uses_bwrap: bool, sandbox: Sandbox,
+        env: dict[str, str], enf: limits.Enforcement, token: str, deadline: float | None,
+        cancel: threading.Event | None, on_line: LineCallback | None,
+        tail: collections.deque[str],
     ) -> tuple[int | None, str | None]:
-        """Run one process tree to the end, a timeout or a cancel; (exit code, reason)."""
+        """Run one process tree to the end, a timeout or a cancel; (exit code, reason).
+
+        bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
+        read-only, and a mount that vanishes meanwhile (a container engine tearing one
+        down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
+        if not, the phase is retried (the command never ran, so this is safe).
+        """
+        for attempt in range(BWRAP_ATTEMPTS):
+            status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
+            try:
+                rc, reason = self._run_once(build(status_w if uses_bwrap else None),
+                                            (status_w,) if uses_bwrap else (), sandbox, env,
+                                            enf, token, deadline, cancel, on_line, tail)
+            finally:
+                if uses_bwrap:
+                    os.close(status_w)
+            started = True
+            if uses_bwrap:
+                os.set_blocking(status_r, False)
+                try:
+                    started = b"child-pid" in os.read(status_r, 65536)
+                except BlockingIOError:
+                    started = False
+                os.close(status_r)
+            if started or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
+                return rc, reason
+            time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_once(
+        self, argv: list[str], pass_fds: tuple[int, ...], sandbox: Sandbox, env: dict[str, str],
+        enf: limits.Enforcement, token: str, deadline: float | None,
+        cancel: threading.Event | None, on_line: LineCallback | None,
+        tail: collections.deque[str],
+    ) -> tuple[int | None, str | None]:
         proc = spawn(argv, cwd=sandbox.worktree, env=env, stdout=subprocess.PIPE,
-                     stderr=subprocess.STDOUT)
+                     stderr=subprocess.STDOUT, pass_fds=pass_fds)
         pump = threading.Thread(target=_pump, args=(proc, on_line, tail), daemon=True)
         pump.start()
         reason: str | None = None
@@ -287,9 +328,10 @@ class WorktreeBackend(Backend):
         self._kill_tree(proc, enf, token)
 
     def _kill_tree(self, proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str) -> None:
-        if enf.cgroup is not None:
-            enf.cgroup.kill()
         _killpg(proc.pid, signal.SIGKILL)
+        if enf.cgroup is not None:
+            enf.cgroup.kill()  # cgroup.kill / freezer: nothing in the group can escape
+            return
         # Without a cgroup, descendants that left the process group are found by token.
         for _ in range(50):
             if limits.signal_token(token) == 0:

@@ -7,6 +7,7 @@ do, and the test checks the host afterwards (the script's own word is not truste
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 import socket
 import threading
 from pathlib import Path
@@ -131,7 +132,7 @@ def test_host_processes_cannot_be_signalled(pylib: Repo, mode: str, unique_marke
 
 
 @pytest.fixture
-def listener() -> tuple[int, threading.Event]:
+def listener() -> Iterator[tuple[int, threading.Event]]:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -150,7 +151,7 @@ def listener() -> tuple[int, threading.Event]:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    yield server.getsockname()[1], hit  # type: ignore[misc]
+    yield server.getsockname()[1], hit
     stop.set()
     t.join()
     server.close()

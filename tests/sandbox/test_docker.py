@@ -4,8 +4,8 @@ Each test runs a real container (``make test`` starts the engine and builds the 
 the ``docker_image`` fixture builds the image when missing).  Without an engine these
 skip locally and fail under CI=true.  The cross-backend behaviour (commit on exit, log
 tail, statuses) is in test_contract.py; here is what only a container does: limits the
-engine enforces, the network namespace, the read-only root, capabilities, and no
-container left behind.
+engine enforces, the network namespace, the read-only root, capabilities, no container
+left behind, a forged ``/work/.git``; and ``forkyard run --backend docker`` end to end.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ import pytest
 from merge.git import Repo
 from planner.tasks import Limits
 from sandbox.backends.base import ExecResult, SandboxSpec
-from sandbox.backends.docker import DockerBackend, DockerConfig, agent_env, worktree_path
+from sandbox.backends.docker import (
+    EXIT_SIGKILL,
+    DockerBackend,
+    DockerConfig,
+    agent_env,
+    worktree_path,
+)
 from sandbox.errors import BackendUnavailableError, ImageNotFoundError
 
 pytestmark = pytest.mark.docker
@@ -319,3 +325,71 @@ def test_gc_helper_removes_containers_a_crash_left(backend: DockerBackend) -> No
         assert containers_of(backend, spec) == []
     finally:
         backend.cleanup(sandbox)
+
+
+def test_an_agent_ignoring_sigterm_is_killed_after_the_grace(pylib: Repo, docker_image: str) -> None:
+    backend = DockerBackend(pylib, DockerConfig(image=docker_image, kill_grace_s=0.5))
+    limits = FAST.model_copy(update={"timeout_s": 0.5})
+    spec = make_spec(pylib, "trap '' TERM; echo armored; while :; do sleep 1; done", None,
+                     limits=limits)
+    result = run(backend, spec)
+    assert result.status == "timed_out", result
+    assert result.exit_code == EXIT_SIGKILL
+    assert result.duration_s < 5
+
+
+# -- the command line ---------------------------------------------------------------
+
+TASKS = """\
+defaults:
+  limits: {memory_mb: 64, cpus: 1.0, pids: 64, timeout_s: 60, network: false}
+tasks:
+  - id: alpha
+    command: "echo alpha > alpha.txt && test ! -e /sys/class/net/eth0"
+  - id: beta
+    command: "echo beta > beta.txt"
+"""
+
+
+def forkyard(*args: str, cwd: Path) -> tuple[int, str, str]:
+    import sys
+
+    from merge.process import run as run_process
+
+    exe = Path(sys.executable).with_name("forkyard")
+    r = run_process([str(exe), *args], cwd=cwd, check=False, timeout=180)
+    return r.returncode, r.out, r.err
+
+
+def test_cli_run_with_the_docker_backend(pylib: Repo, docker_image: str, tmp_path: Path) -> None:
+    import json
+
+    # The default agent is `bash -c {command}`: the test image's bash is busybox sh.
+    (tmp_path / "tasks.yaml").write_text(TASKS)
+    before = pylib.rev_parse("main")
+    code, out, err = forkyard("run", str(tmp_path / "tasks.yaml"), "--backend", "docker",
+                              "--image", docker_image, "--repo", str(pylib.path), "--json",
+                              cwd=pylib.path)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["outcome"] == "succeeded"
+    assert {r["task"]: r["status"] for r in report["results"]} == \
+        {"alpha": "succeeded", "beta": "succeeded"}
+    assert {r["limits"]["enforced_by"] for r in report["results"]} == {"docker"}
+    after = pylib.rev_parse("main")
+    assert after != before and report["target_sha_after"] == after
+    assert pylib.out("show", "main:alpha.txt") == "alpha"
+    assert pylib.out("show", "main:beta.txt") == "beta"
+
+
+def test_cli_missing_image_is_exit_2_and_changes_nothing(pylib: Repo, docker_image: str,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "tasks.yaml").write_text(TASKS)
+    before = pylib.rev_parse("main")
+    code, _, err = forkyard("run", str(tmp_path / "tasks.yaml"), "--backend", "docker",
+                            "--image", "forkyard-no-such-image:latest",
+                            "--repo", str(pylib.path), cwd=pylib.path)
+    assert code == 2
+    assert "forkyard-no-such-image:latest" in err
+    assert pylib.rev_parse("main") == before
+    assert pylib.branches("forkyard/**") == {}

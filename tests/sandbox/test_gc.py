@@ -65,7 +65,9 @@ def test_live_run_is_left_alone(backend: WorktreeBackend) -> None:
 def test_leftover_cgroup_and_its_processes_are_removed(pylib: Repo) -> None:
     require(has_cgroups(), "writable cgroups")
     hier = cgroups.detect()
-    group = cgroups.Cgroup.create(hier, "ghost", "t", Limits(memory_mb=64, pids=16))
+    scope = cgroups.repo_scope(pylib.common_dir)
+    group = cgroups.Cgroup.create(hier, "ghost", "t", Limits(memory_mb=64, pids=16), scope=scope)
+    other = cgroups.Cgroup.create(hier, "ghost", "t", Limits(), scope="another-repo")
     shim = [sys.executable, "-I", "-S", str(limits.__file__).replace("limits.py", "shim.py"),
             *limits.cgroup_args(group), "--", "sleep", "300"]
     orphan = spawn(shim)
@@ -74,10 +76,14 @@ def test_leftover_cgroup_and_its_processes_are_removed(pylib: Repo) -> None:
             break
         time.sleep(0.02)
     assert group.pids()
-    report = gc(pylib)
-    assert report.cgroups_removed == ["ghost/t"]
-    assert orphan.wait(timeout=10) != 0
-    assert not any(d.exists() for d in group.dirs.values())
+    try:
+        report = gc(pylib)
+        assert report.cgroups_removed == ["ghost/t"]
+        assert orphan.wait(timeout=10) != 0
+        assert not any(d.exists() for d in group.dirs.values())
+        assert all(d.exists() for d in other.dirs.values()), "another repository's group"
+    finally:
+        other.remove()
 
 
 def test_gc_command_json(backend: WorktreeBackend, capsys: pytest.CaptureFixture[str]) -> None:

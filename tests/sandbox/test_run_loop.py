@@ -23,9 +23,9 @@ def taskfile(*tasks: dict[str, Any]) -> TaskFile:
     return TaskFile.model_validate({"tasks": full})
 
 
-def dummy(**outcomes: dict[str, Any]) -> DummyBackend:
+def dummy(default: dict[str, Any] | None = None, **outcomes: dict[str, Any]) -> DummyBackend:
     return DummyBackend(None, DummyConfig.model_validate({
-        "default": {"duration_s": 0.05, "commit": "c0ffee"},
+        "default": {"duration_s": 0.05, "commit": "c0ffee", **(default or {})},
         "outcomes": {k: {"commit": "c0ffee", **v} for k, v in outcomes.items()},
     }))
 
