@@ -7,8 +7,9 @@ Figures (issue 4):
 - the batch vs bare ``git merge-tree --write-tree`` calls for the same merges (each onto
   the previous result, with ``commit-tree`` to make that result a commit): within 2x;
 - semantic analysis on vs off: adds <= 20%.
-Each branch edits two text files of its own and adds a Python module that imports from a
-shared package, so the semantic pass has real work.
+Each branch edits two text files and one Python module of its own and adds a module that
+imports from a shared package, so the semantic pass has real work (parse base and branch
+versions, resolve references against everything the batch changed before it).
 """
 
 from __future__ import annotations
@@ -35,9 +36,24 @@ def feature(i: int) -> str:
             f"def feature_{i}(x):\n    total = f{i % 40}(x)\n{calls}\n    return total\n")
 
 
+def module(i: int, edited: bool = False) -> str:
+    """A ~120-line module of its own per branch; the branch edits one function's body and
+    signature, so the semantic pass parses base and branch versions."""
+    funcs = []
+    for j in range(20):
+        body = f"    y = core.f{(i + j) % 40}(x)\n    for k in range(3):\n        y += k\n    return y\n"
+        if edited and j == 3:
+            funcs.append(f"def g{j}(x, scale=2):\n{body.replace('return y', 'return y * scale')}")
+        else:
+            funcs.append(f"def g{j}(x):\n{body}")
+    return "from pkg import core\n\n\n" + "\n\n".join(funcs)
+
+
 def setup(root: Path) -> tuple[Repo, list[str]]:
     repo = build_synthetic(root / "repo", N_FILES)
-    commit_files(repo, "main", {"pkg/__init__.py": "", "pkg/core.py": CORE}, "python package")
+    modules = {f"pkg/mod_{i:02d}.py": module(i) for i in range(N_BRANCHES)}
+    commit_files(repo, "main", {"pkg/__init__.py": "", "pkg/core.py": CORE, **modules},
+                 "python package")
     git("reset", "-q", "--hard", "main", cwd=repo.path)
     names = []
     for i in range(N_BRANCHES):
@@ -47,6 +63,7 @@ def setup(root: Path) -> tuple[Repo, list[str]]:
             f"d{a % 50:03d}/f{a:05d}.txt": f"branch {i} rewrote file {a}\n",
             f"d{b % 50:03d}/f{b:05d}.txt": f"branch {i} rewrote file {b}\n",
             f"pkg/feature_{i:02d}.py": feature(i),
+            f"pkg/mod_{i:02d}.py": module(i, edited=True),
         }, f"feature {i}", base="main")
         names.append(name)
     return repo, names

@@ -57,10 +57,10 @@ def merge_bases(odb: pygit2.Repository, a: str, b: str) -> list[str]:
     """All best common ancestors of ``a`` and ``b`` (``git merge-base --all``), in process.
 
     Walks the commits reachable from ``b`` but not ``a``; their parents outside that set
-    are common ancestors, and every best common ancestor is one of them.  Empty when
-    ``b`` is already contained in ``a`` is reported as ``[b]``.
+    are common ancestors, and every best common ancestor is one of them.  ``b`` already
+    contained in ``a`` gives ``[b]``; unrelated histories give ``[]``.
     """
-    walker = odb.walk(pygit2.Oid(hex=b), pygit2.enums.SortMode.TOPOLOGICAL)
+    walker = odb.walk(pygit2.Oid(hex=b), pygit2.enums.SortMode.NONE)
     walker.hide(pygit2.Oid(hex=a))
     only_b = {str(c.id): c for c in walker}
     if not only_b:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,6 +49,10 @@ _CONFIG = (
     "-c", "commit.gpgSign=false",
     "-c", "advice.detachedHead=false",
 )
+
+
+#: Held around `git worktree add/remove/prune` in this process (see Repo.worktree_add).
+WORKTREE_ADMIN_LOCK = threading.RLock()
 
 
 class GitError(ProcessError):
@@ -233,11 +238,17 @@ class Repo:
         return bool(out)
 
     def worktree_add(self, path: str | os.PathLike[str], branch: str, base: str) -> None:
-        self.git("worktree", "add", "--quiet", "-b", branch, str(path), base)
+        # Concurrent `git worktree add`s read each other's half-written
+        # .git/worktrees/<name>/ and die ("failed to read .../commondir"): the bookkeeping
+        # is serialised; the checkout, the slow part, runs in parallel.
+        with WORKTREE_ADMIN_LOCK:
+            self.git("worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path), base)
+        self.git("reset", "--quiet", "--hard", cwd=path)
 
     def worktree_remove(self, path: str | os.PathLike[str], force: bool = True) -> None:
         args = ["worktree", "remove"] + (["--force", "--force"] if force else []) + [str(path)]
-        self.git(*args)
+        with WORKTREE_ADMIN_LOCK:
+            self.git(*args)
 
     def worktrees(self) -> list[dict[str, str]]:
         """``git worktree list --porcelain`` as a list of dicts (worktree, HEAD, branch...)."""

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+import pygit2
 from pydantic import BaseModel, ConfigDict
 
 from merge.git import GitError, Repo
@@ -86,7 +87,8 @@ def write(repo: Repo, target_ref: str, old: str, new: str, sources: list[str],
     d = journal_dir(repo)
     d.mkdir(parents=True, exist_ok=True)
     # Keep the result reachable while the entry exists, so a gc cannot prune it.
-    repo.git("update-ref", f"refs/forkyard/journal/{entry.id}", new)
+    repo.odb.references.create(f"refs/forkyard/journal/{entry.id}", pygit2.Oid(hex=new),
+                               force=True)
     tmp = d / f".{entry.id}.tmp"
     with open(tmp, "w") as fh:
         fh.write(entry.model_dump_json())
@@ -99,7 +101,10 @@ def write(repo: Repo, target_ref: str, old: str, new: str, sources: list[str],
 
 def clear(repo: Repo, entry: JournalEntry) -> None:
     (journal_dir(repo) / f"{entry.id}.json").unlink(missing_ok=True)
-    repo.git("update-ref", "-d", f"refs/forkyard/journal/{entry.id}", check=False)
+    try:
+        repo.odb.references.delete(f"refs/forkyard/journal/{entry.id}")
+    except (KeyError, pygit2.GitError):
+        pass
 
 
 def pending(repo: Repo) -> list[JournalEntry]:

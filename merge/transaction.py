@@ -23,10 +23,16 @@ import pygit2
 from merge import journal
 from merge.conflicts import overlaps, touched_paths
 from merge.errors import BadInputError, UnknownRefError
-from merge.fastpath import apply_changes, merge_bases, tree_changes, trivially_mergeable
+from merge.fastpath import (
+    Changes,
+    apply_changes,
+    merge_bases,
+    tree_changes,
+    trivially_mergeable,
+)
 from merge.git import IDENTITY, RefMovedError, Repo, require_git
 from merge.lock import integration_lock
-from merge.models import MergeReport, Mode, SourceMerge, Validation
+from merge.models import MergeReport, Mode, Outcome, SourceMerge, Validation
 from merge.semantic import Analyzer, default_analyzers
 from merge.tree_merge import TreeMerge, merge_commits
 from merge.validate import DEFAULT_TIMEOUT_S, validate
@@ -51,14 +57,39 @@ class DirtyWorktreeError(BadInputError):
         self.paths = list(paths)
 
 
+class UnrelatedHistoriesError(BadInputError):
+    """A source shares no history with the target (``git merge`` refuses it too)."""
+
+    def __init__(self, source: str, into: str) -> None:
+        super().__init__(f"{source!r} shares no history with {into!r}; refusing to merge")
+        self.source = source
+        self.into = into
+
+
 class RetriesExhaustedError(RefMovedError):
-    """The target kept moving under us; nothing was changed."""
+    """The target kept moving under us; nothing was changed (exit 1: the work was done,
+    it just could not land; the sources are untouched and can be merged again)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
 class _Source:
     name: str
     sha: str
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One source merged onto the running result."""
+
+    base: str | None
+    result: TreeMerge | None
+    """None when the source is already contained in the running result."""
+    changed: set[str] | None = None
+    """Paths changed on either side (None: not computed)."""
+    merged: Changes | None = None
+    """The result's changes against ``base``, when the fast path made it."""
 
 
 @dataclass
@@ -109,6 +140,9 @@ class Transaction:
         self.validate_timeout = validate_timeout
         # One analyser for the whole batch: it caches parsed files across sources.
         self._analyzers: list[Analyzer] = default_analyzers()
+        # Tree diffs by (base commit, commit); results made by the fast path are
+        # recorded from their inputs instead of diffed again.
+        self._diffs: dict[tuple[str, str], Changes] = {}
 
     # -- entry point -------------------------------------------------------------
 
@@ -132,8 +166,8 @@ class Transaction:
             for attempt in range(self.max_retries + 1):
                 tip = repo.rev_parse(ref)
                 report = self._report(tip, sources, outcome="committed")
-                if report.new_sha is None or report.outcome != "committed":
-                    return report
+                if report.new_sha in (None, tip) or report.outcome != "committed":
+                    return report  # rolled back, or nothing new to land
                 try:
                     self._land(ref, tip, report)
                     return report
@@ -163,31 +197,36 @@ class Transaction:
         oid = self.repo.odb.merge_base(a, b)
         return str(oid) if oid is not None else None
 
-    def _merge_one(self, cur: str, src: _Source) -> tuple[str | None, TreeMerge | None,
-                                                          set[str] | None]:
-        """Merge ``src`` onto ``cur``: (merge base, result, paths changed on either side).
+    def _changes(self, base: str, commit: str) -> Changes:
+        key = (base, commit)
+        if key not in self._diffs:
+            odb = self.repo.odb
+            self._diffs[key] = tree_changes(odb[base].peel(pygit2.Commit).tree,
+                                            odb[commit].peel(pygit2.Commit).tree)
+        return self._diffs[key]
 
-        The result is None when ``src`` is already contained in ``cur``.  Trivial merges
-        are done in process (:mod:`merge.fastpath`), everything else by merge-tree.
-        """
+    def _merge_one(self, cur: str, src: _Source) -> _Step:
+        """Merge ``src`` onto ``cur``.  Trivial merges are done in process
+        (:mod:`merge.fastpath`), everything else by merge-tree."""
         odb = self.repo.odb
         bases = merge_bases(odb, cur, src.sha)
         if bases == [src.sha]:
-            return src.sha, None, None
+            return _Step(src.sha, None)
+        if not bases:
+            raise UnrelatedHistoriesError(src.name, self.into)
         if len(bases) != 1:
-            # Criss-cross (or unrelated) histories: merge-ort's virtual base decides.
+            # Criss-cross histories: merge-ort's virtual base decides.
             tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
-            return self._merge_base(cur, src.sha), tm, None
+            return _Step(self._merge_base(cur, src.sha), tm)
         base = bases[0]
-        base_tree = odb[base].peel(pygit2.Commit).tree
-        cur_tree = odb[cur].peel(pygit2.Commit).tree
-        ours = tree_changes(base_tree, cur_tree)
-        theirs = tree_changes(base_tree, odb[src.sha].peel(pygit2.Commit).tree)
+        ours, theirs = self._changes(base, cur), self._changes(base, src.sha)
+        changed = ours.paths | theirs.paths
         if trivially_mergeable(ours, theirs):
-            tm = TreeMerge(apply_changes(odb, cur_tree, theirs), clean=True)
-        else:
-            tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
-        return base, tm, ours.paths | theirs.paths
+            tree = apply_changes(odb, odb[cur].peel(pygit2.Commit).tree, theirs)
+            merged = Changes({**ours.entries, **theirs.entries}, frozenset())
+            return _Step(base, TreeMerge(tree, clean=True), changed, merged)
+        tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
+        return _Step(base, tm, changed)
 
     def _apply(self, tip: str, group: Sequence[_Source]) -> _Pass:
         """Merge ``group`` in order onto ``tip``; a source that conflicts (or, in bisect
@@ -197,7 +236,8 @@ class Transaction:
         p = _Pass()
         cur = tip
         for src in group:
-            base, tm, changed = self._merge_one(cur, src)
+            step = self._merge_one(cur, src)
+            base, tm, changed = step.base, step.result, step.changed
             if tm is None:
                 # Already contained in the target: nothing to merge, nothing to commit.
                 tree = str(self.repo.odb[cur].peel(pygit2.Commit).tree.id)
@@ -218,6 +258,8 @@ class Transaction:
                 p.rejected.append(src.name)
                 continue
             cur = self._commit(tm.tree, cur, src)
+            if step.merged is not None and base is not None:
+                self._diffs[(base, cur)] = step.merged
             p.applied.append(src)
             p.commits.append(cur)
         return p
@@ -227,9 +269,13 @@ class Transaction:
         return validate(self.repo, commit, self.command, timeout=self.validate_timeout,
                         attribute=[(s.name, s.sha) for s in attribute])
 
-    def _report(self, tip: str, sources: Sequence[_Source], outcome: str) -> MergeReport:
-        touched = [(s.name, touched_paths(self.repo, self._merge_base(tip, s.sha), s.sha))
-                   for s in sources]
+    def _report(self, tip: str, sources: Sequence[_Source], outcome: Outcome) -> MergeReport:
+        touched = []
+        for s in sources:
+            base = self._merge_base(tip, s.sha)
+            paths = (self._changes(base, s.sha).paths if base is not None
+                     else touched_paths(self.repo, None, s.sha))
+            touched.append((s.name, paths))
         ovl = overlaps(touched) if len(sources) > 1 else []
         if self.mode == "bisect":
             merges, landed, culprits, new, validation = self._bisect(tip, sources)
@@ -237,11 +283,8 @@ class Transaction:
             merges, landed, culprits, new, validation = self._conservative(tip, sources)
         if outcome == "committed" and not landed:
             outcome, new = "rolled_back", None
-        # A batch whose every source was already merged lands nothing new.
-        if outcome == "committed" and new == tip:
-            outcome = "rolled_back" if culprits else "committed"
         return MergeReport(
-            target=self.into, target_sha=tip, outcome=outcome,  # type: ignore[arg-type]
+            target=self.into, target_sha=tip, outcome=outcome,
             new_sha=new, merges=merges, overlaps=ovl, validation=validation,
             landed=landed, culprits=culprits,
         )
@@ -315,8 +358,22 @@ class Transaction:
     # -- landing ----------------------------------------------------------------
 
     def _checked_out(self, ref: str) -> list[str]:
-        return [wt["worktree"] for wt in self.repo.worktrees()
-                if wt.get("branch") == ref and "bare" not in wt]
+        """Worktrees whose HEAD is ``ref`` (read in process: this runs on every batch)."""
+        repo, odb = self.repo, self.repo.odb
+        heads: list[tuple[str, Path]] = []
+        if not repo.bare:
+            heads.append((str(repo.path), repo.common_dir / "HEAD"))
+        for name in odb.list_worktrees():
+            wt = odb.lookup_worktree(name)
+            heads.append((wt.path, repo.common_dir / "worktrees" / name / "HEAD"))
+        out = []
+        for path, head in heads:
+            try:
+                if head.read_text().strip() == f"ref: {ref}":
+                    out.append(path)
+            except OSError:
+                continue
+        return out
 
     def _refuse_dirty(self, worktree: str, old: str, new: str) -> None:
         out = self.repo.git("status", "--porcelain=v1", "-z", "--untracked-files=all",

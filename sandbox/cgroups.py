@@ -15,8 +15,8 @@ Three layouts exist in the wild, detected from ``/proc/self/mountinfo``:
   v1; the sandbox also joins a group in the unified tree so ``cgroup.kill`` can kill the
   whole tree atomically.
 
-Groups are created *below the cgroup forkyard itself runs in* (``<own>/forkyard/<run>/
-<task>``), so a supervisor's limits on forkyard still cover its agents and no
+Groups are created *below the cgroup forkyard itself runs in* (``<own>/forkyard/
+<repo-key>.<run>/<task>``; the key keeps repositories apart for gc), so a supervisor's limits on forkyard still cover its agents and no
 delegation boundary is crossed.  On v2 the parent must not hold processes to enable
 controllers for its children ("no internal processes"), so when forkyard's own group
 cannot host them the parent of it is tried.  ``FORKYARD_CGROUP_ROOT`` overrides.
@@ -149,6 +149,8 @@ def detect(mountinfo: str | None = None, proc_cgroup: str | None = None) -> Hier
         unified = own if _writable(own) else (v2m[0] if _writable(v2m[0]) else None)
     if {"memory", "cpu", "pids"} <= v1m.keys():
         v1 = {c: _join(m, own1.get(c)) for c, m in v1m.items()}
+        # freezer and cpuacct are nice to have (kill, accounting); the limits are not.
+        v1 = {c: d for c, d in v1.items() if _writable(d) or c in ("memory", "cpu", "pids")}
         if all(_writable(d) for d in v1.values()):
             bases = {c: d / "forkyard" for c, d in v1.items()}
             if unified is not None:

@@ -17,20 +17,19 @@ rejected batch (running agents are cancelled; nothing further is integrated);
 from __future__ import annotations
 
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from merge.git import GitError, Repo
+from merge.git import Repo
 from planner.tasks import Agent, Limits, Task
-from sandbox.agents import AgentContext, command_for
-from sandbox.backends.base import Backend, ExecResult, Sandbox, SandboxSpec, branch_name
+from sandbox.backends.base import Backend, ExecResult, branch_name
 from sandbox.events import EventLog
 from sandbox.integrate import BatchItem, BatchOutcome, Integrator
+from sandbox.sandboxes import SandboxMaker, with_worktree
 
 RETRYABLE = frozenset({"timed_out", "oom_killed"})
 
@@ -47,6 +46,7 @@ class RunnerConfig:
     retry_backoff_s: float = 1.0            # first retry waits this, then doubles
     setup_command: str | None = None
     copy_files: tuple[str, ...] = ()
+    prefetch: bool = True                   # prepare the next tasks' sandboxes ahead
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,12 @@ class Runner:
         self.wave = 0
         self._timers: dict[str, threading.Timer] = {}
         self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
-        # `git worktree add/remove` are not safe against each other: one reads another's
-        # half-written .git/worktrees/<name>/ and dies ("failed to read .../commondir").
-        # Sandboxes are made and removed one at a time; agents still run in parallel.
-        self._worktrees_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=config.agents, thread_name_prefix="agent")
+        # Twice the slots: a finished agent's clean-up overlaps with the next one's start.
+        self._pool = ThreadPoolExecutor(max_workers=2 * config.agents, thread_name_prefix="agent")
+        self.maker = SandboxMaker(repo, backend, config.run_id, confine=config.confine,
+                                  setup_command=config.setup_command,
+                                  copy_files=config.copy_files, image=config.image,
+                                  ahead=config.agents if config.prefetch else 0)
         self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
 
     # -- the loop ------------------------------------------------------------------------
@@ -158,6 +159,7 @@ class Runner:
                 timer.cancel()
             self._pool.shutdown(wait=True)
             self._merger.shutdown(wait=True)
+            self.maker.close(keep=self.config.keep)
         self._finalise_leftovers()
 
     def _prime(self) -> None:
@@ -222,9 +224,10 @@ class Runner:
             return
         for t in self.order:
             if not self.free_slots:
-                return
+                break
             if self._eligible(t):
                 self._start(t)
+        self._prefetch()
 
     def _start(self, t: str) -> None:
         rec = self.records[t]
@@ -236,64 +239,53 @@ class Runner:
         rec.cancel = threading.Event()
         self.log.emit("task_started", task=t, attempt=rec.attempts, agent=rec.agent,
                       base=rec.base, branch=branch_name(self.config.run_id, t))
-        fresh = rec.needs_fresh_branch
+        fresh = rec.needs_fresh_branch and not self.maker.has(t)
         rec.needs_fresh_branch = True  # any later attempt must clear this one's branch
         self._pool.submit(self._execute, t, rec.attempts, rec.base, rec.cancel, fresh)
 
     def _execute(self, t: str, attempt: int, base: str, cancel: threading.Event,
                  fresh: bool) -> None:
-        """Agent thread: prepare, run, clean up one sandbox; post the result."""
+        """Agent thread: prepare, run, clean up one sandbox; post the result.
+
+        The result is posted before the clean-up: the slot is free as soon as the agent is
+        done, and removing its worktree overlaps with the next task instead of delaying it.
+        """
         start = time.monotonic()
+        sandbox = None
         try:
-            result = self._run_sandbox(t, attempt, base, cancel, fresh)
+            if cancel.is_set():
+                result = ExecResult("cancelled", None, 0.0, "", None,
+                                    message="cancelled before start")
+            else:
+                spec = self.maker.spec(self.specs[t], base)
+                sandbox = self.maker.take(spec, fresh)
+                # {worktree} is only known once the backend made it (/work inside docker).
+                sandbox.spec = with_worktree(spec, self.specs[t], sandbox,
+                                             docker=self.backend.name == "docker")
+                result = self.backend.execute(
+                    sandbox, on_line=lambda line: self.log.output(t, line, attempt),
+                    cancel=cancel)
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
                                 message=f"{type(exc).__name__}: {exc}")
         self._q.put(("finished", (t, attempt, result)))
-
-    def _run_sandbox(self, t: str, attempt: int, base: str, cancel: threading.Event,
-                     fresh: bool) -> ExecResult:
-        if cancel.is_set():
-            return ExecResult("cancelled", None, 0.0, "", None, message="cancelled before start")
-        spec_t = self.specs[t]
-        branch = branch_name(self.config.run_id, t)
-        task = spec_t.task
-        ctx = AgentContext(task.id, task.description, "", branch, base, task.command or "",
-                           self.config.run_id)
-        spec = SandboxSpec(
-            run_id=self.config.run_id, task_id=t, base=base,
-            command=command_for(spec_t.agent, task, ctx), limits=spec_t.limits,
-            env=ctx.env(), description=task.description, confine=self.config.confine,
-            setup_command=self.config.setup_command, copy_files=self.config.copy_files,
-            image=self.config.image,
-        )
-        sandbox = self._prepare(spec, fresh)
-        try:
-            # {worktree} is only known once the backend made it (inside docker it is /work).
-            where = "/work" if self.backend.name == "docker" else str(sandbox.worktree)
-            ctx = replace(ctx, worktree=where)
-            sandbox.spec = replace(spec, command=command_for(spec_t.agent, task, ctx),
-                                   env=ctx.env())
-            return self.backend.execute(
-                sandbox, on_line=lambda line: self.log.output(t, line, attempt), cancel=cancel)
-        finally:
-            with self._worktrees_lock:
+        if sandbox is not None:
+            try:
                 self.backend.cleanup(sandbox, keep=self.config.keep)
+            except Exception:  # leftovers are `forkyard gc`'s job; the work is committed
+                pass
 
-    def _prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
-        """``backend.prepare`` under the worktrees lock, retried when git's worktree
-        bookkeeping raced with someone else's (e.g. the merge engine's scratch worktree)."""
-        for attempt in range(3):
-            with self._worktrees_lock:
-                if fresh or attempt:
-                    discard_branch(self.repo, spec.branch)
-                try:
-                    return self.backend.prepare(spec)
-                except GitError as exc:
-                    if attempt == 2 or "worktrees/" not in str(exc):
-                        raise
-            time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+    def _prefetch(self) -> None:
+        """Prepare sandboxes for the next eligible tasks while every slot is busy."""
+        if self.stopping or self.maker.room() <= 0:
+            return
+        for t in self.order:
+            if self.maker.room() <= 0:
+                return
+            if not self.maker.has(t) and self._eligible(t):
+                rec = self.records[t]
+                fresh, rec.needs_fresh_branch = rec.needs_fresh_branch, True
+                self.maker.prefetch(self.maker.spec(self.specs[t], self.tip), fresh)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -457,23 +449,3 @@ class Runner:
                 rec.status = "cancelled" if self.stopping else "skipped"
                 self.log.emit("task_skipped", task=t, status=rec.status,
                               reason=self.stop_reason or "dependencies not integrated")
-
-
-def discard_branch(repo: Repo, branch: str) -> None:
-    """Remove a previous attempt's worktree and branch so the task can start afresh.
-
-    Only for work that is known not to be integrated (a retry, or a task a crash cut off).
-    """
-    ref = f"refs/heads/{branch}"
-    for wt in repo.worktrees():
-        if wt.get("branch") == ref:
-            try:
-                repo.worktree_remove(wt["worktree"], force=True)
-            except Exception:
-                shutil.rmtree(wt["worktree"], ignore_errors=True)
-    # The worktree backend's place for it (a crash can leave the directory unregistered).
-    _, run_id, task_id = branch.split("/", 2)
-    shutil.rmtree(repo.forkyard_dir / "worktrees" / run_id / task_id, ignore_errors=True)
-    repo.git("worktree", "prune", check=False)
-    if repo.try_rev_parse(ref) is not None:
-        repo.git("branch", "-D", branch, check=False)

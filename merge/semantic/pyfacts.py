@@ -194,7 +194,10 @@ def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 
 def _local_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    """Names bound in a function's own scope (so they shadow module-level names)."""
+    """Names bound in a function's own scope (so they shadow module-level names).
+
+    Function-level imports are not in this set: the reference visitor resolves them
+    through its import map, which it restores when it leaves the function."""
     a = fn.args
     names = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
     names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
@@ -212,8 +215,6 @@ def _local_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set
             declared_global.update(node.names)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             names.add(node.id)
-        elif isinstance(node, ast.alias):
-            names.add(node.asname or node.name.split(".")[0])
         elif isinstance(node, ast.ExceptHandler) and node.name:
             names.add(node.name)
         stack.extend(ast.iter_child_nodes(node))

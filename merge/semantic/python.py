@@ -13,21 +13,68 @@ See :mod:`merge.semantic.pyfacts` for how names are resolved and why.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from functools import cached_property
 
 from merge.models import SemanticFinding
 from merge.semantic.base import FileVersions, MergeInput
-from merge.semantic.pyfacts import Definition, ModuleFacts, Reference, facts, fits
+from merge.semantic.pyfacts import Definition, ModuleFacts, Reference, facts, fits, module_name
 
 
-@dataclass(frozen=True)
+class _Versions:
+    """Facts for one merge's files, parsed on first use (most merges need few)."""
+
+    def __init__(self, analyzer: PythonAnalyzer, merge: MergeInput) -> None:
+        self.analyzer = analyzer
+        self.merge = merge
+
+    def get(self, path: str, which: str) -> ModuleFacts | None:
+        oid = getattr(self.merge.files[path], which)
+        return self.analyzer.facts_for(path, oid, self.merge.read)
+
+    def all(self, paths: set[str], which: str) -> dict[str, ModuleFacts]:
+        out = {}
+        for p in sorted(paths):
+            f = self.get(p, which)
+            if f is not None:
+                out[p] = f
+        return out
+
+
 class _Side:
-    """One side's view of the changed files: facts at base and on this side."""
+    """One side's view of the files it changed: facts at base and on this side."""
 
-    label: str
-    base: Mapping[str, ModuleFacts]
-    side: Mapping[str, ModuleFacts]
+    def __init__(self, label: str, which: str, paths: set[str], versions: _Versions) -> None:
+        self.label = label
+        self.which = which
+        self.paths = paths
+        self.versions = versions
+
+    @property
+    def existed(self) -> set[str]:
+        """Changed paths that existed at the base (only these can lose definitions)."""
+        return {p for p in self.paths if self.versions.merge.files[p].base is not None}
+
+    def subset(self, paths: set[str]) -> _Side:
+        return _Side(self.label, self.which, self.paths & paths, self.versions)
+
+    def mentions(self, word: str) -> set[str]:
+        """Changed paths whose version on this side contains ``word`` as text."""
+        needle = word.encode()
+        out = set()
+        for p in self.paths:
+            oid = getattr(self.versions.merge.files[p], self.which)
+            if oid is not None and needle in self.versions.analyzer.text(oid, self.versions.merge.read):
+                out.add(p)
+        return out
+
+    @cached_property
+    def base(self) -> dict[str, ModuleFacts]:
+        return self.versions.all(self.existed, "base")
+
+    @cached_property
+    def side(self) -> dict[str, ModuleFacts]:
+        return self.versions.all(self.paths, self.which)
 
 
 def _qualified(facts_by_path: Mapping[str, ModuleFacts]) -> dict[str, Definition]:
@@ -85,51 +132,71 @@ class PythonAnalyzer:
     name = "python"
 
     def __init__(self) -> None:
-        # Parsed facts by (path, content): a batch sees the same blobs source after source.
-        self._cache: dict[tuple[str, bytes], ModuleFacts | None] = {}
+        # Parsed facts by (path, blob id): a batch sees the same blobs source after source.
+        self._cache: dict[tuple[str, str], ModuleFacts | None] = {}
+        self._texts: dict[str, bytes] = {}
 
-    def _facts(self, path: str, blob: bytes | None) -> ModuleFacts | None:
-        if blob is None:
+    def facts_for(self, path: str, oid: str | None, read: Callable[[str], bytes]) -> ModuleFacts | None:
+        if oid is None:
             return None
-        key = (path, blob)
+        key = (path, oid)
         if key not in self._cache:
-            if len(self._cache) > 4096:
+            if len(self._cache) > 8192:
                 self._cache.clear()
-            self._cache[key] = facts(path, blob)
+            self._cache[key] = facts(path, self.text(oid, read))
         return self._cache[key]
+
+    def text(self, oid: str, read: Callable[[str], bytes]) -> bytes:
+        if oid not in self._texts:
+            if len(self._texts) > 8192:
+                self._texts.clear()
+            self._texts[oid] = read(oid)
+        return self._texts[oid]
 
     def handles(self, path: str) -> bool:
         return path.endswith(".py")
 
     def analyze(self, merge: MergeInput) -> list[SemanticFinding]:
-        base: dict[str, ModuleFacts] = {}
-        ours: dict[str, ModuleFacts] = {}
-        theirs: dict[str, ModuleFacts] = {}
-        for path, fv in merge.files.items():
-            for blob, into in ((fv.base, base), (fv.ours, ours), (fv.theirs, theirs)):
-                parsed = self._facts(path, blob)
-                if parsed is not None:
-                    into[path] = parsed
+        versions = _Versions(self, merge)
         changed_ours = {p for p, fv in merge.files.items() if fv.ours_changed}
         changed_theirs = {p for p, fv in merge.files.items() if fv.theirs_changed}
-        a = _Side(merge.ours_label, {p: base[p] for p in changed_ours if p in base},
-                  {p: ours[p] for p in changed_ours if p in ours})
-        b = _Side(merge.theirs_label, {p: base[p] for p in changed_theirs if p in base},
-                  {p: theirs[p] for p in changed_theirs if p in theirs})
+        a = _Side(merge.ours_label, "ours", changed_ours, versions)
+        b = _Side(merge.theirs_label, "theirs", changed_theirs, versions)
         findings: list[SemanticFinding] = []
         for changer, user in ((a, b), (b, a)):
             findings += self._dangling_and_signatures(changer, user)
-        findings += self._duplicates(merge.files, base, ours, theirs, a.label, b.label)
-        findings += self._concurrent_edits(merge.files, base, ours, theirs)
+        both = changed_ours & changed_theirs
+        if both:
+            base = versions.all(both, "base")
+            ours = versions.all(both, "ours")
+            theirs = versions.all(both, "theirs")
+            findings += self._duplicates(merge.files, base, ours, theirs, a.label, b.label)
+            findings += self._concurrent_edits(merge.files, base, ours, theirs)
         return findings
 
     def _dangling_and_signatures(self, changer: _Side, user: _Side) -> list[SemanticFinding]:
-        if not changer.base:
+        if not changer.existed:
             return []  # the changing side only added files: it removed or changed nothing
-        before = _qualified(changer.base)
+        # Cheap gate before any parsing: a reference to anything in module ``a.b`` can only
+        # be written in a file whose text says ``b`` (import, attribute chain) or in the
+        # module itself.  Only changer files some user file could refer to are parsed,
+        # and only user files that mention one of them.
+        leaves = {p: module_name(p).rsplit(".", 1)[-1] for p in changer.existed}
+        mentions = {leaf: user.mentions(leaf) for leaf in set(leaves.values()) if leaf}
+        relevant = {p for p, leaf in leaves.items()
+                    if not leaf or p in user.paths or mentions.get(leaf)}
+        if not relevant:
+            return []
+        readers = set().union(*(mentions.get(leaves[p], set()) for p in relevant)) | (
+            relevant & user.paths)
+        if any(not leaves[p] for p in relevant):
+            readers = user.paths
+        user = user.subset(readers)
+        changer_base = {p: f for p, f in changer.base.items() if p in relevant}
+        before = _qualified(changer_base)
         after = _qualified(changer.side)
         # A module that the changing side deleted (or moved) is removed as a whole.
-        gone_modules = _modules(changer.base) - _modules(changer.side)
+        gone_modules = _modules(changer_base) - _modules(changer.side)
         removed = {s: d for s, d in before.items() if s not in after and d.kind != "import"}
         changed_sigs = {
             s: (d, after[s]) for s, d in before.items()
@@ -139,6 +206,10 @@ class PythonAnalyzer:
         added = _added_refs(user)
         if not added:
             return []
+        # Names the referring side itself newly defines will exist after the merge.
+        user_before = _qualified(user.base)
+        user_defs = {s for s, d in _qualified(user.side).items()
+                     if d.kind != "import" and s not in user_before}
         out: list[SemanticFinding] = []
         reported: set[tuple[str, str]] = set()
         for path, ref in added:
@@ -147,6 +218,8 @@ class PythonAnalyzer:
             if hit is None:
                 hit = next((s for s in removed if _matches(ref.symbol, s)), None)
                 what = removed[hit].kind if hit else ""
+            if hit is not None and hit in user_defs:
+                hit = None  # the referring side (re)defines it: the merge will have it
             if hit is not None and (path, hit) not in reported:
                 reported.add((path, hit))
                 hint = _successor(hit, removed.get(hit), before, after)
@@ -175,7 +248,7 @@ class PythonAnalyzer:
         ours_label: str, theirs_label: str,
     ) -> list[SemanticFinding]:
         out: list[SemanticFinding] = []
-        for path, fv in files.items():
+        for path, fv in sorted(files.items()):
             if not (fv.ours_changed and fv.theirs_changed) or path not in ours or path not in theirs:
                 continue
             old = base[path].defs if path in base else {}
@@ -196,7 +269,7 @@ class PythonAnalyzer:
         ours: Mapping[str, ModuleFacts], theirs: Mapping[str, ModuleFacts],
     ) -> list[SemanticFinding]:
         out: list[SemanticFinding] = []
-        for path, fv in files.items():
+        for path, fv in sorted(files.items()):
             if not (fv.ours_changed and fv.theirs_changed):
                 continue
             if path not in base or path not in ours or path not in theirs:

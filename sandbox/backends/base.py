@@ -69,7 +69,7 @@ class ExecResult:
     log_tail: str
     commit: str | None              # tip of the sandbox branch if it moved past base, else None
     files_modified: tuple[NumStat, ...] = ()
-    enforced_by: str = "none"       # cgroup-v2 | cgroup-v1 | rlimit | docker | none
+    enforced_by: str = "none"       # cgroup-v2 | cgroup-v1 | cgroup-hybrid | rlimit | docker | none
     confinement: str = "none"       # bwrap | landlock | bwrap+landlock | docker | none
     message: str = ""               # human explanation (e.g. why it was killed)
 

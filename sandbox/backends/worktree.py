@@ -15,6 +15,7 @@ the branch tip and the files changed.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import signal
@@ -173,8 +174,6 @@ class WorktreeBackend(Backend):
                                        network=spec.limits.network,
                                        extra_rw=self.config.extra_rw, status_fd=status_fd)
         if conf.landlock:
-            import json
-
             ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=tmpdir, git=gitpaths,
                                        network=spec.limits.network, inside_bwrap=conf.bwrap)
             ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
@@ -226,6 +225,10 @@ class WorktreeBackend(Backend):
             message = f"killed by the OOM killer at the {spec.limits.memory_mb} MiB memory limit"
         elif status == "cancelled":
             message = "cancelled"
+        if enf.name == "rlimit":
+            # Say so: rlimits are per process and weaker (see sandbox/limits.py).
+            message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
+                                            "writable cgroup here") if m)
         commit, files, commit_msg = self._collect(sandbox, pinned)
         return ExecResult(
             status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
@@ -345,11 +348,15 @@ class WorktreeBackend(Backend):
         spec = sandbox.spec
         for path, data in pinned.items():  # undo tampering Landlock alone cannot stop
             try:
-                if path.read_bytes() != data:
-                    path.unlink(missing_ok=True)
-                    path.write_bytes(data)
+                if not path.is_symlink() and path.is_file() and path.read_bytes() == data:
+                    continue
             except OSError:
-                path.write_bytes(data)
+                pass
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            path.write_bytes(data)
         ref = self.repo.common_dir / "refs" / "heads" / spec.branch
         gitdir = sandbox.state.get("gitdir")
         locks = [ref.with_name(ref.name + ".lock")]

@@ -43,6 +43,12 @@ def test_merge_commits_and_human_table(repo: Repo, capsys: pytest.CaptureFixture
                          "--repo", str(repo.path))
     assert code == 0 and out == ""
     assert "a" in err and "clean" in err and "committed" in err
+    commit_files(repo, "b", {"b.txt": "b\n"}, base="main")
+    code, out, _ = cli(capsys, "merge", "--into", "main", "b", "--validate", "echo hi",
+                       "--json", "--repo", str(repo.path))
+    doc = json.loads(out)
+    assert code == 0 and doc["validation"] == {
+        "command": "echo hi", "passed": True, "exit_code": 0, "log_tail": "hi"}
     assert repo.out("show", "main:a.txt") == "a"
 
 

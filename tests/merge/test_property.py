@@ -89,3 +89,31 @@ def test_random_edits_agree_with_git(ours_edits: list, theirs_edits: list) -> No
             assert answer.tree == ours_result.tree
         else:
             assert [p.replace(ours, "HEAD") for p in ours_result.conflicted_paths] == answer.conflicted
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(edit, min_size=1, max_size=4), st.lists(edit, min_size=1, max_size=4),
+       st.lists(edit, min_size=0, max_size=3))
+def test_batch_agrees_with_chained_merge_tree(
+    first_edits: list, second_edits: list, third_edits: list  # type: ignore[type-arg]
+) -> None:
+    """A batch (fast path or merge-tree) gives the tree git gives, step by step."""
+    from merge.transaction import Transaction
+
+    repo = _shared_repo()
+    n = next(_counter)
+    names = []
+    for k, edits in enumerate((first_edits, second_edits, third_edits)):
+        changes = apply(BASE, edits) or {f"extra{k}/new{n}.txt": f"{k}\n"}
+        commit_files(repo, f"s{n}-{k}", changes, f"source {k}", base="main")
+        names.append(f"s{n}-{k}")
+    report = Transaction(repo, "main", names, dry_run=True, semantic=False).run()
+    cur = repo.rev_parse("main")
+    for name, m in zip(names, report.merges, strict=True):
+        clean, tree, paths = merge_tree_answer(repo, cur, repo.rev_parse(name))
+        assert (m.status == "clean") == clean, name
+        if not clean:
+            assert sorted({p for c in m.conflicts for p in c.paths} & set(paths)) == paths
+            continue
+        assert m.tree == tree, name
+        cur = repo.out("commit-tree", tree, "-p", cur, "-p", name, "-m", "m")

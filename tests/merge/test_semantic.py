@@ -191,3 +191,27 @@ def test_findings_reach_the_report_without_changing_status(repo: Repo) -> None:
     assert report.exit_code == 1
     assert merge_sources(repo, "main", ["rename", "use"], dry_run=True,
                          semantic=False).exit_code == 0
+
+
+def test_function_level_import_call_is_checked(repo: Repo) -> None:
+    fs = findings(repo, {"pkg/util.py": UTIL.replace("def greet(name, loud=False)",
+                                                     "def greet(name, greeting, loud=False)")},
+                  {"pkg/cli.py": "def run():\n    from pkg.util import greet\n    return greet('a')\n"})
+    assert kinds(fs) == [("signature_mismatch", "pkg.util.greet")]
+
+
+def test_use_in_same_module_is_dangling(repo: Repo) -> None:
+    gone = UTIL.replace("def other():\n    return 2\n", "")
+    fs = findings(repo, {"pkg/util.py": gone},
+                  {"pkg/util.py": UTIL + "\n\ndef more():\n    return other() + 1\n",
+                   "pkg/extra.py": "def other():\n    return 3\n"})
+    # theirs adds a use of pkg.util.other, which ours removes: still dangling
+    assert kinds(fs) == [("dangling_reference", "pkg.util.other")]
+
+
+def test_moved_but_reexported_is_fine(repo: Repo) -> None:
+    body = "def helper(x):\n    return x + 1\n"
+    ours_util = UTIL.replace(body, "").replace("import os\n", "import os\n\nfrom pkg.helpers import helper\n")
+    fs = findings(repo, {"pkg/util.py": ours_util, "pkg/helpers.py": body},
+                  {"pkg/cli.py": "from pkg.util import helper\n\nhelper(1)\n"})
+    assert fs == []

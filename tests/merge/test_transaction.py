@@ -7,6 +7,7 @@ import pytest
 from fixtures.repos import commit_files
 from merge import merge_sources
 from merge.errors import UnknownRefError
+from merge.fastpath import merge_bases
 from merge.git import RefMovedError, Repo
 from merge.journal import pending
 from merge.transaction import DirtyWorktreeError, TargetNotBranchError, Transaction
@@ -187,3 +188,78 @@ def test_already_merged_source_is_a_no_op(repo: Repo) -> None:
     report = merge_sources(repo, "main", ["a"])
     assert report.merges[0].status == "clean"
     assert repo.rev_parse("main") == tip
+
+
+def test_linked_worktree_of_target_is_synced(repo: Repo, tmp_path_factory: pytest.TempPathFactory) -> None:
+    branches(repo)
+    wt = tmp_path_factory.mktemp("linked") / "wt"
+    repo.git("worktree", "add", "--quiet", "-b", "integration", str(wt), "main")
+    report = merge_sources(repo, "integration", ["a", "c"])
+    assert report.outcome == "committed"
+    assert repo.out("status", "--porcelain", cwd=wt) == ""
+    assert (wt / "a.txt").read_text() == "a\n" and (wt / "base.txt").read_text() == "c changed\n"
+    # The main checkout (on main) is untouched.
+    assert not (repo.path / "a.txt").exists()
+
+
+def test_unrelated_history_is_bad_input(repo: Repo) -> None:
+    from merge.transaction import UnrelatedHistoriesError
+
+    tree = repo.out("rev-parse", "main^{tree}")
+    orphan = repo.out("commit-tree", tree, "-m", "orphan")
+    repo.git("branch", "orphan", orphan)
+    with pytest.raises(UnrelatedHistoriesError) as exc:
+        merge_sources(repo, "main", ["orphan"], dry_run=True)
+    assert exc.value.exit_code == 2
+
+
+def test_criss_cross_goes_through_git(repo: Repo) -> None:
+    """Two merge bases: merge-ort's virtual base decides, as in git merge."""
+    from tests.merge.conftest import merge_tree_answer
+
+    x = commit_files(repo, "x", {"x.txt": "x\n"}, base="main")
+    y = commit_files(repo, "y", {"y.txt": "y\n"}, base="main")
+    repo.git("branch", "x2", repo.out("commit-tree", f"{x}^{{tree}}", "-p", x, "-p", y, "-m", "x2"))
+    xt = repo.out("merge-tree", "--write-tree", x, y).split()[0]
+    repo.git("branch", "y2", repo.out("commit-tree", xt, "-p", y, "-p", x, "-m", "y2"))
+    commit_files(repo, "x2", {"x.txt": "x2\n"})
+    commit_files(repo, "y2", {"y.txt": "y2\n"})
+    expected = sorted(repo.out("merge-base", "--all", "x2", "y2").split())
+    assert len(expected) == 2
+    assert merge_bases(repo.odb, repo.rev_parse("x2"), repo.rev_parse("y2")) == expected
+    report = merge_sources(repo, "x2", ["y2"], dry_run=True, semantic=False)
+    clean, tree, _ = merge_tree_answer(repo, repo.rev_parse("x2"), repo.rev_parse("y2"))
+    assert report.merges[0].status == ("clean" if clean else "conflict")
+    assert report.merges[0].tree == (tree if clean else None)
+
+
+def test_validation_timeout_fails_the_batch(repo: Repo) -> None:
+    branches(repo)
+    report = Transaction(repo, "main", ["a"], validate="echo started; sleep 30",
+                         validate_timeout=0.5).run()
+    assert report.outcome == "rolled_back"
+    assert report.validation is not None and report.validation.exit_code is None
+    assert "timed out" in report.validation.log_tail and "started" in report.validation.log_tail
+
+
+def test_bisect_drops_semantic_errors(repo: Repo) -> None:
+    commit_files(repo, "main", {"m.py": "def f():\n    return 1\n"})
+    repo.git("reset", "-q", "--hard", "main")
+    commit_files(repo, "rm", {"m.py": "def g():\n    return 1\n"}, base="main")
+    commit_files(repo, "use", {"u.py": "from m import f\n"}, base="main")
+    commit_files(repo, "ok", {"ok.txt": "ok\n"}, base="main")
+    report = merge_sources(repo, "main", ["rm", "use", "ok"], mode="bisect")
+    assert report.landed == ["rm", "ok"] and report.culprits == ["use"]
+    assert report.outcome == "committed"
+
+
+def test_detect_conflicts_api(repo: Repo) -> None:
+    from merge import detect_conflicts
+
+    branches(repo)
+    before = state(repo)
+    report = detect_conflicts(repo.path, "main", ["c", "d"])
+    assert report.outcome == "dry_run"
+    assert [m.status for m in report.merges] == ["clean", "conflict"]
+    assert report.overlaps[0].sources == ["c", "d"]
+    assert state(repo) == before

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.repos import commit_files
 from merge.git import Repo
+from merge.transaction import Transaction
 from merge.tree_merge import merge_commits, parse_output
 from tests.merge.conftest import git_merge_answer, merge_tree_answer
 
@@ -56,6 +58,27 @@ def test_parity_with_git_merge(
         assert set(result.conflicted_paths) <= covered
         for c in result.conflicts:
             assert c.message
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_batch_of_one_matches(name: str, scenario: Callable[[str], Repo]) -> None:
+    """Through a transaction (which may take the in-process fast path): same answers."""
+    repo = scenario(name)
+    report = Transaction(repo, "ours", ["theirs"], dry_run=True, semantic=False).run()
+    direct = merge_commits(repo, repo.rev_parse("ours"), repo.rev_parse("theirs"))
+    (m,) = report.merges
+    assert (m.status == "clean") == direct.clean
+    assert m.tree == (direct.tree if direct.clean else None)
+    assert {c.kind for c in m.conflicts} == EXPECTED[name]
+
+
+def test_fast_path_nested_directories(repo: Repo) -> None:
+    commit_files(repo, "x", {"deep/a/b/c.txt": "c\n", "top.txt": "t\n"}, base="main")
+    commit_files(repo, "y", {"deep/a/z.txt": "z\n", "deep/q/r.txt": "r\n", "base.txt": "y\n"},
+                 base="main")
+    report = Transaction(repo, "x", ["y"], dry_run=True, semantic=False).run()
+    mt_clean, mt_tree, _ = merge_tree_answer(repo, repo.rev_parse("x"), repo.rev_parse("y"))
+    assert mt_clean and report.merges[0].tree == mt_tree
 
 
 def test_union_driver_keeps_both_sides(scenario: Callable[[str], Repo]) -> None:

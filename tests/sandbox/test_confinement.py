@@ -7,9 +7,9 @@ do, and the test checks the host afterwards (the script's own word is not truste
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

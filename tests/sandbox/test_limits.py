@@ -12,7 +12,14 @@ from planner.tasks import Limits
 from sandbox import cgroups, limits
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from tests.conftest import require
-from tests.sandbox.conftest import FAST, has_bwrap, has_cgroups, make_spec, processes_with_arg
+from tests.sandbox.conftest import (
+    FAST,
+    has_bwrap,
+    has_cgroups,
+    has_landlock,
+    make_spec,
+    processes_with_arg,
+)
 
 V2_MOUNTS = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
 V1_MOUNTS = textwrap.dedent("""\
@@ -107,6 +114,7 @@ def test_rlimit_fallback_is_recorded_and_kills_by_token(pylib: Repo, unique_mark
     s = make_spec(pylib, cmd, limits=FAST.model_copy(update={"timeout_s": 1.0}), confine=False)
     r = backend.run(s)
     assert (r.status, r.enforced_by, r.confinement) == ("timed_out", "rlimit", "none")
+    assert "rlimits only" in r.message
     assert processes_with_arg(unique_marker) == []
 
 
@@ -122,3 +130,30 @@ def test_cgroups_are_gone_after_cleanup(limited: WorktreeBackend) -> None:
     assert r.status == "succeeded"
     hier = cgroups.detect()
     assert [g for g in cgroups.walk_groups(hier) if g[0].endswith(s.run_id)] == []
+
+
+def test_v1_layout_freezer_kill_end_to_end(pylib: Repo, unique_marker: str) -> None:
+    # This host may be hybrid or v2; drive the pure-v1 path (freezer + SIGKILL, no
+    # cgroup.kill) on the v1 controllers it has, when it has them.
+    require(has_cgroups(), "writable cgroups")
+    hier = cgroups.detect()
+    require(hier.layout in ("v1", "hybrid") and "freezer" in hier.v1, "cgroup v1 with freezer")
+    # Landlock only: no pid namespace whose end would kill the tree for us.
+    require(has_landlock(), "Landlock")
+    backend = WorktreeBackend(pylib, WorktreeConfig(grace_s=0.2, confinement="landlock"))
+    backend._hier = cgroups.Hierarchies("v1", hier.v1)
+    cmd = f"(setsid sleep {unique_marker} &); (sleep {unique_marker} &); sleep {unique_marker}"
+    r = backend.run(make_spec(pylib, cmd, limits=FAST.model_copy(update={"timeout_s": 1.0})))
+    assert (r.status, r.enforced_by) == ("timed_out", "cgroup-v1")
+    assert processes_with_arg(unique_marker) == []
+    oom = backend.run(make_spec(pylib, "dd if=/dev/zero of=/dev/null bs=256M count=2",
+                                limits=FAST.model_copy(update={"memory_mb": 64})))
+    assert (oom.status, oom.enforced_by) == ("oom_killed", "cgroup-v1")
+
+
+def test_agent_cannot_leave_its_cgroup(limited: WorktreeBackend) -> None:
+    # /sys/fs/cgroup is read-only inside the sandbox: writing cgroup.procs fails.
+    cmd = ("for f in /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/cgroup.procs; do "
+           "echo $$ > $f 2>/dev/null && echo ESCAPED $f; done; exit 0")
+    r = limited.run(make_spec(limited.repo, cmd))
+    assert "ESCAPED" not in r.log_tail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from sandbox.backends.worktree import WorktreeBackend
 from sandbox.errors import SandboxBadInputError
 from sandbox.ports import NoFreePortError, lease_port
 from sandbox.setup import copy_ignored, include_patterns
-from tests.sandbox.conftest import make_spec
+from tests.conftest import require
+from tests.sandbox.conftest import has_bwrap, has_cgroups, make_spec
 
 
 def test_ignored_files_are_copied_tracked_ones_untouched(pylib: Repo) -> None:
@@ -115,3 +117,19 @@ def test_factory_imports_docker_lazily() -> None:
     code = ("import sys; import sandbox.backends as b; "
             "assert 'docker' not in sys.modules and 'sandbox.backends.docker' not in sys.modules")
     assert run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_parallel_sandboxes_share_one_backend(pylib: Repo) -> None:
+    require(has_cgroups(), "writable cgroups")
+    require(has_bwrap(), "bubblewrap")
+    backend = WorktreeBackend(pylib, WorktreeConfig(grace_s=0.3))
+    run_id = "parallel"
+    specs = [make_spec(pylib, f'echo "$PORT" > port-{i}.txt; echo "$PORT"', run_id=run_id,
+                       task_id=f"t{i}") for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(backend.run, specs))
+    assert [r.status for r in results] == ["succeeded"] * 6
+    assert len({r.commit for r in results}) == 6
+    assert len({r.log_tail.strip() for r in results}) == 6  # distinct ports
+    assert [f.path for f in results[3].files_modified] == ["port-3.txt"]
+    assert not (pylib.forkyard_dir / "worktrees" / run_id).exists()

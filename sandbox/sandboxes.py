@@ -1,0 +1,132 @@
+"""Making sandboxes for the run loop, ahead of time when it pays.
+
+Creating a sandbox is a full checkout of the repository; on a large repository or a slow
+disk that costs more than dispatching the task itself.  So while every agent slot is busy,
+:class:`SandboxMaker` prepares sandboxes for the tasks next in line (at most one per slot)
+on a thread pool of its own.  When such a task starts, its sandbox is moved to the target's
+tip of that moment with one ``git reset --hard`` in the worktree, which rewrites only the
+files the batches in between changed; the task still starts "from the current tip".
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+
+from merge.git import WORKTREE_ADMIN_LOCK, GitError, Repo
+from sandbox.agents import AgentContext, command_for
+from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
+
+
+class SandboxMaker:
+    """Prepares (and pre-prepares) sandboxes for the tasks of one run."""
+
+    def __init__(self, repo: Repo, backend: Backend, run_id: str, *, confine: bool,
+                 setup_command: str | None, copy_files: tuple[str, ...], image: str | None,
+                 ahead: int) -> None:
+        self.repo = repo
+        self.backend = backend
+        self.run_id = run_id
+        self.confine = confine
+        self.setup_command = setup_command
+        self.copy_files = copy_files
+        self.image = image
+        self.ahead = ahead
+        self._pending: dict[str, Future[Sandbox]] = {}
+        # Docker's and the dummy's sandboxes are cheap or not ours to move: no prefetch.
+        self.enabled = backend.name == "worktree" and ahead > 0
+        self._pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="prepare")
+
+    def spec(self, spec_t: object, base: str, worktree: str = "") -> SandboxSpec:
+        """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
+        task, agent, limits = spec_t.task, spec_t.agent, spec_t.limits  # type: ignore[attr-defined]
+        ctx = AgentContext(task.id, task.description, worktree, branch_name(self.run_id, task.id),
+                           base, task.command or "", self.run_id)
+        return SandboxSpec(
+            run_id=self.run_id, task_id=task.id, base=base, command=command_for(agent, task, ctx),
+            limits=limits, env=ctx.env(), description=task.description, confine=self.confine,
+            setup_command=self.setup_command, copy_files=self.copy_files, image=self.image)
+
+    # -- ahead of time ---------------------------------------------------------------------
+
+    def has(self, task: str) -> bool:
+        return task in self._pending
+
+    def room(self) -> int:
+        return self.ahead - len(self._pending) if self.enabled else 0
+
+    def prefetch(self, spec: SandboxSpec, fresh: bool) -> None:
+        self._pending[spec.task_id] = self._pool.submit(self.prepare, spec, fresh)
+
+    def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
+        """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new."""
+        fut = self._pending.pop(spec.task_id, None)
+        if fut is not None:
+            try:
+                sandbox = fut.result()
+            except Exception:
+                return self.prepare(spec, True)  # the failed attempt may have left a branch
+            if sandbox.spec.base != spec.base:
+                self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
+            sandbox.spec = spec
+            return sandbox
+        return self.prepare(spec, fresh)
+
+    def prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
+        """``backend.prepare``, retried when git's worktree bookkeeping raced with another
+        process's (e.g. a scratch worktree of the merge engine's validation)."""
+        for attempt in range(3):
+            if fresh or attempt:
+                discard_branch(self.repo, spec.branch)
+            try:
+                return self.backend.prepare(spec)
+            except GitError as exc:
+                if attempt == 2 or "worktrees/" not in str(exc):
+                    raise
+            time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def close(self, keep: bool) -> None:
+        """Release sandboxes prepared for tasks that never started (the run stopped)."""
+        self._pool.shutdown(wait=True)
+        for fut in self._pending.values():
+            try:
+                sandbox = fut.result()
+            except Exception:
+                continue
+            self.backend.cleanup(sandbox, keep=keep)
+            if not keep:
+                self.repo.git("branch", "-D", sandbox.branch, check=False)
+        self._pending.clear()
+
+
+def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: bool) -> SandboxSpec:
+    """``spec`` with the command re-rendered now that ``{worktree}`` is known."""
+    task, agent = spec_t.task, spec_t.agent  # type: ignore[attr-defined]
+    where = "/work" if docker else str(sandbox.worktree)
+    ctx = AgentContext(task.id, task.description, where, spec.branch, spec.base,
+                       task.command or "", spec.run_id)
+    return replace(spec, command=command_for(agent, task, ctx), env=ctx.env())
+
+
+def discard_branch(repo: Repo, branch: str) -> None:
+    """Remove a previous attempt's worktree and branch so the task can start afresh.
+
+    Only for work that is known not to be integrated (a retry, or a task a crash cut off).
+    """
+    ref = f"refs/heads/{branch}"
+    for wt in repo.worktrees():
+        if wt.get("branch") == ref:
+            try:
+                repo.worktree_remove(wt["worktree"], force=True)
+            except Exception:
+                shutil.rmtree(wt["worktree"], ignore_errors=True)
+    # The worktree backend's place for it (a crash can leave the directory unregistered).
+    _, run_id, task_id = branch.split("/", 2)
+    shutil.rmtree(repo.forkyard_dir / "worktrees" / run_id / task_id, ignore_errors=True)
+    with WORKTREE_ADMIN_LOCK:
+        repo.git("worktree", "prune", check=False)
+    if repo.try_rev_parse(ref) is not None:
+        repo.git("branch", "-D", branch, check=False)

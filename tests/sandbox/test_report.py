@@ -1,0 +1,37 @@
+"""``forkyard report``: a self-contained HTML report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from merge.git import Repo
+from planner import TaskFile
+from sandbox.report import write_report
+from sandbox.run import run_workflow
+
+
+def test_report_has_gantt_results_and_rollbacks(webapp: Repo, tmp_path: Path) -> None:
+    edit = "sed -i 's/^APP_NAME = .*/APP_NAME = \"{v}\"/' src/config.py"
+    tf = TaskFile.model_validate({"tasks": [
+        {"id": "rename", "command": edit.format(v="shop")},
+        {"id": "rebrand", "command": "sleep 0.4; " + edit.format(v="store")},
+        {"id": "docs", "command": "echo '# docs' > DOCS.md"},
+    ]})
+    res = run_workflow(webapp, tf, agents=3, strategy="aggressive", use_history=False)
+    path = write_report(webapp, res.run_id, tmp_path / "r.html")
+    html = path.read_text()
+    assert html.startswith("<!doctype html>") and html.count("<svg") == 2
+    for word in ("Planned schedule", "Actual schedule", "rename", "rebrand", "docs",
+                 "rolled_back", "src/config.py", "DOCS.md"):
+        assert word in html, word
+    assert "<script" not in html and "http://" not in html.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")  # self-contained: nothing to fetch
+
+    proc = subprocess.run([sys.executable, "-m", "sandbox.cli", "report", res.run_id[:13]],
+                          cwd=webapp.path, text=True, capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).is_file()
