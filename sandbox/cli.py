@@ -143,13 +143,15 @@ def history(
 
 @app.command()
 def gc(
+    prune_unmerged: Annotated[bool, typer.Option(
+        "--prune-unmerged", help="Also delete unmerged branches of dead runs (shas are printed).")] = False,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
-    """Remove what crashed runs left: stale worktrees, abandoned branches, cgroups."""
+    """Remove what crashed runs left: stale worktrees, merged branches, cgroups, containers."""
     from sandbox.commands.gc import gc_command
 
-    return gc_command(repo, as_json=as_json)
+    return gc_command(repo, as_json=as_json, prune_unmerged=prune_unmerged)
 
 
 @app.command()

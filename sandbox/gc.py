@@ -74,6 +74,7 @@ class GcReport:
     worktrees_removed: list[str] = field(default_factory=list)
     tmp_removed: list[str] = field(default_factory=list)
     cgroups_removed: list[str] = field(default_factory=list)
+    containers_removed: list[str] = field(default_factory=list)
     branches_deleted: list[dict[str, str]] = field(default_factory=list)
     branches_kept: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -147,6 +148,7 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
                     report.cgroups_removed.append(f"{run_id}/{task_id}")
                 else:
                     report.errors.append(f"cgroup {run_id}/{task_id} could not be removed")
+        _gc_containers(repo, stale, report)
         _gc_branches(repo, branches, stale, prune_unmerged, report)
     finally:
         for lock in held:
@@ -154,6 +156,21 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
             if lock.path.exists() and lock.path.stem in stale:
                 lock.path.unlink(missing_ok=True)
     return report
+
+
+def _gc_containers(repo: Repo, stale: set[str], report: GcReport) -> None:
+    """Containers a crashed docker-backend run left (only when an engine answers)."""
+    if not stale:
+        return
+    try:
+        from sandbox.backends.docker import remove_containers
+    except ImportError:  # docker-py missing: no container can have been made by us
+        return
+    for run_id in sorted(stale):
+        try:
+            report.containers_removed += remove_containers(repo, run_id)
+        except Exception as exc:  # an engine error must not stop the rest of gc
+            report.errors.append(f"containers of run {run_id}: {exc}")
 
 
 def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:

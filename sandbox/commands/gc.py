@@ -21,6 +21,8 @@ def gc_command(repo: Path, as_json: bool = False, prune_unmerged: bool = False) 
             print(f"removed worktree {path}", file=err)
         for name in report.cgroups_removed:
             print(f"removed cgroup {name}", file=err)
+        for name in report.containers_removed:
+            print(f"removed container {name}", file=err)
         for b in report.branches_deleted:
             print(f"deleted branch {b['branch']} ({b['sha'][:12]}, {b['reason']})", file=err)
         for b in report.branches_kept:
@@ -30,6 +32,6 @@ def gc_command(repo: Path, as_json: bool = False, prune_unmerged: bool = False) 
         for e in report.errors:
             print(f"error: {e}", file=err)
         if not any((report.worktrees_removed, report.cgroups_removed, report.branches_deleted,
-                    report.tmp_removed, report.errors)):
+                    report.tmp_removed, report.containers_removed, report.errors)):
             print("nothing to collect", file=err)
     return 1 if report.errors else 0

@@ -327,6 +327,24 @@ def test_gc_helper_removes_containers_a_crash_left(backend: DockerBackend) -> No
         backend.cleanup(sandbox)
 
 
+def test_gc_removes_the_container_of_a_dead_run(backend: DockerBackend) -> None:
+    from sandbox.gc import gc
+
+    spec = make_spec(backend.repo, "sleep 60", None)
+    sandbox = backend.prepare(spec)
+    backend._create(sandbox).start()
+    try:
+        assert gc(backend.repo).containers_removed == []  # the run is live: left alone
+        assert containers_of(backend, spec) != []
+        for lock, _ in backend._worktrees._locks.values():  # the run's process "dies"
+            lock.release()
+        report = gc(backend.repo)
+        assert report.containers_removed == [f"forkyard-{spec.run_id}-task"]
+        assert containers_of(backend, spec) == []
+    finally:
+        backend.cleanup(sandbox)
+
+
 def test_an_agent_ignoring_sigterm_is_killed_after_the_grace(pylib: Repo, docker_image: str) -> None:
     backend = DockerBackend(pylib, DockerConfig(image=docker_image, kill_grace_s=0.5))
     limits = FAST.model_copy(update={"timeout_s": 0.5})
