@@ -33,38 +33,62 @@ class Changes:
 
     entries: Mapping[str, tuple[pygit2.Oid, int]]
     deletes: frozenset[str]
+    old: Mapping[str, pygit2.Oid]
+    """Base blob ids of the paths that existed at the base (modified or deleted)."""
 
     @property
     def paths(self) -> set[str]:
         return set(self.entries) | set(self.deletes)
+
+    def version(self, path: str, at_base: str | None) -> str | None:
+        """This side's blob id at ``path`` (None: absent); ``at_base`` when unchanged."""
+        if path in self.entries:
+            return str(self.entries[path][0])
+        if path in self.deletes:
+            return None
+        return at_base
 
 
 def tree_changes(old: pygit2.Tree, new: pygit2.Tree) -> Changes:
     """Paths that differ from ``old`` to ``new`` (no rename detection)."""
     entries: dict[str, tuple[pygit2.Oid, int]] = {}
     deletes: set[str] = set()
+    before: dict[str, pygit2.Oid] = {}
     for d in old.diff_to_tree(new).deltas:
+        if d.status != _ADDED:
+            before[d.old_file.path] = d.old_file.id
         if d.status in (_ADDED, _MODIFIED) and d.old_file.path == d.new_file.path:
             entries[d.new_file.path] = (d.new_file.id, d.new_file.mode)
         else:
             deletes.add(d.old_file.path)
             if d.status != 2:  # anything but a plain delete also writes new_file
                 entries[d.new_file.path] = (d.new_file.id, d.new_file.mode)
-    return Changes(entries, frozenset(deletes))
+    return Changes(entries, frozenset(deletes), before)
 
 
 def merge_bases(odb: pygit2.Repository, a: str, b: str) -> list[str]:
     """All best common ancestors of ``a`` and ``b`` (``git merge-base --all``), in process.
 
-    Walks the commits reachable from ``b`` but not ``a``; their parents outside that set
-    are common ancestors, and every best common ancestor is one of them.  ``b`` already
-    contained in ``a`` gives ``[b]``; unrelated histories give ``[]``.
+    ``b`` already contained in ``a`` gives ``[b]``; unrelated histories give ``[]``.
     """
+    one = odb.merge_base(a, b)
+    if one is None:
+        return []
+    base = str(one)
+    if base == b:
+        return [b]
+    # Common case first: if ``b`` reaches ``base`` by a chain of single-parent commits,
+    # the commits only ``b`` has are a prefix of that chain, so the merge base is unique.
+    # (Cheap: this walk stops at ``base``, while hiding ``a`` walks a's whole batch.)
+    walker = odb.walk(pygit2.Oid(hex=b), pygit2.enums.SortMode.NONE)
+    walker.hide(one)
+    if all(len(c.parent_ids) == 1 for c in walker):
+        return [base]
+    # General case: the parents, outside the set, of the commits reachable from ``b``
+    # but not ``a`` are common ancestors, and every best common ancestor is one of them.
     walker = odb.walk(pygit2.Oid(hex=b), pygit2.enums.SortMode.NONE)
     walker.hide(pygit2.Oid(hex=a))
     only_b = {str(c.id): c for c in walker}
-    if not only_b:
-        return [b]
     boundary = {str(p) for c in only_b.values() for p in c.parent_ids if str(p) not in only_b}
     if len(boundary) <= 1:
         return sorted(boundary)

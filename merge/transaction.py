@@ -86,8 +86,8 @@ class _Step:
     base: str | None
     result: TreeMerge | None
     """None when the source is already contained in the running result."""
-    changed: set[str] | None = None
-    """Paths changed on either side (None: not computed)."""
+    changes: tuple[Changes, Changes] | None = None
+    """Ours' and theirs' changes against ``base`` (None: not computed)."""
     merged: Changes | None = None
     """The result's changes against ``base``, when the fast path made it."""
 
@@ -164,7 +164,7 @@ class Transaction:
         with integration_lock(repo.forkyard_dir, self.lock_timeout):
             journal.recover(repo)
             for attempt in range(self.max_retries + 1):
-                tip = repo.rev_parse(ref)
+                tip = self._tip(ref)
                 report = self._report(tip, sources, outcome="committed")
                 if report.new_sha in (None, tip) or report.outcome != "committed":
                     return report  # rolled back, or nothing new to land
@@ -197,6 +197,13 @@ class Transaction:
         oid = self.repo.odb.merge_base(a, b)
         return str(oid) if oid is not None else None
 
+    def _tip(self, ref: str) -> str:
+        """The commit ``ref`` points at, read in process (under the lock, every attempt)."""
+        try:
+            return str(self.repo.odb.references[ref].resolve().peel(pygit2.Commit).id)
+        except (KeyError, pygit2.GitError):
+            return self.repo.rev_parse(ref)
+
     def _changes(self, base: str, commit: str) -> Changes:
         key = (base, commit)
         if key not in self._diffs:
@@ -220,13 +227,13 @@ class Transaction:
             return _Step(self._merge_base(cur, src.sha), tm)
         base = bases[0]
         ours, theirs = self._changes(base, cur), self._changes(base, src.sha)
-        changed = ours.paths | theirs.paths
         if trivially_mergeable(ours, theirs):
             tree = apply_changes(odb, odb[cur].peel(pygit2.Commit).tree, theirs)
-            merged = Changes({**ours.entries, **theirs.entries}, frozenset())
-            return _Step(base, TreeMerge(tree, clean=True), changed, merged)
+            merged = Changes({**ours.entries, **theirs.entries}, frozenset(),
+                             {**ours.old, **theirs.old})
+            return _Step(base, TreeMerge(tree, clean=True), (ours, theirs), merged)
         tm = merge_commits(self.repo, cur, src.sha, labels=(self.into, src.name))
-        return _Step(base, tm, changed)
+        return _Step(base, tm, (ours, theirs))
 
     def _apply(self, tip: str, group: Sequence[_Source]) -> _Pass:
         """Merge ``group`` in order onto ``tip``; a source that conflicts (or, in bisect
@@ -237,7 +244,7 @@ class Transaction:
         cur = tip
         for src in group:
             step = self._merge_one(cur, src)
-            base, tm, changed = step.base, step.result, step.changed
+            base, tm = step.base, step.result
             if tm is None:
                 # Already contained in the target: nothing to merge, nothing to commit.
                 tree = str(self.repo.odb[cur].peel(pygit2.Commit).tree.id)
@@ -246,7 +253,7 @@ class Transaction:
                 continue
             findings = (analyze(self.repo, base, cur, src.sha, ours_label=self.into,
                                 theirs_label=src.name, analyzers=self._analyzers,
-                                changed=changed) if self.semantic else [])
+                                changes=step.changes) if self.semantic else [])
             sm = SourceMerge(
                 source=src.name, source_sha=src.sha, base_sha=base,
                 status="clean" if tm.clean else "conflict",

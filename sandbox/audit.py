@@ -76,8 +76,8 @@ def audit_run(repo: Repo, run_id: str) -> Audit:
         if batch and batch.outcome == "committed" and batch.new_tip and batch.new_tip != merges[-1][0]:
             problems.append(f"batch {index} ends at {merges[-1][0][:10]}, journal says "
                             f"{batch.new_tip[:10]}")
-    for t in view.tasks.values():
-        if t.integrated and t.commit and integrations.get(t.id, 0) != 1:
-            problems.append(f"task {t.id} is reported integrated but merged "
-                            f"{integrations.get(t.id, 0)} times")
+    for tv in view.tasks.values():
+        if tv.integrated and tv.commit and integrations.get(tv.id, 0) != 1:
+            problems.append(f"task {tv.id} is reported integrated but merged "
+                            f"{integrations.get(tv.id, 0)} times")
     return Audit(run_id, integrations, problems)

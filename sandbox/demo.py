@@ -69,9 +69,9 @@ def demo_tasks() -> dict[str, Any]:
             task("api-users", "Look users up by email (needs the normalisation)", [
                 ("src/api/users.py", "from src.models.user import User, validate_email",
                  "from src.models.user import User, normalize_email, validate_email", 0.5),
-                ("src/api/users.py", "", "\n\ndef find_by_email(email):\n"
-                 "    email = normalize_email(email)\n"
-                 "    return [u for u in USERS.values() if u.email == email]\n", 0.5),
+                ("src/api/users.py", "", "\n\ndef find_by_email(address):\n"
+                 "    wanted = normalize_email(address)\n"
+                 "    return [user for user in USERS.values() if user.email == wanted]\n", 0.5),
             ], depends_on=["user-model"], files=["src/api/users.py"]),
             task("ui", "Greet users by display name in the UI", [
                 ("src/ui/app.js", "${user.name}", "${user.displayName}", 1.5),

@@ -24,14 +24,14 @@ def _short(text: str, width: int) -> str:
 
 
 def _fmt_batch(ev: Event) -> str:
-    if ev.type == "batch_committed":
-        rejected = ev.get("rejected") or []
-        extra = f"; rolled back {', '.join(rejected)}" if rejected else ""
-        return (f"batch {ev.get('index')} committed: {', '.join(ev.get('landed', []))}"
-                f" -> {str(ev.get('new_tip'))[:10]}{extra}")
     conflicts = ev.get("conflicts") or []
     why = "; ".join(f"{c.get('kind')} in {c.get('path')}" for c in conflicts[:3]) or (
         ev.get("error") or "rejected")
+    if ev.type == "batch_committed":
+        rejected = ev.get("rejected") or []
+        extra = f"; rolled back ({', '.join(rejected)}): {why}" if rejected else ""
+        return (f"batch {ev.get('index')} committed: {', '.join(ev.get('landed', []))}"
+                f" -> {str(ev.get('new_tip'))[:10]}{extra}")
     return f"batch {ev.get('index')} rolled back ({', '.join(ev.get('tasks', []))}): {why}"
 
 

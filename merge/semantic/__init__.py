@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
+from merge.fastpath import Changes
 from merge.models import SemanticFinding
 from merge.semantic.base import Analyzer, FileVersions, MergeInput
 from merge.semantic.python import PythonAnalyzer
@@ -57,28 +58,39 @@ def analyze(
     analyzers: Sequence[Analyzer] | None = None,
     ours_label: str = "ours",
     theirs_label: str = "theirs",
-    changed: set[str] | None = None,
+    changes: tuple[Changes, Changes] | None = None,
 ) -> list[SemanticFinding]:
     """Semantic findings for merging commit ``theirs`` into ``ours`` from ``base``.
 
-    ``changed`` (paths changed on either side) saves the tree diffs when the caller
-    already has them.
+    ``changes`` (ours' and theirs' changes against ``base``) saves the tree diffs and
+    lookups when the caller already has them.
     """
     odb = repo.odb
-    t_base, t_ours, t_theirs = _tree(odb, base), _tree(odb, ours), _tree(odb, theirs)
-    assert t_ours is not None and t_theirs is not None
 
     def read(oid: str) -> bytes:
         return odb[oid].read_raw()
 
-    paths = changed if changed is not None else (
-        _changed(odb, t_base, t_ours) | _changed(odb, t_base, t_theirs))
+    if changes is None:
+        t_base, t_ours, t_theirs = _tree(odb, base), _tree(odb, ours), _tree(odb, theirs)
+        assert t_ours is not None and t_theirs is not None
+        paths = _changed(odb, t_base, t_ours) | _changed(odb, t_base, t_theirs)
+
+        def versions(p: str) -> FileVersions:
+            return FileVersions(p, _blob(t_base, p), _blob(t_ours, p), _blob(t_theirs, p))
+    else:
+        mine, other = changes
+        paths = mine.paths | other.paths
+
+        def versions(p: str) -> FileVersions:
+            oid = mine.old.get(p) or other.old.get(p)
+            at_base = str(oid) if oid is not None else None
+            return FileVersions(p, at_base, mine.version(p, at_base), other.version(p, at_base))
+
     findings: list[SemanticFinding] = []
     for analyzer in analyzers if analyzers is not None else default_analyzers():
-        mine = sorted(p for p in paths if analyzer.handles(p))
-        if not mine:
+        handled = sorted(p for p in paths if analyzer.handles(p))
+        if not handled:
             continue
-        files = {p: FileVersions(p, _blob(t_base, p), _blob(t_ours, p), _blob(t_theirs, p))
-                 for p in mine}
+        files = {p: versions(p) for p in handled}
         findings += analyzer.analyze(MergeInput(files, read, ours_label, theirs_label))
     return findings

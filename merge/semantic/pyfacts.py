@@ -69,9 +69,24 @@ class Reference:
 
 @dataclass
 class ModuleFacts:
+    """One file version's definitions; its references are resolved on first use (the
+    changing side of a merge only ever needs definitions)."""
+
     module: str
     defs: dict[str, Definition] = field(default_factory=dict)
-    refs: list[Reference] = field(default_factory=list)
+    tree: ast.Module | None = field(default=None, repr=False)
+    is_package: bool = False
+    _refs: list[Reference] | None = field(default=None, repr=False)
+
+    @property
+    def refs(self) -> list[Reference]:
+        if self._refs is None:
+            visitor = _References(self.module, self.is_package, self.defs)
+            if self.tree is not None:
+                visitor.visit(self.tree)
+            self._refs = visitor.refs
+            self.tree = None  # the AST is only kept until references are known
+        return self._refs
 
 
 def module_name(path: str) -> str:
@@ -338,6 +353,4 @@ def facts(path: str, source: bytes | None) -> ModuleFacts | None:
         return None  # not ours to judge: a syntax error is the validator's job
     module = module_name(path)
     defs = _definitions(tree, source.decode("utf-8", "replace").splitlines())
-    visitor = _References(module, path.endswith("__init__.py"), defs)
-    visitor.visit(tree)
-    return ModuleFacts(module, defs, visitor.refs)
+    return ModuleFacts(module, defs, tree, path.endswith("__init__.py"))

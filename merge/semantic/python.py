@@ -192,11 +192,17 @@ class PythonAnalyzer:
         if any(not leaves[p] for p in relevant):
             readers = user.paths
         user = user.subset(readers)
-        changer_base = {p: f for p, f in changer.base.items() if p in relevant}
-        before = _qualified(changer_base)
-        after = _qualified(changer.side)
+        versions = changer.versions
+        before = _qualified(versions.all(relevant, "base"))
+        # A definition only keeps its dotted name in a file of the same module (say
+        # util.py -> util/__init__.py), so only those are parsed on the changing side.
+        wanted = {module_name(p) for p in relevant}
+        present = {p for p in changer.paths
+                   if getattr(versions.merge.files[p], changer.which) is not None}
+        after = _qualified(versions.all({p for p in present if module_name(p) in wanted},
+                                        changer.which))
         # A module that the changing side deleted (or moved) is removed as a whole.
-        gone_modules = _modules(changer_base) - _modules(changer.side)
+        gone_modules = wanted - {module_name(p) for p in present}
         removed = {s: d for s, d in before.items() if s not in after and d.kind != "import"}
         changed_sigs = {
             s: (d, after[s]) for s, d in before.items()
@@ -222,7 +228,9 @@ class PythonAnalyzer:
                 hit = None  # the referring side (re)defines it: the merge will have it
             if hit is not None and (path, hit) not in reported:
                 reported.add((path, hit))
-                hint = _successor(hit, removed.get(hit), before, after)
+                leaf = hit.rsplit(".", 1)[-1]
+                hint = _successor(hit, removed.get(hit), before, _qualified(
+                    versions.all(changer.mentions(leaf) & present, changer.which)))
                 out.append(SemanticFinding(
                     kind="dangling_reference", symbol=hit, path=path, line=ref.line,
                     severity="error",

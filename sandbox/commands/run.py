@@ -37,10 +37,17 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
                       "" if r.agent is None else str(r.agent), str(len(r.files_modified)),
                       style=style)
     console.print(table)
+    integrated = {r.task for r in result.results if r.integrated}
     for b in result.batches:
+        landed = [t for t in b.tasks if t in integrated]
+        rolled = [t for t in b.tasks if t not in integrated]
         what = ", ".join(f"{c.get('kind')} in {c.get('path')} ({c.get('task')})"
-                         for c in b.conflicts) or "clean"
-        console.print(f"batch {b.index} {b.outcome}: {', '.join(b.tasks)} - {what}")
+                         for c in b.conflicts)
+        line = f"batch {b.index} {b.outcome}: " + (f"landed {', '.join(landed)}" if landed else "")
+        if rolled:
+            line += ("; " if landed else "") + f"rolled back {', '.join(rolled)}"
+        console.print(line + (f" - {what}" if what else ""),
+                      style="red" if rolled else "green", highlight=False)
     m = result.metrics
     console.print(
         f"wall {m.wall_s:.1f}s, task time {m.total_task_s:.1f}s, speedup {m.actual_speedup:.2f}x "

@@ -6,7 +6,9 @@ worktree (same tree when clean, same conflicted paths otherwise).
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,7 +61,9 @@ _repo: Repo | None = None
 def _shared_repo() -> Repo:
     global _repo
     if _repo is None:
-        _repo = init_repo(Path(tempfile.mkdtemp(prefix="forkyard-prop-")) / "r")
+        root = tempfile.mkdtemp(prefix="forkyard-prop-")
+        atexit.register(shutil.rmtree, root, True)
+        _repo = init_repo(Path(root) / "r")
         commit_files(_repo, "main", dict(BASE), "base")
     return _repo
 

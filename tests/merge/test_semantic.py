@@ -215,3 +215,15 @@ def test_moved_but_reexported_is_fine(repo: Repo) -> None:
     fs = findings(repo, {"pkg/util.py": ours_util, "pkg/helpers.py": body},
                   {"pkg/cli.py": "from pkg.util import helper\n\nhelper(1)\n"})
     assert fs == []
+
+
+def test_batch_sees_unchanged_files_as_unchanged(repo: Repo) -> None:
+    """In a batch, a file only an earlier source changed is unchanged on the later one."""
+    base = commit_files(repo, "main", BASE, "base")
+    commit_files(repo, "edit-util", {"pkg/util.py": UTIL + "\n\ndef extra():\n    return 3\n",
+                                     "pkg/app.py": APP + "\n\nY = helper(5)\n"}, base=base)
+    commit_files(repo, "edit-app", {"pkg/other.py": "from pkg.util import other\n"}, base=base)
+    commit_files(repo, "third", {"pkg/third.py": "from pkg import util\n\nutil.greet('x')\n"},
+                 base=base)
+    report = merge_sources(repo, "main", ["edit-util", "edit-app", "third"], dry_run=True)
+    assert [m.semantic for m in report.merges] == [[], [], []]

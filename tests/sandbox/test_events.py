@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandbox.events import EventLog, new_run_id, parse_progress, read_events
+from sandbox.events import Event, EventLog, new_run_id, parse_progress, read_events
 from sandbox.state import replay
 
 
 def test_events_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.jsonl")
-    seen = []
+    seen: list[Event] = []
     log.subscribe(seen.append)
     log.emit("run_started", run_id="r", tasks=["a"])
     log.emit("task_started", task="a", attempt=1, agent=0)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,7 +27,7 @@ LIMITS = {"memory_mb": 256, "cpus": 1.0, "pids": 128, "timeout_s": 60, "network"
 
 
 def crash_tasks(path: Path, n: int = 8, sleep: float = 0.4) -> Path:
-    tasks = [{"id": f"t{i}", "command": f"sleep {sleep}; echo {i} > out/t{i}.txt"}
+    tasks: list[dict[str, Any]] = [{"id": f"t{i}", "command": f"sleep {sleep}; echo {i} > out/t{i}.txt"}
              for i in range(n)]
     tasks.append({"id": "last", "depends_on": ["t0", "t1"], "command": "ls out > last.txt"})
     path.write_text(yaml.safe_dump({"defaults": {"limits": LIMITS}, "tasks": tasks}))
