@@ -92,12 +92,21 @@ def trial(seed: int) -> dict[str, Any]:
         accounted = all(final.integrations.get(r["task"], 0) == 1 or r["status"] != "succeeded"
                         for r in results) and len(results) == N_TASKS
         ok = after_kill.ok and final.ok and accounted and res.returncode in (0, 1)
+        note = ""
+        if not ok:
+            evs = read_events(runs_dir(repo) / run_id / "events.jsonl")
+            why = [f"batch {e.get('index')}: {e.get('error') or e.get('conflicts')}" for e in evs
+                   if e.type == "batch_rolled_back"]
+            why += [f"{e.task}: {e.get('status')} {e.get('message') or e.get('log_tail')}"
+                    for e in evs if e.type == "task_finished" and e.get("status") != "succeeded"]
+            note = ("; ".join(why) or "; ".join(final.problems))[:400]
         return {
             "seed": seed, "kill_at_s": round(kill_at, 2), "batches_before_kill": committed,
             "killed_mid_batch": in_batch, "resume_outcome": doc.get("outcome"),
             "landed": f"{landed}/{N_TASKS}", "failed": failed,
             "max_integrations": max(final.integrations.values(), default=0),
             "problems": len(after_kill.problems) + len(final.problems), "ok": ok,
+            "note": note,
         }
 
 

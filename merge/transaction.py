@@ -371,7 +371,10 @@ class Transaction:
         if not repo.bare:
             heads.append((str(repo.path), repo.common_dir / "HEAD"))
         for name in odb.list_worktrees():
-            wt = odb.lookup_worktree(name)
+            try:
+                wt = odb.lookup_worktree(name)
+            except pygit2.GitError:
+                continue  # removed since listed: agents' sandboxes come and go meanwhile
             heads.append((wt.path, repo.common_dir / "worktrees" / name / "HEAD"))
         out = []
         for path, head in heads:

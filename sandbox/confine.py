@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -161,6 +162,10 @@ def bwrap_argv(
     # /tmp (test suites, CI), so its git dir is re-exposed read-only on top, then the
     # writable paths on top of that.
     argv += ["--bind", str(tmpdir), "/tmp", "--ro-bind", str(git.common_dir), str(git.common_dir)]
+    # The same goes for our own interpreter and source (the exec shim runs inside): a
+    # clone and its .venv under /tmp would otherwise vanish behind the new /tmp.
+    for p in _host_paths_under_tmp():
+        argv += ["--ro-bind", str(p), str(p)]
     for p in (worktree, tmpdir, *git.rw, *extra_rw):
         argv += ["--bind", str(p), str(p)]
     # Read-only islands inside the writable binds: mounted last so they sit on top.
@@ -170,6 +175,16 @@ def bwrap_argv(
         argv += ["--json-status-fd", str(status_fd)]
     argv += ["--chdir", str(worktree), "--"]
     return argv
+
+
+def _host_paths_under_tmp() -> list[Path]:
+    """Interpreter prefixes and forkyard's source root that live under /tmp."""
+    import sandbox
+
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+             Path(sandbox.__file__).resolve().parent.parent}
+    tmp = Path("/tmp")
+    return sorted({r.resolve() for r in roots if r.resolve().is_relative_to(tmp) and r.resolve() != tmp})
 
 
 def landlock_spec(

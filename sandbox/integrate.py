@@ -59,6 +59,21 @@ def conflicts_of(report: Any, task_of: dict[str, str]) -> list[dict[str, Any]]:
     return out
 
 
+def describe(exc: BaseException) -> str:
+    """An error as one line, with the command and its stderr when a process failed."""
+    import traceback
+
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    text = f"{type(exc).__name__}: {exc}" + "".join(
+        f" (at {f.filename.rsplit('/', 2)[-2:][-1]}:{f.lineno} {f.line})" for f in where)
+    argv = getattr(exc, "argv", None)
+    if argv:
+        err = getattr(exc, "stderr", b"") or b""
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
+        text += f" [{' '.join(map(str, argv))[-300:]}] {' | '.join(tail)}"
+    return text
+
+
 def merge_integrator(
     repo: Repo,
     target_ref: str,
@@ -81,7 +96,7 @@ def merge_integrator(
                 message=f"forkyard {run_id}: batch {index} ({', '.join(tasks)})",
             )
         except Exception as exc:  # lock held, ref moved under us, engine bug: nothing landed
-            return BatchOutcome(index, tasks, (), tasks, tip, tip, (), f"{type(exc).__name__}: {exc}")
+            return BatchOutcome(index, tasks, (), tasks, tip, tip, (), describe(exc))
         new_tip = report.new_sha if report.outcome == "committed" and report.new_sha else tip
         if report.outcome == "committed":
             landed = tuple(task_of.get(s, s) for s in report.landed) if report.landed else (

@@ -275,6 +275,7 @@ def _resume(
         log = EventLog(paths.events)
         for listener in listeners:
             log.subscribe(listener)
+        _close_interrupted_batch(log, view, records, tip)
         rerun = [t for t, rec in records.items() if rec.state == "pending"]
         log.emit("run_resumed", run_id=manifest.run_id, tip=tip, pid=os.getpid(),
                  tasks=list(records), rerun=rerun)
@@ -302,7 +303,9 @@ def records_for_resume(repo: Repo, view: RunView, tip: str) -> dict[str, TaskRec
         if t.status == "succeeded" and t.commit:
             if _is_ancestor(repo, t.commit, tip):
                 rec.state, rec.status, rec.integrated = "done", "succeeded", True
-            elif repo.try_rev_parse(t.commit) is not None:
+            elif t.branch and repo.try_rev_parse(f"refs/heads/{t.branch}") == t.commit:
+                # (its branch must still hold the work: `forkyard gc --prune-unmerged` may
+                # have removed it, and then the task simply runs again)
                 from sandbox.backends.base import ExecResult
 
                 rec.state, rec.status = "done", "succeeded"
@@ -312,6 +315,24 @@ def records_for_resume(repo: Repo, view: RunView, tip: str) -> dict[str, TaskRec
             rec.state, rec.status, rec.integrated = "done", "succeeded", True
         records[tid] = rec
     return records
+
+
+def _close_interrupted_batch(log: EventLog, view: RunView, records: dict[str, TaskRecord],
+                             tip: str) -> None:
+    """Journal the outcome of the batch a crash interrupted (at most one: batches are
+    sequential), as the commit graph tells it after the merge engine's recovery."""
+    for b in view.batches:
+        if b.outcome != "integrating":
+            continue
+        landed = [t for t in b.tasks if t in records and records[t].integrated]
+        if landed:
+            log.emit("batch_committed", index=b.index, tasks=b.tasks, landed=landed,
+                     rejected=[t for t in b.tasks if t not in landed], old_tip=b.old_tip,
+                     new_tip=tip, conflicts=[], recovered=True)
+        else:
+            log.emit("batch_rolled_back", index=b.index, tasks=b.tasks, tip=b.old_tip,
+                     conflicts=[], error="interrupted by a crash; rolled back by recovery",
+                     recovered=True)
 
 
 def _is_ancestor(repo: Repo, commit: str, tip: str) -> bool:

@@ -190,3 +190,22 @@ def test_docker_socket_is_hidden(pylib: Repo, bwrap_mode: str) -> None:
     r = run_in(pylib, mode, "ls /run /var/run 2>/dev/null | grep -c docker.sock; exit 0")
     assert r.log_tail.strip().splitlines()[-1] == "0", (sock, r.log_tail)
 
+
+
+def test_an_interpreter_under_tmp_stays_visible_behind_the_new_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clone with its .venv under /tmp (CI does this) must not vanish when bubblewrap
+    # mounts the sandbox's temp dir over /tmp: the exec shim runs from that venv.
+    import sys
+
+    from sandbox.confine import GitPaths, bwrap_argv
+
+    venv = tmp_path / "clone" / ".venv"
+    venv.mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    git = GitPaths(common_dir=tmp_path / ".git", gitdir=tmp_path / ".git", rw=(), ro=())
+    argv = bwrap_argv(worktree=tmp_path / "wt", tmpdir=tmp_path / "t", git=git, network=False)
+    tmp_mount = argv.index("/tmp")
+    binds = [i for i, a in enumerate(argv) if a == str(venv.resolve())]
+    assert binds and argv[binds[0] - 1] == "--ro-bind" and binds[0] > tmp_mount

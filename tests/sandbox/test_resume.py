@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from merge.git import Repo
@@ -113,6 +114,29 @@ def test_ctrl_c_stops_cleanly_with_130_then_resume(webapp: Repo, tmp_path: Path)
     assert audit_run(webapp, run_id).ok
     assert webapp.rev_parse("main") == doc["target_sha_after"]
     assert not webapp.is_dirty()
+    code, doc = resume(webapp, run_id)
+    assert code == 0, doc
+    check_all_landed_once(webapp, run_id, doc)
+
+
+@pytest.mark.parametrize("step", ["after-merge", "after-journal", "after-ref", "after-worktree"])
+def test_crash_at_each_step_of_a_transaction_then_resume(webapp: Repo, tmp_path: Path,
+                                                         step: str) -> None:
+    # The merge engine's fault hook kills the run at `step` of its first batch: before the
+    # ref moves, or after it moved but before our journal says so.  Resume must count the
+    # batch's work exactly once either way.
+    tasks = crash_tasks(tmp_path / "tasks.yaml", sleep=0.1)
+    (webapp.path / "out").mkdir(exist_ok=True)
+    (webapp.path / "out" / ".keep").write_text("")
+    webapp.git("add", "out/.keep")
+    webapp.git("commit", "-qm", "out dir")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "run", str(tasks), "--agents", "3", "--json"],
+        cwd=webapp.path, text=True, capture_output=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "FORKYARD_FAULT": step})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run_id = list_runs(webapp)[-1]
+    assert audit_run(webapp, run_id).ok
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
