@@ -110,7 +110,7 @@ def trial(seed: int) -> dict[str, Any]:
         }
 
 
-def main(trials: int = 6) -> list[dict[str, Any]]:
+def main(trials: int = 10) -> list[dict[str, Any]]:
     rows = [trial(seed) for seed in range(trials)]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")
@@ -124,4 +124,4 @@ def main(trials: int = 6) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)

@@ -68,6 +68,7 @@ class AgentContext:
     base: str
     command: str
     run_id: str = ""
+    attempt: int = 1
 
     def env(self) -> dict[str, str]:
         """The same values as environment variables (``FORKYARD_TASK_ID`` ...)."""
@@ -79,6 +80,7 @@ class AgentContext:
             "FORKYARD_BASE": self.base,
             "FORKYARD_COMMAND": self.command,
             "FORKYARD_RUN_ID": self.run_id,
+            "FORKYARD_ATTEMPT": str(self.attempt),   # 2 on the first retry
         }
 
 
@@ -110,7 +112,7 @@ def command_for(agent: Agent, task: Task, ctx: AgentContext) -> str:
     if "{command}" in agent.command and not task.command:
         raise AgentConfigError(task.id, f"agent template {agent.command!r} uses {{command}} "
                                         "but the task has no command")
-    rendered = render_template(agent.command, ctx.__dict__)
+    rendered = render_template(agent.command, {f: getattr(ctx, f) for f in FIELDS})
     if agent.args:
         rendered += " " + shlex.join(agent.args)
     return rendered

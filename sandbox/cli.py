@@ -94,6 +94,7 @@ def run(
     keep: Annotated[bool, typer.Option("--keep", help="Keep worktrees after the run.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a stopped run.")] = None,
     no_confine: Annotated[bool, typer.Option("--no-confine", help="Run agents unconfined (opt-out).")] = False,
+    agent: Annotated[str | None, typer.Option("--agent", help="Default agent: a preset (claude, codex, aider, gemini, shell) or a command template.")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -102,7 +103,7 @@ def run(
 
     return run_command(repo, tasks, agents=agents, backend=backend, strategy=strategy, mode=mode,
                        into=into, validate=validate, image=image, keep=keep, resume=resume,
-                       confine=not no_confine, as_json=as_json)
+                       confine=not no_confine, agent=agent, as_json=as_json)
 
 
 @app.command()

@@ -104,6 +104,15 @@ def make_backend(repo: Repo, name: str, *, image: str | None = None,
     return backend
 
 
+def with_default_agent(taskfile: TaskFile, agent: str) -> TaskFile:
+    """``taskfile`` with ``agent`` (a preset name or a command template) as the default
+    agent, e.g. ``--agent claude`` for a spec-kit tasks.md that names no commands."""
+    defaults = TaskFile.model_validate(
+        {"defaults": {"agent": agent}, "tasks": []}).defaults.agent
+    return taskfile.model_copy(update={
+        "defaults": taskfile.defaults.model_copy(update={"agent": defaults})})
+
+
 def _specs(taskfile: TaskFile, the_plan: Plan) -> dict[str, TaskSpec]:
     out = {}
     for task in taskfile.tasks:
@@ -135,6 +144,7 @@ def run_workflow(
     confine: bool = True,
     resume: str | None = None,
     goal: str = "minimize-time",
+    agent: str | None = None,
     use_history: bool = True,
     retry_backoff_s: float = 1.0,
     backend_options: Mapping[str, Any] | None = None,
@@ -144,7 +154,8 @@ def run_workflow(
     """Plan and run ``tasks`` in ``repo``; see the module docstring.
 
     ``tasks`` is a task file (path or :class:`TaskFile`), or a :class:`Plan` together with
-    ``tasks=`` via ``plan=``.  ``listeners`` receive every :class:`~sandbox.events.Event`
+    ``tasks=`` via ``plan=``.  ``agent`` (a preset or a command template) replaces the task
+    file's default agent.  ``listeners`` receive every :class:`~sandbox.events.Event`
     (the live display is one).  Raises bad-input errors (exit code 2) before anything
     changes; returns the :class:`RunResult` otherwise, also for a run Ctrl-C stopped
     (outcome ``cancelled``).
@@ -165,6 +176,8 @@ def run_workflow(
     if agents < 1:
         raise SandboxBadInputError("agents must be at least 1")
     taskfile = tasks if isinstance(tasks, TaskFile) else load_tasks(Path(tasks))
+    if agent is not None:
+        taskfile = with_default_agent(taskfile, agent)
     for task in taskfile.tasks:
         check_agent(taskfile.agent_for(task), task)
     target, target_ref = resolve_target(r, into)

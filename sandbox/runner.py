@@ -257,11 +257,12 @@ class Runner:
                 result = ExecResult("cancelled", None, 0.0, "", None,
                                     message="cancelled before start")
             else:
-                spec = self.maker.spec(self.specs[t], base)
+                spec = self.maker.spec(self.specs[t], base, attempt=attempt)
                 sandbox = self.maker.take(spec, fresh)
                 # {worktree} is only known once the backend made it (/work inside docker).
                 sandbox.spec = with_worktree(spec, self.specs[t], sandbox,
-                                             docker=self.backend.name == "docker")
+                                             docker=self.backend.name == "docker",
+                                             attempt=attempt)
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
                     cancel=cancel)

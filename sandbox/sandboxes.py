@@ -39,11 +39,11 @@ class SandboxMaker:
         self.enabled = backend.name == "worktree" and ahead > 0
         self._pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="prepare")
 
-    def spec(self, spec_t: object, base: str, worktree: str = "") -> SandboxSpec:
+    def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
         """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
         task, agent, limits = spec_t.task, spec_t.agent, spec_t.limits  # type: ignore[attr-defined]
         ctx = AgentContext(task.id, task.description, worktree, branch_name(self.run_id, task.id),
-                           base, task.command or "", self.run_id)
+                           base, task.command or "", self.run_id, attempt)
         return SandboxSpec(
             run_id=self.run_id, task_id=task.id, base=base, command=command_for(agent, task, ctx),
             limits=limits, env=ctx.env(), description=task.description, confine=self.confine,
@@ -102,12 +102,13 @@ class SandboxMaker:
         self._pending.clear()
 
 
-def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: bool) -> SandboxSpec:
+def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: bool,
+                  attempt: int = 1) -> SandboxSpec:
     """``spec`` with the command re-rendered now that ``{worktree}`` is known."""
     task, agent = spec_t.task, spec_t.agent  # type: ignore[attr-defined]
     where = "/work" if docker else str(sandbox.worktree)
     ctx = AgentContext(task.id, task.description, where, spec.branch, spec.base,
-                       task.command or "", spec.run_id)
+                       task.command or "", spec.run_id, attempt)
     return replace(spec, command=command_for(agent, task, ctx), env=ctx.env())
 
 

@@ -67,7 +67,7 @@ def run_command(
     strategy: str = "conservative", mode: str = "stream", into: str | None = None,
     validate: str | None = None, image: str | None = None, keep: bool = False,
     resume: str | None = None, confine: bool = True, as_json: bool = False,
-    retry_backoff_s: float = 1.0,
+    retry_backoff_s: float = 1.0, agent: str | None = None,
 ) -> int:
     """Run a task file (or resume a run); print the run JSON or a summary; exit code."""
     from merge.git import Repo
@@ -83,7 +83,7 @@ def run_command(
         result = run_workflow(
             r, tasks, agents=agents, backend=backend, strategy=strategy, mode=mode, into=into,
             validate=validate, image=image, keep=keep, confine=confine, resume=resume,
-            listeners=(display,), retry_backoff_s=retry_backoff_s,
+            listeners=(display,), retry_backoff_s=retry_backoff_s, agent=agent,
         )
     finally:
         display.stop()

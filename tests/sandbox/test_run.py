@@ -190,3 +190,32 @@ def test_events_journal_every_state_change(webapp: Repo) -> None:
                if e.type == "task_output"]
     assert [e.get("progress") for e in outputs] == [0.5, 1.0]
     assert (RunPaths.of(webapp, res.run_id).result).exists()
+
+
+def test_agent_option_gives_spec_kit_tasks_an_agent(webapp: Repo, tmp_path: Path) -> None:
+    (tmp_path / "tasks.md").write_text(
+        "## Phase 1\n- [ ] T001 [P] Write the notes file `NOTES.md`\n"
+        "- [ ] T002 Extend the notes (depends on T001)\n")
+    template = "echo {id}: {description} >> NOTES.md"
+    res = run_workflow(webapp, tmp_path / "tasks.md", agent=template, agents=2,
+                       use_history=False)
+    assert res.outcome == "succeeded", res.model_dump_json(indent=1)
+    notes = webapp.out("show", "main:NOTES.md").splitlines()
+    assert notes[0].startswith("T001: Write the notes file") and notes[1].startswith("T002")
+    proc = forkyard("run", str(tmp_path / "tasks.md"), cwd=webapp.path)
+    assert proc.returncode == 2 and "no command" in proc.stderr  # no agent, no command
+
+
+def test_timed_out_task_is_retried_on_a_fresh_branch(webapp: Repo) -> None:
+    tf = TaskFile.model_validate({"defaults": {"limits": {**FAST, "timeout_s": 1}}, "tasks": [
+        {"id": "flaky", "retries": 1,
+         "command": 'echo "attempt $FORKYARD_ATTEMPT" > attempt.txt; '
+                    'if [ "$FORKYARD_ATTEMPT" = 1 ]; then sleep 30; fi'},
+    ]})
+    res = run_workflow(webapp, tf, agents=1, use_history=False, retry_backoff_s=0.1,
+                       backend_options={"grace_s": 0.2})
+    assert res.outcome == "succeeded", res.model_dump_json(indent=1)
+    assert webapp.out("show", "main:attempt.txt") == "attempt 2"
+    evs = read_events(RunPaths.of(webapp, res.run_id).events)
+    assert [e.get("status") for e in evs if e.type == "task_finished"] == ["timed_out", "succeeded"]
+    assert [e.get("after") for e in evs if e.type == "task_retry"] == ["timed_out"]
