@@ -182,12 +182,15 @@ class Transaction:
         import pygit2
 
         sig = pygit2.Signature(IDENTITY["GIT_COMMITTER_NAME"], IDENTITY["GIT_COMMITTER_EMAIL"])
+        # A caller's message names each commit's own source through "{source}": a batch
+        # message must not claim a source that bisect later leaves out.
+        custom = self.message.replace("{source}", src.name) if self.message else None
         if self.squash:
             summary = self.repo.odb[src.sha].peel(pygit2.Commit).message
-            msg = self.message or f"{src.name} (squashed by forkyard)\n\n{summary}"
+            msg = custom or f"{src.name} (squashed by forkyard)\n\n{summary}"
             parents = [ours]
         else:
-            msg = self.message or f"Merge {src.name} into {self.into}\n"
+            msg = custom or f"Merge {src.name} into {self.into}\n"
             parents = [ours, src.sha]
         oid = self.repo.odb.create_commit(None, sig, sig, msg, pygit2.Oid(hex=tree),
                                           [pygit2.Oid(hex=p) for p in parents])
@@ -473,7 +476,8 @@ def merge_sources(
     With ``dry_run`` nothing moves and ``into`` may be any commit-ish.  Returns the
     report whatever the outcome; raises :class:`merge.errors.BadInputError` subclasses
     (exit code 2, nothing changed) for unknown refs, a non-branch target or a dirty
-    checkout of the target.
+    checkout of the target.  ``message`` replaces the commit message of every commit
+    made; ``{source}`` in it names that commit's own source.
     """
     return Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
                        semantic=semantic, squash=squash, mode=mode, message=message).run()

@@ -93,7 +93,7 @@ def merge_integrator(
             report = merge_sources(
                 repo, target_ref, [i.branch for i in items], validate=validate,
                 semantic=semantic, mode=mode,
-                message=f"forkyard {run_id}: batch {index} ({', '.join(tasks)})",
+                message=f"forkyard {run_id}: batch {index}: merge {{source}}",
             )
         except Exception as exc:  # lock held, ref moved under us, engine bug: nothing landed
             return BatchOutcome(index, tasks, (), tasks, tip, tip, (), describe(exc))

@@ -101,6 +101,16 @@ def test_bisect_lands_the_largest_good_group(repo: Repo) -> None:
     assert repo.out("show", "main:base.txt") == "c changed"
 
 
+def test_each_merge_commit_message_names_only_its_own_source(repo: Repo) -> None:
+    branches(repo)
+    commit_files(repo, "bad", {"BROKEN": "x\n"}, "breaks the build", base="main")
+    report = merge_sources(repo, "main", ["a", "bad", "b"], mode="bisect",
+                           validate="test ! -f BROKEN", message="batch 7: merge {source}")
+    assert report.landed == ["a", "b"]
+    subjects = repo.out("log", "--first-parent", "--format=%s", "-2", "main").splitlines()
+    assert subjects == ["batch 7: merge b", "batch 7: merge a"]
+
+
 def test_ref_moved_meanwhile_is_retried_on_new_tip(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     branches(repo)
     real = Repo.update_ref
