@@ -292,10 +292,11 @@ class Repo:
 
 def init_repo(path: str | os.PathLike[str], bare: bool = False, branch: str = "main") -> Repo:
     """``git init`` a new repository at ``path`` with ``branch`` as its initial branch."""
-    Path(path).mkdir(parents=True, exist_ok=True)
+    where = Path(path).resolve()  # relative to us, not to the cwd git runs in
+    where.mkdir(parents=True, exist_ok=True)
     args = ["init", "--quiet", f"--initial-branch={branch}"] + (["--bare"] if bare else [])
-    git(*args, str(path), cwd=path)
-    return Repo(path)
+    git(*args, str(where), cwd=where)
+    return Repo(where)
 
 
 def argv_join(argv: Sequence[str]) -> str:

@@ -200,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="forkyard: %(message)s")
     try:
         rv = app(args=args, prog_name="forkyard", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    # Recent typer releases vendor their own click: catch both families.
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except (click.ClickException, typer.TyperException) as exc:
+        exc.show()  # type: ignore[union-attr]  # usage errors: "Usage: ...", then the reason
         return 2
     except KeyboardInterrupt:
         print("forkyard: interrupted", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fixtures import repos as fixture_repos
 from merge.git import Repo
 
@@ -34,3 +36,12 @@ def test_commit_graph_builds_merges(tmp_path: Path) -> None:
 def test_synthetic_repo_has_requested_files(tmp_path: Path) -> None:
     repo = fixture_repos.build_synthetic(tmp_path / "s", 300)
     assert len(repo.out("ls-files").splitlines()) == 300
+
+
+def test_a_relative_destination_is_relative_to_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    repo = fixture_repos.build("pylib", "rel")
+    assert repo.path == tmp_path / "rel"
+    assert not (tmp_path / "rel" / "rel").exists()

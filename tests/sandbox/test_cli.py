@@ -1,0 +1,37 @@
+"""The one error handler of the command line: exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sandbox.cli import main
+
+
+def test_a_usage_error_names_the_option_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "tasks.yaml", "--agents", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--agents" in err and "Traceback" not in err
+
+
+def test_an_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_bad_input_is_one_line_and_json_carries_the_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text("tasks:\n  - {id: a, depends_on: [b]}\n  - {id: b, depends_on: [a]}\n")
+    assert main(["plan", str(cycle), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().count("\n") == 0 and err.startswith("forkyard: error: dependency cycle")
+    assert json.loads(out)["cycles"] == [["a", "b", "a"]]
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "plan" in capsys.readouterr().out
