@@ -135,7 +135,10 @@ def write_report(repo: Repo, run_id: str | None, output: Path | None = None) -> 
     manifest = RunManifest.load(paths)
     plan = Plan.model_validate(manifest.plan)
     view = load_view(paths)
-    tip = repo.try_rev_parse(manifest.target_ref) or manifest.target_sha_before
+    # The tip the run left, not wherever the target has moved since; the last landed
+    # batch's tip for a run that never finished.
+    landed = [b.new_tip for b in view.batches if b.outcome == "committed" and b.new_tip]
+    tip = view.tip_after or (landed[-1] if landed else manifest.target_sha_before)
     out = output or paths.root / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(manifest, view, plan, tip), encoding="utf-8")

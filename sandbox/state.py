@@ -99,6 +99,7 @@ class RunView:
     finished: bool = False
     interrupted: bool = False
     outcome: str | None = None
+    tip_after: str | None = None  # the target's tip when the run ended (run_finished)
     last_ts: float = 0.0
 
     @property
@@ -144,6 +145,7 @@ def apply_event(view: RunView, ev: Event) -> None:
     if kind == "run_finished":
         view.finished = True
         view.outcome = ev.get("outcome")
+        view.tip_after = ev.get("tip")
         return
     if kind == "run_interrupted":
         view.interrupted = True

@@ -35,3 +35,16 @@ def test_report_has_gantt_results_and_rollbacks(webapp: Repo, tmp_path: Path) ->
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).is_file()
+
+
+def test_report_shows_the_tip_the_run_left_not_a_later_one(webapp: Repo, tmp_path: Path) -> None:
+    from fixtures.repos import commit_all
+
+    tf = TaskFile.model_validate({"tasks": [{"id": "docs", "command": "echo hi > DOCS.md"}]})
+    res = run_workflow(webapp, tf, agents=1, use_history=False)
+    assert res.target_sha_after != res.target_sha_before
+    (webapp.path / "LATER.md").write_text("someone else's work\n")
+    later = commit_all(webapp, "a later commit on main")
+    html = write_report(webapp, res.run_id, tmp_path / "r.html").read_text()
+    assert res.target_sha_after[:12] in html
+    assert later[:12] not in html
