@@ -82,6 +82,9 @@ def check_command(
         target = r.rev_parse(into)
         report = MergeReport(target=into, target_sha=target, outcome="dry_run",
                              new_sha=target, merges=[])
+        if not as_json:
+            Console(file=sys.stderr).print(f"nothing to check: no open forkyard branches for {into}")
+            return 0
         return _emit(report, as_json)
     report = Transaction(r, into, names, dry_run=True, validate=validate,
                          semantic=semantic).run()
