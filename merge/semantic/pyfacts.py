@@ -7,9 +7,16 @@ change an API and the other side to *add* a use of the old API: uses that existe
 the base were the changing side's job to update, and the textual merge already saw them.
 
 Precision rules (why each exists):
-- references are resolved through imports and module-level definitions only; a name
-  bound locally in the enclosing function (parameter, assignment, loop target, nested
-  def, comprehension) is a different object, so it is never a reference;
+- references are resolved through imports and module-level definitions only, with
+  Python's scoping: a name bound in an enclosing function, lambda or comprehension
+  (parameter, assignment, loop/with/except/match target, walrus, nested def, local
+  import) or in the class body it is used in is a different object, so it is never a
+  reference to the module-level one; class bodies do not enclose their methods, and
+  ``global`` skips enclosing functions;
+- only names are bound by assignment: ``x.attr = ...`` and ``x[k] = ...`` define nothing;
+- a bare name resolved to the module's own definition is marked ``local``: it follows
+  the code if the file is moved (see :mod:`merge.semantic.python`);
+- ``src.pkg`` and ``pkg`` are one module (see :func:`canonical`);
 - "added" is counted over all files changed on a side, so moving code between files
   (a module rename) does not make every reference in it look new;
 - a removed definition that still exists under the same dotted name anywhere on the
@@ -65,6 +72,9 @@ class Reference:
     symbol: str
     line: int
     call: CallShape | None = None
+    local: bool = False
+    """Resolved through the module's own top-level definitions (a bare name), not an
+    import: it names whatever module this code is in, so it follows the file."""
 
 
 @dataclass
@@ -89,10 +99,22 @@ class ModuleFacts:
         return self._refs
 
 
+_LAYOUT_ROOTS = ("src", "lib")
+"""Directories a module's dotted name is taken without: ``src/pkg`` is imported as
+``pkg`` in a src layout, and as ``src.pkg`` when ``src`` is itself a package."""
+
+
+def canonical(symbol: str) -> str:
+    """``src.pkg.util.f`` -> ``pkg.util.f``: the name :func:`module_name` gives, so an
+    import through the layout root and one without it mean the same module."""
+    head, _, rest = symbol.partition(".")
+    return rest if head in _LAYOUT_ROOTS and rest else symbol
+
+
 def module_name(path: str) -> str:
     """``src/pkg/util.py`` -> ``pkg.util``; ``pkg/__init__.py`` -> ``pkg``."""
     parts = path[:-3].split("/")
-    if parts and parts[0] in ("src", "lib") and len(parts) > 1:
+    if parts and parts[0] in _LAYOUT_ROOTS and len(parts) > 1:
         parts = parts[1:]
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -145,13 +167,25 @@ def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             yield node
 
 
+def _target_names(target: ast.expr) -> Iterator[str]:
+    """Names an assignment target binds: ``a``, ``a, *b``, ``[a, (b, c)]`` -- not the
+    names inside ``x.attr`` or ``x[key]``, which mutate an object bound elsewhere."""
+    if isinstance(target, ast.Name):
+        yield target.id
+    elif isinstance(target, ast.Tuple | ast.List):
+        for elt in target.elts:
+            yield from _target_names(elt)
+    elif isinstance(target, ast.Starred):
+        yield from _target_names(target.value)
+
+
 def _assigned_names(node: ast.stmt) -> list[str]:
     targets: list[ast.expr] = []
     if isinstance(node, ast.Assign):
         targets = node.targets
     elif isinstance(node, ast.AnnAssign | ast.AugAssign):
         targets = [node.target]
-    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return [n for t in targets for n in _target_names(t)]
 
 
 def _definitions(tree: ast.Module, lines: list[str]) -> dict[str, Definition]:
@@ -208,71 +242,141 @@ def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(parts + ([node.module] if node.module else []))
 
 
-def _local_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    """Names bound in a function's own scope (so they shadow module-level names).
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_GLOBAL = "<global>"
+"""A scope's binding for a name declared ``global`` there: look it up at module level."""
 
-    Function-level imports are not in this set: the reference visitor resolves them
-    through its import map, which it restores when it leaves the function."""
-    a = fn.args
-    names = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-    names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
-    declared_global: set[str] = set()
-    stack: list[ast.AST] = list(fn.body) if isinstance(fn.body, list) else [fn.body]
+
+class _Scope:
+    """One function, lambda, class body or comprehension scope.
+
+    ``names`` maps each name bound in it to ``None`` (a local: not a reference), to the
+    dotted target of an import made in this scope (bound when the import is visited), or
+    to :data:`_GLOBAL`.  Class bodies are not enclosing scopes: code nested in a class
+    (methods, comprehensions) does not see its names, as in Python.
+    """
+
+    __slots__ = ("is_class", "names")
+
+    def __init__(self, names: dict[str, str | None], is_class: bool = False) -> None:
+        self.names = names
+        self.is_class = is_class
+
+
+def _bound_names(body: list[ast.AST], params: ast.arguments | None = None) -> dict[str, str | None]:
+    """Names bound in one scope's own body: parameters, assignment, ``for``/``with``/
+    ``except``/``match`` targets, ``del``, walrus (including inside a comprehension, whose
+    own targets are its scope), nested ``def``/``class`` names; ``global``/``nonlocal``
+    names are not local.  Imports are bound by the visitor when it reaches them."""
+    names: set[str] = set()
+    if params is not None:
+        names = {x.arg for x in params.posonlyargs + params.args + params.kwonlyargs}
+        names |= {x.arg for x in (params.vararg, params.kwarg) if x is not None}
+    declared: dict[str, str | None] = {}
+    stack: list[ast.AST] = list(body)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
+            # Decorators, defaults and bases run in this scope; the body is its own.
             stack.extend(node.decorator_list)
-            continue  # its body is its own scope
-        if isinstance(node, ast.Lambda):
+            if isinstance(node, ast.ClassDef):
+                stack.extend(node.bases)
+                stack.extend(k.value for k in node.keywords)
+            else:
+                stack.extend(node.args.defaults)
+                stack.extend(d for d in node.args.kw_defaults if d is not None)
             continue
-        if isinstance(node, ast.Global | ast.Nonlocal):
-            declared_global.update(node.names)
+        if isinstance(node, ast.Lambda):
+            stack.extend(node.args.defaults)
+            stack.extend(d for d in node.args.kw_defaults if d is not None)
+            continue
+        if isinstance(node, _COMPREHENSIONS):
+            # Its targets are its own; a walrus inside it still binds here.
+            for g in node.generators:
+                stack.append(g.iter)
+                stack.extend(g.ifs)
+            stack.extend(getattr(node, part) for part in ("elt", "key", "value") if hasattr(node, part))
+            continue
+        if isinstance(node, ast.Global):
+            declared.update(dict.fromkeys(node.names, _GLOBAL))
+        elif isinstance(node, ast.Nonlocal):
+            declared.update(dict.fromkeys(node.names))
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             names.add(node.id)
         elif isinstance(node, ast.ExceptHandler) and node.name:
             names.add(node.name)
+        elif isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
         stack.extend(ast.iter_child_nodes(node))
-    return names - declared_global
+    out: dict[str, str | None] = dict.fromkeys(names - declared.keys())
+    # ``nonlocal x`` is found in the enclosing function's scope; ``global x`` skips them.
+    out.update({n: v for n, v in declared.items() if v is not None})
+    return out
 
 
 class _References(ast.NodeVisitor):
-    """Collect references resolved to dotted symbols, honouring local shadowing."""
+    """Collect references resolved to dotted symbols, honouring Python's scopes."""
 
     def __init__(self, module: str, is_package: bool, top: Mapping[str, Definition]) -> None:
         self.module = module
         self.is_package = is_package
         self.imports: dict[str, str] = {}
+        """Module-level imports seen so far: bound name -> dotted target."""
         self.top = top
-        self.scopes: list[set[str]] = []
+        self.scopes: list[_Scope] = []
         self.refs: list[Reference] = []
 
-    def _shadowed(self, name: str) -> bool:
-        return any(name in s for s in self.scopes)
+    def _lookup(self, name: str) -> tuple[str, bool] | None:
+        """The dotted symbol ``name`` denotes here and whether it is the module's own
+        definition (None: a local, or nothing this analysis tracks)."""
+        innermost = len(self.scopes) - 1
+        for i in range(innermost, -1, -1):
+            scope = self.scopes[i]
+            if scope.is_class and i != innermost:
+                continue  # class bodies do not enclose the code nested in them
+            if name in scope.names:
+                target = scope.names[name]
+                if target is None:
+                    return None
+                if target == _GLOBAL:
+                    break
+                return target, False
+        if name in self.imports:
+            return self.imports[name], False
+        if name in self.top and self.top[name].kind != "import":
+            return (f"{self.module}.{name}" if self.module else name), True
+        return None
 
-    def _symbol(self, expr: ast.expr) -> str | None:
+    def _resolve(self, expr: ast.expr) -> tuple[str, bool] | None:
         attrs: list[str] = []
         while isinstance(expr, ast.Attribute):
             attrs.append(expr.attr)
             expr = expr.value
-        if not isinstance(expr, ast.Name) or self._shadowed(expr.id):
+        if not isinstance(expr, ast.Name):
             return None
-        if expr.id in self.imports:
-            root = self.imports[expr.id]
-        elif expr.id in self.top and self.top[expr.id].kind != "import":
-            root = f"{self.module}.{expr.id}" if self.module else expr.id
+        found = self._lookup(expr.id)
+        if found is None:
+            return None
+        root, local = found
+        return canonical(".".join([root, *reversed(attrs)])), local
+
+    def _bind_import(self, name: str, target: str) -> None:
+        if self.scopes:
+            self.scopes[-1].names[name] = target
         else:
-            return None
-        return ".".join([root, *reversed(attrs)])
+            self.imports[name] = target
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.asname:
-                self.imports[alias.asname] = alias.name
+                self._bind_import(alias.asname, alias.name)
             else:
                 head = alias.name.split(".")[0]
-                self.imports[head] = head
-            self.refs.append(Reference(alias.name, node.lineno))
+                self._bind_import(head, head)
+            self.refs.append(Reference(canonical(alias.name), node.lineno))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         base = _resolve_from(self.module, self.is_package, node)
@@ -280,33 +384,44 @@ class _References(ast.NodeVisitor):
             if alias.name == "*":
                 continue
             full = f"{base}.{alias.name}" if base else alias.name
-            self.imports[alias.asname or alias.name] = full
-            self.refs.append(Reference(full, node.lineno))
+            self._bind_import(alias.asname or alias.name, full)
+            self.refs.append(Reference(canonical(full), node.lineno))
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        # Decorators and defaults are evaluated in the enclosing scope.
         if not isinstance(node, ast.Lambda):
             for d in node.decorator_list:
                 self.visit(d)
         for default in node.args.defaults + [d for d in node.args.kw_defaults if d]:
             self.visit(default)
-        saved = dict(self.imports)
-        self.scopes.append(_local_names(node))
-        for stmt in (node.body if isinstance(node.body, list) else [node.body]):
+        body = node.body if isinstance(node.body, list) else [node.body]
+        self.scopes.append(_Scope(_bound_names(list(body), node.args)))
+        for stmt in body:
             self.visit(stmt)
         self.scopes.pop()
-        self.imports = saved  # function-local imports do not leak out
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function  # type: ignore[assignment]
 
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for expr in [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]:
+            self.visit(expr)
+        self.scopes.append(_Scope(_bound_names(list(node.body)), is_class=True))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scopes.pop()
+
     def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
-        names = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
-        self.visit(node.generators[0].iter)
-        self.scopes.append(names)
+        names: dict[str, str | None] = {}
         for g in node.generators:
+            names.update(dict.fromkeys(_target_names(g.target)))
+        # The first iterable is evaluated in the enclosing scope, the rest in this one.
+        self.visit(node.generators[0].iter)
+        self.scopes.append(_Scope(names))
+        for i, g in enumerate(node.generators):
+            if i:
+                self.visit(g.iter)
             for cond in g.ifs:
                 self.visit(cond)
-        for g in node.generators[1:]:
-            self.visit(g.iter)
         for part in ("elt", "key", "value"):
             if hasattr(node, part):
                 self.visit(getattr(node, part))
@@ -315,13 +430,13 @@ class _References(ast.NodeVisitor):
     visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension  # type: ignore[assignment]
 
     def visit_Call(self, node: ast.Call) -> None:
-        symbol = self._symbol(node.func)
-        if symbol is not None:
+        found = self._resolve(node.func)
+        if found is not None:
             unpacked = any(isinstance(a, ast.Starred) for a in node.args) or any(
                 k.arg is None for k in node.keywords)
             shape = CallShape(len(node.args), tuple(k.arg for k in node.keywords if k.arg),
                               unpacked)
-            self.refs.append(Reference(symbol, node.lineno, shape))
+            self.refs.append(Reference(found[0], node.lineno, shape, found[1]))
         else:
             self.visit(node.func)
         for arg in node.args:
@@ -330,17 +445,17 @@ class _References(ast.NodeVisitor):
             self.visit(kw.value)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        symbol = self._symbol(node)
-        if symbol is not None:
-            self.refs.append(Reference(symbol, node.lineno))
+        found = self._resolve(node)
+        if found is not None:
+            self.refs.append(Reference(found[0], node.lineno, local=found[1]))
         else:
             self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
-            symbol = self._symbol(node)
-            if symbol is not None:
-                self.refs.append(Reference(symbol, node.lineno))
+            found = self._resolve(node)
+            if found is not None:
+                self.refs.append(Reference(found[0], node.lineno, local=found[1]))
 
 
 def facts(path: str, source: bytes | None) -> ModuleFacts | None:

@@ -1,7 +1,9 @@
 """The Python analyser: four kinds of semantic conflict from base/ours/theirs blobs.
 
 - dangling_reference: one side removes (or renames, or moves) a module, class, function
-  or constant; the other side adds a reference to the old dotted name.
+  or constant; the other side adds a reference to the old dotted name.  Code the other
+  side adds inside a module that was moved goes where git's rename detection takes it,
+  so its bare names are looked up in the new file, not under the old dotted name.
 - signature_mismatch: one side changes a function's (or class constructor's) parameters;
   the other side adds a call that fitted the old signature and no longer fits.
 - duplicate_definition: both sides add the same top-level or class-level name to a module.
@@ -122,6 +124,31 @@ def _successor(symbol: str, old: Definition | None, before: Mapping[str, Definit
     return ""
 
 
+_View = tuple[set[str], dict[str, Definition], dict[str, tuple[Definition, Definition]]]
+"""Modules gone, definitions removed, signatures changed: what a reference is checked against."""
+
+
+def _api_changes(before: Mapping[str, Definition], after: Mapping[str, Definition]) -> tuple[
+        dict[str, Definition], dict[str, tuple[Definition, Definition]]]:
+    """Definitions removed from ``before`` to ``after``, and those whose signature changed."""
+    removed = {s: d for s, d in before.items() if s not in after and d.kind != "import"}
+    changed = {
+        s: (d, after[s]) for s, d in before.items()
+        if s in after and d.params is not None and after[s].params is not None
+        and d.params != after[s].params and d.kind in ("function", "class")
+    }
+    return removed, changed
+
+
+def _similarity(old: bytes, new: bytes) -> float:
+    """Share of the larger text made of lines the other also has (git's rename score,
+    by lines)."""
+    a, b = Counter(old.splitlines()), Counter(new.splitlines())
+    common = sum((len(line) + 1) * n for line, n in (a & b).items())
+    size = max(len(old), len(new))
+    return common / size if size else 1.0
+
+
 def _matches(symbol: str, removed: str) -> bool:
     return symbol == removed or symbol.startswith(removed + ".")
 
@@ -155,6 +182,23 @@ class PythonAnalyzer:
 
     def handles(self, path: str) -> bool:
         return path.endswith(".py")
+
+    def _moved_to(self, side: _Side, paths: set[str]) -> str | None:
+        """Where ``side`` moved the (deleted) files ``paths``: the file it added that is
+        most similar to one of them, at least half the same, as git's rename detection
+        would pair them (None: deleted, not moved)."""
+        files, read = side.versions.merge.files, side.versions.merge.read
+        olds = [self.text(oid, read) for p in sorted(paths) if (oid := files[p].base) is not None]
+        best, score = None, 0.5
+        for p in sorted(side.paths):
+            oid = getattr(files[p], side.which)
+            if files[p].base is not None or oid is None or not self.handles(p):
+                continue
+            new = self.text(oid, read)
+            s = max((_similarity(old, new) for old in olds), default=0.0)
+            if s > score or (best is None and s == score):
+                best, score = p, s
+        return best
 
     def analyze(self, merge: MergeInput) -> list[SemanticFinding]:
         versions = _Versions(self, merge)
@@ -203,12 +247,7 @@ class PythonAnalyzer:
                                         changer.which))
         # A module that the changing side deleted (or moved) is removed as a whole.
         gone_modules = wanted - {module_name(p) for p in present}
-        removed = {s: d for s, d in before.items() if s not in after and d.kind != "import"}
-        changed_sigs = {
-            s: (d, after[s]) for s, d in before.items()
-            if s in after and d.params is not None and after[s].params is not None
-            and d.params != after[s].params and d.kind in ("function", "class")
-        }
+        removed, changed_sigs = _api_changes(before, after)
         added = _added_refs(user)
         if not added:
             return []
@@ -216,20 +255,40 @@ class PythonAnalyzer:
         user_before = _qualified(user.base)
         user_defs = {s for s, d in _qualified(user.side).items()
                      if d.kind != "import" and s not in user_before}
+        # A bare name in a module's own code names a definition of whatever module that
+        # code ends up in.  When the changing side moved the file (git's rename detection
+        # then carries the other side's edits into the new file), such names are looked
+        # up in the new file; imports of the old dotted name still dangle.
+        moved: dict[str, _View | None] = {}
+
+        def follow(module: str) -> _View | None:
+            if module not in gone_modules:
+                return None
+            if module not in moved:
+                target = self._moved_to(changer, {p for p in relevant if module_name(p) == module})
+                new = versions.get(target, changer.which) if target is not None else None
+                moved[module] = None if new is None else (gone_modules - {module}, *_api_changes(
+                    before, {**after, **{f"{module}.{n}" if module else n: d
+                                         for n, d in new.defs.items()}}))
+            return moved[module]
+
         out: list[SemanticFinding] = []
         reported: set[tuple[str, str]] = set()
         for path, ref in added:
-            hit = next((m for m in gone_modules if m and _matches(ref.symbol, m)), None)
+            gone, rem, sigs = gone_modules, removed, changed_sigs
+            if ref.local and (view := follow(module_name(path))) is not None:
+                gone, rem, sigs = view
+            hit = next((m for m in gone if m and _matches(ref.symbol, m)), None)
             what = "module"
             if hit is None:
-                hit = next((s for s in removed if _matches(ref.symbol, s)), None)
-                what = removed[hit].kind if hit else ""
+                hit = next((s for s in rem if _matches(ref.symbol, s)), None)
+                what = rem[hit].kind if hit else ""
             if hit is not None and hit in user_defs:
                 hit = None  # the referring side (re)defines it: the merge will have it
             if hit is not None and (path, hit) not in reported:
                 reported.add((path, hit))
                 leaf = hit.rsplit(".", 1)[-1]
-                hint = _successor(hit, removed.get(hit), before, _qualified(
+                hint = _successor(hit, rem.get(hit), before, _qualified(
                     versions.all(changer.mentions(leaf) & present, changer.which)))
                 out.append(SemanticFinding(
                     kind="dangling_reference", symbol=hit, path=path, line=ref.line,
@@ -237,9 +296,9 @@ class PythonAnalyzer:
                     message=f"{user.label} adds a reference to {what} {hit}, which "
                             f"{changer.label} removes{hint}"))
                 continue
-            if ref.call is None or ref.symbol not in changed_sigs:
+            if ref.call is None or ref.symbol not in sigs:
                 continue
-            old, new = changed_sigs[ref.symbol]
+            old, new = sigs[ref.symbol]
             assert old.params is not None and new.params is not None
             if fits(old.params, ref.call) and not fits(new.params, ref.call):
                 out.append(SemanticFinding(
