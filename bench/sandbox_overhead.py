@@ -104,7 +104,7 @@ def _bench_confinement(tmp: Path, repo: Repo, base: str, rounds: int) -> dict[st
     plain = _median(lambda _: run(["true"]), rounds)
     out: dict[str, float | None] = {"plain": plain}
     bw = confine.bwrap_argv(worktree=wt, tmpdir=tmpdir, git=git_paths, network=False)
-    ll = [sys.executable, "-I", SHIM, "--landlock",
+    ll = [sys.executable, "-I", "-S", SHIM, "--landlock",
           json.dumps(confine.landlock_spec(
               worktree=wt, tmpdir=tmpdir, git=git_paths, network=False, inside_bwrap=False)), "--"]
     have_bw = confine.bwrap_flags() is not None

@@ -264,18 +264,20 @@ class Repo:
         return items
 
     def commit_all(
-        self, cwd: str | os.PathLike[str], message: str, env: Mapping[str, str] | None = None
+        self, cwd: str | os.PathLike[str], message: str, env: Mapping[str, str] | None = None,
+        *, want_sha: bool = True,
     ) -> str | None:
         """Stage everything in worktree ``cwd`` and commit with our identity.
 
-        Returns the new commit's sha, or None when there was nothing to commit.
+        Returns the new commit's sha (``""`` with ``want_sha=False``: one git call less),
+        or None when there was nothing to commit.
         """
         self.git("add", "-A", cwd=cwd)
         if self.git("diff", "--cached", "--quiet", cwd=cwd, check=False).returncode == 0:
             return None
         self.git("commit", "--quiet", "--no-verify", "-m", message, cwd=cwd,
                  env={**IDENTITY, **(env or {})})
-        return self.out("rev-parse", "HEAD", cwd=cwd)
+        return self.out("rev-parse", "HEAD", cwd=cwd) if want_sha else ""
 
     def numstat(self, a: str, b: str) -> list[NumStat]:
         """Files changed between commits ``a`` and ``b`` with added/removed line counts."""

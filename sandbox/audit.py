@@ -15,7 +15,8 @@ from merge.git import Repo
 from sandbox.events import RunPaths
 from sandbox.state import RunManifest, load_view
 
-_SUBJECT = re.compile(r"^forkyard (?P<run>\S+): batch (?P<index>\d+) \((?P<tasks>[^)]*)\)")
+# The subject sandbox/integrate.py gives each merge commit of a batch.
+_SUBJECT = re.compile(r"^forkyard (?P<run>\S+): batch (?P<index>\d+): merge (?P<source>\S+)")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def audit_run(repo: Repo, run_id: str) -> Audit:
                    f"{manifest.target_sha_before}..{manifest.target_ref}")
     integrations = {t: 0 for t in view.tasks}
     problems: list[str] = []
-    groups: dict[int, list[tuple[str, str | None, list[str]]]] = {}
+    groups: dict[int, list[tuple[str, str | None]]] = {}
     order: list[int] = []
     for line in reversed(out.splitlines()):  # oldest first
         sha, parents, subject = line.split("\0", 2)
@@ -63,14 +64,17 @@ def audit_run(repo: Repo, run_id: str) -> Audit:
                 problems.append(f"batch {index} is not contiguous on the target")
             order.append(index)
             groups[index] = []
-        groups[index].append((sha, task, [t.strip() for t in m["tasks"].split(",")]))
+        groups[index].append((sha, task))
     for t, n in integrations.items():
         if n > 1:
             problems.append(f"task {t} was integrated {n} times")
     for index, merges in groups.items():
-        landed = {t for _, t, _ in merges if t}
+        landed = {t for _, t in merges if t}
         batch = view.batch(index)
-        expected = set(batch.landed) if batch and batch.outcome == "committed" else set(merges[0][2])
+        # A batch the journal saw land meant what it says landed; one a crash cut short
+        # (no batch_committed event) meant every task it started with.
+        expected = (set(batch.landed) if batch and batch.outcome == "committed"
+                    else set(batch.tasks) if batch else landed)
         if landed != expected:
             problems.append(f"batch {index} landed {sorted(landed)} but meant {sorted(expected)}")
         if batch and batch.outcome == "committed" and batch.new_tip and batch.new_tip != merges[-1][0]:

@@ -220,7 +220,35 @@ class Cgroup:
             for d in dirs.values():
                 _rmdir(d)
             raise CgroupUnavailable(exc.errno or errno.EIO, f"cannot set up cgroup: {exc}") from exc
+        group._weigh()
         return group
+
+    def _weigh(self) -> None:
+        """Give forkyard's run group and base group the CPU weight of one ordinary process
+        per sandbox they hold.
+
+        The kernel weighs a group like one process of default priority: left at the
+        default, eight agents together would get the CPU share of a single ``git`` of
+        forkyard's (or of any other process on the host) while the machine is busy, and
+        their start-up crawls.  This is a share under contention only, never more than
+        each sandbox's own ``cpus`` limit.  Best effort: a weight that cannot be written
+        changes nothing else.
+        """
+        if self.hier.layout == "v2":
+            d, name, unit, cap = self.dirs.get("unified"), "cpu.weight", 100, 10_000
+        else:
+            d, name, unit, cap = self.dirs.get("cpu"), "cpu.shares", 1024, 262_144
+        if d is None:
+            return
+        try:
+            run_dir, base = d.parent, d.parent.parent
+            counts = {r: sum(1 for t in r.iterdir() if t.is_dir())
+                      for r in base.iterdir() if r.is_dir()}
+            for level, n in ((run_dir, counts.get(run_dir, 0)), (base, sum(counts.values()))):
+                if (level / name).exists():
+                    _write(level / name, str(min(cap, unit * max(1, n))))
+        except OSError:
+            pass
 
     def _apply(self, limits: Limits) -> None:
         mem = limits.memory_mb * 1024 * 1024 if limits.memory_mb else None
@@ -346,6 +374,8 @@ class Cgroup:
             self.kill()
         for d in self.dirs.values():
             _rmdir(d)
+        self._weigh()
+        for d in self.dirs.values():
             _rmdir(d.parent)
 
 

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from planner.tasks import Agent, Limits, Task
 from sandbox.backends.base import Backend, ExecResult, branch_name
 from sandbox.events import EventLog
 from sandbox.integrate import BatchItem, BatchOutcome, Integrator
-from sandbox.sandboxes import SandboxMaker, with_worktree
+from sandbox.sandboxes import SandboxMaker, background_thread, with_worktree
 
 RETRYABLE = frozenset({"timed_out", "oom_killed"})
 
@@ -137,6 +137,11 @@ class Runner:
                                   copy_files=config.copy_files, image=config.image,
                                   ahead=config.agents if config.prefetch else 0)
         self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
+        # Removing finished sandboxes is background work (see sandboxes.background_thread).
+        self._cleaner = ThreadPoolExecutor(max_workers=config.agents, thread_name_prefix="cleanup",
+                                           initializer=background_thread)
+        self._cleanups: dict[str, Future[None]] = {}
+        self.maker.settle = self._settle
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ class Runner:
             for timer in self._timers.values():
                 timer.cancel()
             self._pool.shutdown(wait=True)
+            self._cleaner.shutdown(wait=True)
             self._merger.shutdown(wait=True)
             self.maker.close(keep=self.config.keep)
         self._finalise_leftovers()
@@ -247,8 +253,9 @@ class Runner:
                  fresh: bool) -> None:
         """Agent thread: prepare, run, clean up one sandbox; post the result.
 
-        The result is posted before the clean-up: the slot is free as soon as the agent is
-        done, and removing its worktree overlaps with the next task instead of delaying it.
+        The result is posted before the clean-up, which runs on a background thread: the
+        slot is free as soon as the agent is done, and removing its worktree overlaps with
+        the next task instead of delaying it.
         """
         start = time.monotonic()
         sandbox = None
@@ -271,10 +278,19 @@ class Runner:
                                 message=f"{type(exc).__name__}: {exc}")
         self._q.put(("finished", (t, attempt, result)))
         if sandbox is not None:
-            try:
-                self.backend.cleanup(sandbox, keep=self.config.keep)
-            except Exception:  # leftovers are `forkyard gc`'s job; the work is committed
-                pass
+            self._cleanups[t] = self._cleaner.submit(self._cleanup, sandbox)
+
+    def _settle(self, t: str) -> None:
+        """Before a sandbox for ``t`` is made: the previous attempt's is gone (same path)."""
+        fut = self._cleanups.pop(t, None)
+        if fut is not None:
+            fut.result()
+
+    def _cleanup(self, sandbox: Any) -> None:
+        try:
+            self.backend.cleanup(sandbox, keep=self.config.keep)
+        except Exception:  # leftovers are `forkyard gc`'s job; the work is committed
+            pass
 
     def _prefetch(self) -> None:
         """Prepare sandboxes for the next eligible tasks while every slot is busy."""
@@ -425,6 +441,8 @@ class Runner:
         self.batches.append(outcome)
         if outcome.committed:
             self.tip = outcome.new_tip
+            if not self.stopping:
+                self.maker.move_to(self.tip)
         for t in outcome.landed:
             self.records[t].integrated = True
         for t in outcome.rejected:

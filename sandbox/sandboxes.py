@@ -10,8 +10,11 @@ files the batches in between changed; the task still starts "from the current ti
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
@@ -35,9 +38,17 @@ class SandboxMaker:
         self.image = image
         self.ahead = ahead
         self._pending: dict[str, Future[Sandbox]] = {}
+        #: Called with a task id before its sandbox is made: waits for the clean-up of a
+        #: previous attempt's sandbox (same path), which runs in the background.
+        self.settle: Callable[[str], None] = lambda task_id: None
         # Docker's and the dummy's sandboxes are cheap or not ours to move: no prefetch.
         self.enabled = backend.name == "worktree" and ahead > 0
+        # Normal priority: a task whose slot frees up may be waiting for its sandbox.
         self._pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="prepare")
+        # Moving prepared sandboxes to a new tip while they wait (normal priority: a task
+        # about to start may be waiting for it).  One thread: moves of a sandbox run in order.
+        self._mover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="move")
+        self._mu = threading.Lock()  # _pending: the loop thread adds, agent threads take
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
         """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
@@ -58,11 +69,28 @@ class SandboxMaker:
         return self.ahead - len(self._pending) if self.enabled else 0
 
     def prefetch(self, spec: SandboxSpec, fresh: bool) -> None:
-        self._pending[spec.task_id] = self._pool.submit(self.prepare, spec, fresh)
+        with self._mu:
+            self._pending[spec.task_id] = self._pool.submit(self.prepare, spec, fresh)
+
+    def move_to(self, tip: str) -> None:
+        """The target moved: bring the prepared sandboxes there now, while their tasks
+        wait, so that starting one usually finds it at the right base already."""
+        with self._mu:
+            for task, fut in list(self._pending.items()):
+                if not fut.done() or fut.exception() is not None:
+                    continue  # still being prepared (or failed): take() deals with it
+                if fut.result().spec.base != tip:
+                    self._pending[task] = self._mover.submit(self._move, fut.result(), tip)
+
+    def _move(self, sandbox: Sandbox, tip: str) -> Sandbox:
+        self.repo.git("reset", "--quiet", "--hard", tip, cwd=sandbox.worktree)
+        sandbox.spec = replace(sandbox.spec, base=tip)
+        return sandbox
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new."""
-        fut = self._pending.pop(spec.task_id, None)
+        with self._mu:
+            fut = self._pending.pop(spec.task_id, None)
         if fut is not None:
             try:
                 sandbox = fut.result()
@@ -77,6 +105,7 @@ class SandboxMaker:
     def prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """``backend.prepare``, retried when git's worktree bookkeeping raced with another
         process's (e.g. a scratch worktree of the merge engine's validation)."""
+        self.settle(spec.task_id)
         for attempt in range(3):
             if fresh or attempt:
                 discard_branch(self.repo, spec.branch)
@@ -91,6 +120,7 @@ class SandboxMaker:
     def close(self, keep: bool) -> None:
         """Release sandboxes prepared for tasks that never started (the run stopped)."""
         self._pool.shutdown(wait=True)
+        self._mover.shutdown(wait=True)
         for fut in self._pending.values():
             try:
                 sandbox = fut.result()
@@ -100,6 +130,23 @@ class SandboxMaker:
             if not keep:
                 self.repo.git("branch", "-D", sandbox.branch, check=False)
         self._pending.clear()
+
+
+#: Niceness of the threads doing work nobody waits for (removing worktrees after their
+#: task): their processes inherit it, so on a busy machine they yield the CPU to agents
+#: starting and finishing.
+BACKGROUND_NICE = 10
+
+
+def background_thread() -> None:
+    """Thread-pool initializer: lower this thread's priority (Linux: per thread, and
+    inherited by the processes it starts).  Best effort."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid),
+                                                 BACKGROUND_NICE))
+    except (AttributeError, OSError):
+        pass
 
 
 def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: bool,

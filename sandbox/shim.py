@@ -7,8 +7,9 @@ cgroups before its first instruction runs, and everything it forks inherits them
 rlimits (the fallback when no cgroup is writable), optionally enforces a Landlock
 ruleset, and replaces itself with ``ARGV``.  Why not ``preexec_fn``: it runs Python
 between fork and exec in a multi-threaded parent (the output pumps), which can deadlock,
-and it cannot be placed *inside* bubblewrap.  The shim is run by path with ``-I -S`` when
-Landlock is not needed, so it must only use the standard library at import time.
+and it cannot be placed *inside* bubblewrap.  The shim is run by path with ``-I -S``
+(also inside bubblewrap, for Landlock: the ruleset is made with raw syscalls through
+ctypes), so it must only use the standard library.
 """
 
 from __future__ import annotations
@@ -55,33 +56,113 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
+# Landlock, straight from the kernel ABI (linux/landlock.h) with ctypes, so that the
+# inner shim runs with ``-I -S`` like the outer one: no site-packages, no landlockpy
+# import in the agent's critical path.  The flag values and their minimum ABI versions
+# mirror landlockpy's (tests/sandbox/test_shim.py checks that they agree).
+SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446  # every architecture
+PR_SET_NO_NEW_PRIVS = 38
+RULE_PATH_BENEATH = 1
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FS_MAKE_CHAR, FS_MAKE_BLOCK, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 6, 1 << 11, 1 << 14, 1 << 15
+FS_MIN_ABI = {1 << bit: 1 for bit in range(13)} | {
+    1 << 13: 2,   # REFER
+    1 << 14: 3,   # TRUNCATE
+    1 << 15: 5,   # IOCTL_DEV
+    1 << 16: 9,   # RESOLVE_UNIX
+}
+NET_MIN_ABI = {1 << 0: 4, 1 << 1: 4, 1 << 2: 10, 1 << 3: 10}  # BIND/CONNECT TCP, UDP
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+SCOPE_MIN_ABI = {SCOPE_ABSTRACT_UNIX_SOCKET: 6, SCOPE_SIGNAL: 6}
+RESTRICT_NO_NEW_PRIVS, RESTRICT_NO_NEW_PRIVS_ABI = 1 << 4, 11
+
+
+def _for_abi(table: dict[int, int], abi: int) -> int:
+    mask = 0
+    for flag, min_abi in table.items():
+        if abi >= min_abi:
+            mask |= flag
+    return mask
+
+
+def landlock_masks(abi: int, network: bool) -> dict[str, int]:
+    """The ruleset's rights for a kernel at ``abi`` (a pure function, for the tests)."""
+    fs_all = _for_abi(FS_MIN_ABI, abi)
+    net_off = not network
+    scoped = (SCOPE_SIGNAL | (SCOPE_ABSTRACT_UNIX_SOCKET if net_off else 0)) & _for_abi(
+        SCOPE_MIN_ABI, abi)
+    return {
+        "handled_fs": fs_all,
+        # Handling the network rights and granting none denies TCP bind/connect.
+        "handled_net": _for_abi(NET_MIN_ABI, abi) if net_off else 0,
+        "scoped": scoped,
+        "writable": fs_all & ~(FS_MAKE_CHAR | FS_MAKE_BLOCK),  # no device nodes
+        "read": FS_READ_FILE | FS_READ_DIR | FS_EXECUTE,
+        # Rules on a file (not a directory) may only carry file rights, else EINVAL.
+        "file": (FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV),
+        "dev_extra": FS_WRITE_FILE | FS_IOCTL_DEV,
+    }
+
+
 def _landlock(spec: dict[str, object]) -> None:
     """Enforce a Landlock ruleset: read/execute everywhere, write only in ``rw`` paths."""
-    import landlockpy as ll
+    import ctypes
 
-    fs_all = ll.fs_for_abi(ll.abi_version())
-    writable = fs_all & ~(ll.AccessFS.MAKE_CHAR | ll.AccessFS.MAKE_BLOCK)  # no device nodes
-    net_off = not spec.get("network", True)
-    scopes = ll.Scope.SIGNAL | (ll.Scope.ABSTRACT_UNIX_SOCKET if net_off else ll.Scope.NONE)
-    read = ll.AccessFS.READ_FILE | ll.AccessFS.READ_DIR | ll.AccessFS.EXECUTE
-    # Rules on a file (not a directory) may only carry file rights, else EINVAL.
-    file_rights = (ll.AccessFS.EXECUTE | ll.AccessFS.WRITE_FILE | ll.AccessFS.READ_FILE
-                   | ll.AccessFS.TRUNCATE | ll.AccessFS.IOCTL_DEV)
-    with ll.Ruleset(
-        handled_fs=fs_all,
-        # Handling the network rights and granting none denies TCP bind/connect.
-        handled_net=ll.net_for_abi(ll.abi_version()) if net_off else ll.AccessNet.NONE,
-        scoped=scopes,
-    ) as rules:
-        rules.allow_path("/", read)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+
+    def call(nr: int, *args: object) -> int:
+        ret = int(libc.syscall(nr, *args))
+        if ret == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, f"landlock syscall {nr}: {os.strerror(err)}")
+        return ret
+
+    class RulesetAttr(ctypes.Structure):
+        _fields_ = [("handled_access_fs", ctypes.c_uint64),
+                    ("handled_access_net", ctypes.c_uint64),
+                    ("scoped", ctypes.c_uint64)]
+
+    class PathBeneathAttr(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    abi = call(SYS_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    m = landlock_masks(abi, bool(spec.get("network", True)))
+    attr = RulesetAttr(m["handled_fs"], m["handled_net"], m["scoped"])
+    # The struct grew over the ABIs (net: ABI 4, scoped: ABI 6); older kernels reject
+    # a larger size with non-zero tail fields, so pass the size the kernel knows.
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = call(SYS_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    try:
+        def allow(path: str, access: int) -> None:
+            granted = access & m["handled_fs"]
+            if not granted:
+                return
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = PathBeneathAttr(granted, fd)
+                call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+            finally:
+                os.close(fd)
+
+        allow("/", m["read"])
         for path in spec.get("dev", []):  # type: ignore[attr-defined]
             if os.path.exists(path):
-                dev = read | ll.AccessFS.WRITE_FILE | ll.AccessFS.IOCTL_DEV
-                rules.allow_path(path, dev if os.path.isdir(path) else dev & file_rights)
+                dev = m["read"] | m["dev_extra"]
+                allow(path, dev if os.path.isdir(path) else dev & m["file"])
         for path in spec.get("rw", []):  # type: ignore[attr-defined]
             if os.path.exists(path):
-                rules.allow_path(path, writable if os.path.isdir(path) else writable & file_rights)
-        rules.restrict()
+                allow(path, m["writable"] if os.path.isdir(path) else m["writable"] & m["file"])
+        flags = 0
+        if abi >= RESTRICT_NO_NEW_PRIVS_ABI:
+            flags |= RESTRICT_NO_NEW_PRIVS
+        elif libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
+        call(SYS_RESTRICT_SELF, ruleset, flags)
+    finally:
+        os.close(ruleset)
     _drop_capabilities()
 
 
