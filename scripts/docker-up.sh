@@ -22,6 +22,8 @@
 # Not root or no dockerd: say so; exit 1 under CI=true (a green CI must have Docker),
 # exit 0 locally (tests needing Docker skip).
 set -euo pipefail
+# dockerd, iptables and friends live in the sbin directories, which a CI PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 ROOT=${FORKYARD_DOCKER_ROOT:-/var/lib/forkyard-docker}
 PIDFILE=/run/forkyard-dockerd.pid

@@ -10,6 +10,8 @@
 # busybox-static is the whole root filesystem of the test image (scripts/test-image.sh),
 # so the tests never need a registry.
 set -euo pipefail
+# dockerd, iptables and friends live in the sbin directories, which a CI PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 need=()
 add() { case " ${need[*]:-} " in *" $1 "*) ;; *) need+=("$1") ;; esac; }
 command -v git >/dev/null || add git

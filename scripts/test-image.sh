@@ -10,6 +10,8 @@
 # sticky world-writable /tmp, /work (the bind mount point) and empty /etc/hosts etc.
 # for docker to bind over.
 set -euo pipefail
+# dockerd, iptables and friends live in the sbin directories, which a CI PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 TAG=${1:-${FORKYARD_TEST_IMAGE:-forkyard-test:latest}}
 # Bump when the recipe below changes, so existing machines rebuild.
 VERSION=2
