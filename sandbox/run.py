@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from merge.git import Repo
+from merge.git import Repo, require_git
 from planner import Plan, TaskFile, load_tasks
 from planner import plan as make_plan
 from sandbox.agents import check_agent
@@ -175,6 +175,7 @@ def run_workflow(
         raise SandboxBadInputError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     if agents < 1:
         raise SandboxBadInputError("agents must be at least 1")
+    require_git()  # before any agent runs, not at the first integration
     taskfile = tasks if isinstance(tasks, TaskFile) else load_tasks(Path(tasks))
     if agent is not None:
         taskfile = with_default_agent(taskfile, agent)

@@ -35,3 +35,18 @@ def test_bad_input_is_one_line_and_json_carries_the_error(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "plan" in capsys.readouterr().out
+
+
+def test_run_refuses_an_old_git_before_any_agent_starts(
+    webapp: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import merge.git
+
+    tasks = tmp_path / "t.yaml"
+    tasks.write_text("tasks:\n  - {id: a, command: 'touch ran'}\n")
+    monkeypatch.setattr(merge.git, "git_version", lambda: (2, 30, 1))
+    repo = webapp.path  # type: ignore[attr-defined]
+    assert main(["run", str(tasks), "--repo", str(repo)]) == 2
+    assert "needs git >= 2.38" in capsys.readouterr().err
+    assert not list((repo / ".git").glob("forkyard/worktrees/*/*"))
