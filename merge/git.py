@@ -270,14 +270,15 @@ class Repo:
         """Stage everything in worktree ``cwd`` and commit with our identity.
 
         Returns the new commit's sha (``""`` with ``want_sha=False``: one git call less),
-        or None when there was nothing to commit.
+        or None when there was nothing to commit.  ``env`` applies to every git call
+        (e.g. a sandbox's ``GIT_OBJECT_DIRECTORY``: ``add`` writes blobs there too).
         """
-        self.git("add", "-A", cwd=cwd)
-        if self.git("diff", "--cached", "--quiet", cwd=cwd, check=False).returncode == 0:
+        self.git("add", "-A", cwd=cwd, env=env)
+        if self.git("diff", "--cached", "--quiet", cwd=cwd, check=False, env=env).returncode == 0:
             return None
         self.git("commit", "--quiet", "--no-verify", "-m", message, cwd=cwd,
                  env={**IDENTITY, **(env or {})})
-        return self.out("rev-parse", "HEAD", cwd=cwd) if want_sha else ""
+        return self.out("rev-parse", "HEAD", cwd=cwd, env=env) if want_sha else ""
 
     def numstat(self, a: str, b: str) -> list[NumStat]:
         """Files changed between commits ``a`` and ``b`` with added/removed line counts."""

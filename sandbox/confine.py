@@ -2,9 +2,12 @@
 
 What an agent may write: its worktree, its temp dir, and the git paths a ``git commit``
 in the worktree needs -- the worktree's own gitdir (``.git/worktrees/<name>``: index,
-HEAD, logs), the object store, and the directory holding its branch's ref (and reflog).
-Everything else, including the git control files (``hooks``, ``config``, ``info``, and
-the worktree's ``commondir``/``gitdir`` pointers and its ``.git`` file), is read-only.
+HEAD, logs), the sandbox's *private* object directory (``GIT_OBJECT_DIRECTORY``; the
+shared ``.git/objects`` is only an alternate, read-only: it holds every branch's
+history), and the directory holding its branch's ref (and reflog).  Everything else,
+including the shared object store and the git control files (``hooks``, ``config``,
+``info``, and the worktree's ``commondir``/``gitdir`` pointers and its ``.git`` file), is
+read-only.
 
 bubblewrap runs the agent with all capabilities dropped (as root, a bwrap that keeps
 them lets the agent remount ``/`` read-write), in new user (nested user namespaces
@@ -47,22 +50,33 @@ class GitPaths:
     gitdir: Path                      # .git/worktrees/<name>
     rw: tuple[Path, ...]
     ro: tuple[Path, ...]
+    objects: Path | None = None       # the sandbox's private object directory, if any
 
     @classmethod
-    def of(cls, common_dir: Path, worktree: Path, branch: str) -> GitPaths:
+    def of(cls, common_dir: Path, worktree: Path, branch: str,
+           objects: Path | None = None) -> GitPaths:
+        """``objects``: the private object directory new objects go to (writable).
+
+        Never the shared ``common_dir/objects``: an agent that can write there can delete
+        or overwrite the whole repository's history.
+        """
         dotgit = worktree / ".git"
         text = dotgit.read_text().strip() if dotgit.is_file() else ""
         gitdir = Path(text.removeprefix("gitdir:").strip()) if text.startswith("gitdir:") else common_dir
         ref_dir = (common_dir / "refs" / "heads" / branch).parent
         log_dir = (common_dir / "logs" / "refs" / "heads" / branch).parent
-        rw = [gitdir, common_dir / "objects", ref_dir]
+        rw = [gitdir, ref_dir]
+        if objects is not None:
+            if objects.resolve().is_relative_to((common_dir / "objects").resolve()):
+                raise ValueError(f"{objects} is inside the shared object store")
+            rw.append(objects)
         if log_dir.is_dir():
             rw.append(log_dir)
         # HEAD too: a commit moves the branch HEAD points to, never HEAD itself, and a
         # HEAD re-pointed at main would make *our* leftover commit land on main.
         ro = [p for p in (gitdir / "HEAD", gitdir / "commondir", gitdir / "gitdir",
                           gitdir / "config.worktree", dotgit) if p.exists()]
-        return cls(common_dir, gitdir, tuple(rw), tuple(ro))
+        return cls(common_dir, gitdir, tuple(rw), tuple(ro), objects)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ the outer shim joins the cgroups before anything else runs; bubblewrap confines;
 inner shim layers Landlock.  After the agent exits, whatever it left running is killed,
 its uncommitted changes are committed with forkyard's identity, and the result records
 the branch tip and the files changed.
+
+The shared object store (``.git/objects``: every branch's history) is read-only to the
+agent.  Its git writes new objects to a private object directory
+(``GIT_OBJECT_DIRECTORY``, with the shared store as ``GIT_ALTERNATE_OBJECT_DIRECTORIES``);
+afterwards the objects the branch needs are copied into the shared store through
+``pack-objects | unpack-objects/index-pack``, which re-hashes every object, and the
+branch is checked to be complete there before anyone reads it.
 """
 
 from __future__ import annotations
@@ -27,11 +34,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from merge.git import WORKTREE_ADMIN_LOCK, GitError, Repo, clean_env
+from merge.git import WORKTREE_ADMIN_LOCK, GitError, RefMovedError, Repo, clean_env
 from merge.process import spawn
 from sandbox import cgroups, confine, limits, setup
 from sandbox.backends.base import Backend, ExecResult, LineCallback, Sandbox, SandboxSpec, Status
@@ -41,6 +48,9 @@ from sandbox.ports import DEFAULT_RANGE, PortLease, lease_port
 
 SHIM = str(Path(limits.__file__).with_name("shim.py"))
 BWRAP_ATTEMPTS = 3
+# Below this many objects an import is unpacked to loose objects, above it kept as a
+# pack: what `git fetch` does (fetch.unpackLimit), so many small tasks add no packs.
+UNPACK_LIMIT = 100
 _REMOVING = threading.Lock()  # worktree trees are deleted one at a time (filesystem-bound)
 # The exec shim's cgroup part in sh: write our pid to each cgroup.procs file given before
 # ``--`` (any failure: exit 125 like the shim, the command never ran), then exec the rest.
@@ -95,6 +105,7 @@ class WorktreeBackend(Backend):
         self._hold(spec.run_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_dangling(spec.branch)
             self.repo.worktree_add(path, spec.branch, spec.base)
             state: dict[str, object] = {}
             patterns = setup.include_patterns(self.repo.path, spec.copy_files)
@@ -106,6 +117,22 @@ class WorktreeBackend(Backend):
             self._release(spec.run_id)
             raise
         return Sandbox(spec, path, spec.branch, state)
+
+    def _drop_dangling(self, branch: str) -> None:
+        """Delete ``branch`` if it names a commit the shared store lacks.
+
+        Only forkyard itself dying while an agent runs leaves one: the agent's commits
+        were in its private object directory, not yet imported.  Such a ref cannot be
+        read, merged or built on (and breaks ``git fsck``); what held it was cut off
+        mid-run and runs again afresh.  A readable branch is left alone (``worktree add``
+        then refuses, as always).  One ``stat`` when there is no such loose ref.
+        """
+        if not (self.repo.common_dir / "refs" / "heads" / branch).is_file():
+            return
+        ref = f"refs/heads/{branch}"
+        raw = self._raw_tip(ref)
+        if raw is not None and self.repo.try_rev_parse(ref) is None:
+            self.repo.git("update-ref", "-d", ref, raw, check=False)
 
     def _hold(self, run_id: str) -> None:
         # A shared flock per live run: `forkyard gc` leaves runs alone while it is held.
@@ -202,14 +229,20 @@ class WorktreeBackend(Backend):
         tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
         tmpdir.mkdir(parents=True, exist_ok=True)
         sandbox.state["tmpdir"] = tmpdir
-        gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch)
+        # Beside the temp dir, not in it: an agent emptying its $TMPDIR keeps its commits.
+        objects = tmpdir.with_name(f"{spec.task_id}.objects")
+        shutil.rmtree(objects, ignore_errors=True)  # a crashed run's
+        objects.mkdir()
+        sandbox.state["objects"] = objects
+        gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
+                                       objects)
         pinned = _pin_git_files(gitpaths, spec.branch)
         sandbox.state["gitdir"] = gitpaths.gitdir
         enf = self._enforcement(spec)
         sandbox.state["cgroup"] = enf.cgroup
         token = uuid.uuid4().hex
         sandbox.state["token"] = token
-        env = self._env(sandbox, tmpdir, token)
+        env = {**self._env(sandbox, tmpdir, token), **odb_env(self.repo, objects)}
         tail: collections.deque[str] = collections.deque(maxlen=self.config.log_tail_lines)
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
         reason: str | None = None
@@ -239,7 +272,9 @@ class WorktreeBackend(Backend):
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
-        commit, files, commit_msg = self._collect(sandbox, pinned)
+        commit, files, commit_msg, broken = self._gather(sandbox, pinned)
+        if broken:
+            status = "failed"
         return ExecResult(
             status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
             log_tail="\n".join(tail), commit=commit, files_modified=tuple(files),
@@ -358,6 +393,12 @@ class WorktreeBackend(Backend):
 
     def _collect(self, sandbox: Sandbox, pinned: dict[Path, bytes]) -> tuple[str | None, list, str]:
         """Commit leftovers; (commit or None, numstat, message about a failed commit)."""
+        commit, files, note, _ = self._gather(sandbox, pinned)
+        return commit, files, note
+
+    def _gather(self, sandbox: Sandbox, pinned: dict[Path, bytes]
+                ) -> tuple[str | None, list, str, bool]:
+        """:meth:`_collect`, plus whether the branch was broken (the task has failed)."""
         spec = sandbox.spec
         for path, data in pinned.items():  # undo tampering Landlock alone cannot stop
             try:
@@ -377,6 +418,15 @@ class WorktreeBackend(Backend):
             locks.append(gitdir / "index.lock")
         for lock in locks:
             lock.unlink(missing_ok=True)  # a killed agent's git can leave these behind
+        objects = sandbox.state.get("objects")
+        branch = f"refs/heads/{spec.branch}"
+        if isinstance(objects, Path):
+            try:
+                # First: our commit below then writes straight into the shared store and
+                # never leaves the branch on objects that exist only in the sandbox's.
+                self._import(objects, branch, spec.base)
+            except _BrokenBranch as exc:
+                return None, [], str(exc), True
         message = f"forkyard: {spec.task_id}\n\n{spec.description or 'Changes left by the agent.'}"
         note = ""
         try:
@@ -384,10 +434,82 @@ class WorktreeBackend(Backend):
             self.repo.commit_all(sandbox.worktree, message, want_sha=False)
         except GitError as exc:
             note = f"could not commit leftover changes: {exc}"
-        tip = self.repo.try_rev_parse(f"refs/heads/{spec.branch}")
+        if isinstance(objects, Path):
+            try:
+                self._verify(branch, spec.base)
+            except _BrokenBranch as exc:
+                return None, [], "; ".join(m for m in (note, str(exc)) if m), True
+        tip = self.repo.try_rev_parse(branch)
         if tip is None or tip == spec.base:
-            return None, [], note
-        return tip, self.repo.numstat(spec.base, tip), note
+            return None, [], note, False
+        return tip, self.repo.numstat(spec.base, tip), note, False
+
+    def _raw_tip(self, ref: str) -> str | None:
+        """What ``ref`` holds, whether or not the object exists (None: no such ref)."""
+        r = self.repo.git("rev-parse", "--verify", "--quiet", "--end-of-options", ref,
+                          check=False)
+        return r.out.strip() if r.returncode == 0 else None
+
+    def _import(self, objects: Path, ref: str, base: str) -> None:
+        """Copy the objects the agent made into the shared store, verified.
+
+        Everything in the sandbox's object directory (its reflog and index name those,
+        not only the branch), plus whatever ``base..tip`` needs; ``pack-objects --local``
+        leaves out what the shared store already has.  Unpacking re-hashes every object,
+        so an object whose content does not match its name cannot get in under that
+        name (:meth:`_verify` then finds it missing).  Failure: :class:`_BrokenBranch`.
+        """
+        _tidy_objects(objects)
+        tip = self._raw_tip(ref)
+        try:
+            made = any(os.scandir(objects))
+        except OSError:
+            made = False
+        if not made and tip in (None, base):
+            return  # the agent wrote nothing: the cheap common case
+        try:
+            own = self.repo.git("cat-file", "--batch-all-objects", "--unordered",
+                                "--batch-check=%(objectname)",
+                                env={"GIT_OBJECT_DIRECTORY": str(objects)}).out.split()
+            revs = [*own, *((tip, f"^{base}") if tip not in (None, base) else ())]
+            if not revs:
+                return
+            pack = self.repo.git("pack-objects", "--revs", "--local", "--stdout", "-q",
+                                 input="".join(f"{r}\n" for r in revs).encode(),
+                                 env=odb_env(self.repo, objects)).stdout
+            count = int.from_bytes(pack[8:12], "big") if len(pack) >= 12 else 0
+            if count >= UNPACK_LIMIT:
+                self.repo.git("index-pack", "--stdin", input=pack)
+            elif count:
+                self.repo.git("unpack-objects", "-q", input=pack)
+        except GitError as exc:
+            self._broken(ref, base, tip, exc)
+
+    def _verify(self, ref: str, base: str) -> None:
+        """Check that the whole branch is in the shared store; else :meth:`_broken`."""
+        tip = self._raw_tip(ref)
+        if tip in (None, base):
+            return
+        try:
+            self.repo.git("rev-list", "--objects", "--quiet", f"{tip}^{{commit}}", "--not", base)
+        except GitError as exc:
+            self._broken(ref, base, tip, exc)
+
+    def _broken(self, ref: str, base: str, tip: str | None, exc: GitError) -> NoReturn:
+        """Reset a branch the shared store cannot hold to ``base`` (compare-and-swap: a
+        ref naming objects the repository lacks breaks fsck, gc and every reader) and
+        raise :class:`_BrokenBranch`: the task fails."""
+        detail = exc.stderr.decode("utf-8", "replace").strip().splitlines()
+        fate = ""
+        if tip is not None and tip != base:
+            try:
+                self.repo.update_ref(ref, base, tip, "forkyard: reset a broken branch")
+                fate = f"; {ref} was reset to the base {base[:12]}"
+            except (GitError, RefMovedError):
+                fate = f"; {ref} was left at {tip[:12]}"
+        raise _BrokenBranch(
+            f"the agent's branch tip {(tip or 'none')[:12]} is missing objects or has corrupt "
+            f"ones ({detail[-1] if detail else 'git failed'}){fate}") from None
 
     # -- cleanup ------------------------------------------------------------------
 
@@ -404,6 +526,9 @@ class WorktreeBackend(Backend):
             lease = sandbox.state.pop("lease", None)
             if isinstance(lease, PortLease):
                 lease.release()
+            objects = sandbox.state.pop("objects", None)
+            if isinstance(objects, Path):
+                shutil.rmtree(objects, ignore_errors=True)
             tmpdir = sandbox.state.pop("tmpdir", None)
             if isinstance(tmpdir, Path):
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -443,6 +568,32 @@ class WorktreeBackend(Backend):
             return
         with WORKTREE_ADMIN_LOCK:
             shutil.rmtree(gitdir, ignore_errors=True)  # type: ignore[arg-type]
+
+
+class _BrokenBranch(SandboxError):
+    """The agent left its branch on a commit whose objects are missing or corrupt."""
+
+
+def odb_env(repo: Repo, objects: Path) -> dict[str, str]:
+    """Git environment for a sandbox: new objects go to ``objects``; everything else is
+    read from the shared store (an alternate, which the sandbox cannot write)."""
+    shared = str(repo.common_dir / "objects")
+    if ":" in shared or shared.startswith('"'):  # the list is ':'-separated; C-quote it
+        shared = '"' + shared.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return {"GIT_OBJECT_DIRECTORY": str(objects), "GIT_ALTERNATE_OBJECT_DIRECTORIES": shared}
+
+
+def _tidy_objects(objects: Path) -> None:
+    """Before our git writes to a sandbox's object directory: no symlinked fan-out or
+    ``pack`` dirs (our writes would follow them out of it), no alternates of the agent's
+    choosing (our git reads only the shared store besides)."""
+    try:
+        for entry in os.scandir(objects):
+            if entry.is_symlink():
+                os.unlink(entry.path)
+        (objects / "info" / "alternates").unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _pin_git_files(gitpaths: confine.GitPaths, branch: str) -> dict[Path, bytes]:

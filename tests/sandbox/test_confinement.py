@@ -209,3 +209,102 @@ def test_an_interpreter_under_tmp_stays_visible_behind_the_new_tmp(
     tmp_mount = argv.index("/tmp")
     binds = [i for i, a in enumerate(argv) if a == str(venv.resolve())]
     assert binds and argv[binds[0] - 1] == "--ro-bind" and binds[0] > tmp_mount
+
+
+def test_the_shared_object_store_cannot_be_destroyed(pylib: Repo, mode: str) -> None:
+    # The object store holds the whole repository's history: an agent that could delete
+    # or overwrite it would take every branch down with it, not just its own.
+    history = pylib.out("log", "--format=%H", "main")
+    script = """
+        objects="$(git rev-parse --path-format=absolute --git-common-dir)/objects"
+        victim=$(find "$objects" -type f -path '*/[0-9a-f][0-9a-f]/*' | head -n 1)
+        [ -n "$victim" ] || victim=$(find "$objects/pack" -type f -name '*.pack' | head -n 1)
+        chmod u+w "$victim" 2>/dev/null; echo garbage > "$victim" 2>/dev/null
+        find "$objects" -type f -exec chmod u+w {} + 2>/dev/null
+        find "$objects" -type f -exec rm -f {} + 2>/dev/null
+        rm -rf "$objects"/* "$objects"/pack/* 2>/dev/null
+        exit 0
+    """
+    run_in(pylib, mode, script)
+    pylib.git("fsck", "--full", "--no-dangling")
+    assert pylib.out("log", "--format=%H", "main") == history
+    pylib.git("rev-list", "--objects", "--all")
+
+
+def test_an_agent_commits_logs_and_diffs_itself(pylib: Repo, mode: str) -> None:
+    script = """
+        set -e
+        export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=agent GIT_COMMITTER_EMAIL=a@x
+        echo one > one.txt && git add one.txt && git commit -qm first
+        echo two > two.txt && git add two.txt && git commit -qm second
+        echo more >> one.txt && git commit -qam third
+        git log --format=%s -n 3 | tr '\\n' ' '; echo
+        git diff --stat HEAD~3 | tail -n 1
+        git show HEAD~3:README.md > /dev/null && echo BASE_READABLE
+    """
+    r = run_in(pylib, mode, script)
+    assert r.status == "succeeded", r.log_tail
+    assert "third second first" in r.log_tail and "BASE_READABLE" in r.log_tail
+    assert "2 files changed" in r.log_tail
+    assert r.commit is not None
+    assert pylib.out("log", "--format=%s", "-n", "3", r.commit).splitlines() == [
+        "third", "second", "first"]
+    assert {f.path for f in r.files_modified} == {"one.txt", "two.txt"}
+    pylib.git("fsck", "--full", "--no-dangling")
+    # Nothing of the sandbox's is left behind once it is cleaned up.
+    assert not list((pylib.forkyard_dir / "tmp").glob("*/*.objects"))
+
+
+@pytest.mark.parametrize("damage", ["delete", "forge"])
+def test_a_branch_with_missing_or_forged_objects_fails(pylib: Repo, mode: str, damage: str) -> None:
+    # The agent commits, then deletes (or replaces with other content) one of its own new
+    # objects: the branch must not land pointing at objects the repository lacks.
+    base = pylib.rev_parse("HEAD")
+    script = f"""
+        set -e
+        export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=agent GIT_COMMITTER_EMAIL=a@x
+        echo secret-{damage} > new.txt && git add new.txt && git commit -qm mine
+        blob=$(git rev-parse HEAD:new.txt)
+        git rm -q new.txt && git commit -qm gone  # nothing left for our `git add` to re-hash
+        file="$GIT_OBJECT_DIRECTORY/$(echo $blob | cut -c1-2)/$(echo $blob | cut -c3-)"
+        if [ {damage} = forge ]; then
+            other=$(echo forged | git hash-object -w --stdin)
+            cp -f "$GIT_OBJECT_DIRECTORY/$(echo $other | cut -c1-2)/$(echo $other | cut -c3-)" "$file"
+        else
+            rm -f "$file"
+        fi
+    """
+    r = run_in(pylib, mode, script)
+    assert r.status == "failed" and r.commit is None, (r.status, r.log_tail)
+    assert "missing objects or has corrupt ones" in r.message
+    assert pylib.rev_parse("HEAD") == base
+    branches = pylib.branches("forkyard/**")
+    assert set(branches.values()) == {base}, branches
+    # The branch's reflog may still name the agent's broken commits (the agent can write
+    # its reflog anyway); everything else is whole.
+    pylib.git("fsck", "--full", "--no-dangling", "--no-reflogs")
+
+
+def test_git_paths_never_include_the_shared_object_store(pylib: Repo, tmp_path: Path) -> None:
+    from sandbox.confine import GitPaths
+
+    shared = pylib.common_dir / "objects"
+    paths = GitPaths.of(pylib.common_dir, pylib.path, "main", tmp_path / "objects")
+    assert shared not in paths.rw and tmp_path / "objects" in paths.rw
+    assert shared not in GitPaths.of(pylib.common_dir, pylib.path, "main").rw
+    with pytest.raises(ValueError):
+        GitPaths.of(pylib.common_dir, pylib.path, "main", shared / "pack")
+
+
+def test_a_dangling_branch_left_by_a_crash_is_replaced(pylib: Repo) -> None:
+    # forkyard dying while an agent runs can leave the branch on a commit that only the
+    # (never imported) private object directory had: a new sandbox replaces it.
+    spec = make_spec(pylib, "echo fresh > fresh.txt")
+    ref = pylib.common_dir / "refs" / "heads" / spec.branch
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text("1234567890" * 4 + "\n")
+    r = WorktreeBackend(pylib, WorktreeConfig(confinement="none", grace_s=0.3)).run(
+        make_spec(pylib, "echo fresh > fresh.txt", run_id=spec.run_id, confine=False))
+    assert r.status == "succeeded" and r.commit is not None, r.message
+    assert pylib.rev_parse(f"refs/heads/{spec.branch}") == r.commit
+    pylib.git("fsck", "--full", "--no-dangling")
