@@ -17,12 +17,11 @@ def gc_command(repo: Path, as_json: bool = False, prune_unmerged: bool = False) 
         print(json.dumps(report.to_dict(), indent=2))
     else:
         err = sys.stderr
-        for path in report.worktrees_removed:
-            print(f"removed worktree {path}", file=err)
-        for name in report.cgroups_removed:
-            print(f"removed cgroup {name}", file=err)
-        for name in report.containers_removed:
-            print(f"removed container {name}", file=err)
+        removed = (("worktree", report.worktrees_removed), ("cgroup", report.cgroups_removed),
+                   ("container", report.containers_removed))
+        for what, names in removed:
+            for name in names:
+                print(f"removed {what} {name}", file=err)
         for b in report.branches_deleted:
             print(f"deleted branch {b['branch']} ({b['sha'][:12]}, {b['reason']})", file=err)
         for b in report.branches_kept:
