@@ -114,13 +114,23 @@ def main() -> list[dict[str, object]]:
         main_sha = repo.rev_parse("main")
         counter = iter(range(1000))
 
-        def ours(semantic: bool) -> Callable[[int], object]:
+        def batch(sources: list[str], semantic: bool) -> Callable[[int], object]:
             def go(run: int) -> None:
                 target = f"bench/target-{next(counter)}"
                 repo.git("branch", "-f", target, main_sha)
-                report = merge_sources(repo, target, names, semantic=semantic)
+                report = merge_sources(repo, target, sources, semantic=semantic)
                 assert report.outcome == "committed", report.outcome
             return go
+
+        def best_of_interleaved(sources: list[str]) -> tuple[float, float]:
+            """Best time without and with semantic analysis; the two variants are
+            interleaved so load from other processes hits both alike."""
+            plain, sem = batch(sources, False), batch(sources, True)
+            t_plain = t_sem = float("inf")
+            for _ in range(REPEAT):
+                t_plain = min(t_plain, timed_once(plain))
+                t_sem = min(t_sem, timed_once(sem))
+            return t_plain, t_sem
 
         def bare(run: int) -> None:
             cur = main_sha
@@ -139,29 +149,10 @@ def main() -> list[dict[str, object]]:
                 git("merge", "--no-ff", "--no-edit", "-q", name, cwd=wt, env=IDENTITY)
             return time.perf_counter() - start
 
-        # Interleave the two variants so load from other processes hits both alike.
-        plain, sem = ours(False), ours(True)
-        t_ours_plain = t_ours_sem = float("inf")
-        for _ in range(REPEAT):
-            t_ours_plain = min(t_ours_plain, timed_once(plain))
-            t_ours_sem = min(t_ours_sem, timed_once(sem))
+        t_ours_plain, t_ours_sem = best_of_interleaved(names)
         t_seq = min(sequential_merges_only(r) for r in range(REPEAT))
 
-        xnames = setup_xref(repo)
-
-        def xref(semantic: bool) -> Callable[[int], object]:
-            def go(run: int) -> None:
-                target = f"bench/xref-{next(counter)}"
-                repo.git("branch", "-f", target, main_sha)
-                report = merge_sources(repo, target, xnames, semantic=semantic)
-                assert report.outcome == "committed", report.outcome
-            return go
-
-        x_plain, x_sem = xref(False), xref(True)
-        tx_plain = tx_sem = float("inf")
-        for _ in range(REPEAT):
-            tx_plain = min(tx_plain, timed_once(x_plain))
-            tx_sem = min(tx_sem, timed_once(x_sem))
+        tx_plain, tx_sem = best_of_interleaved(setup_xref(repo))
         t_bare = timed(bare)
 
     rows: list[dict[str, object]] = [
