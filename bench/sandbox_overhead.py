@@ -17,7 +17,6 @@ Run: ``.venv/bin/python -m bench.sandbox_overhead``.  Prints a markdown table;
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -104,8 +103,7 @@ def _bench_confinement(tmp: Path, repo: Repo, base: str, rounds: int) -> dict[st
     plain = _median(lambda _: run(["true"]), rounds)
     out: dict[str, float | None] = {"plain": plain}
     bw = confine.bwrap_argv(worktree=wt, tmpdir=tmpdir, git=git_paths, network=False)
-    ll = [sys.executable, "-I", "-S", SHIM, "--landlock",
-          json.dumps(confine.landlock_spec(
+    ll = [sys.executable, "-I", "-S", SHIM, *confine.landlock_shim_args(confine.landlock_spec(
               worktree=wt, tmpdir=tmpdir, git=git_paths, network=False, inside_bwrap=False)), "--"]
     have_bw = confine.bwrap_flags() is not None
     have_ll = confine.landlock_abi() >= 1

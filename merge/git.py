@@ -9,6 +9,7 @@ merge engine use pygit2 through :attr:`Repo.odb`; everything else is the git CLI
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -237,13 +238,54 @@ class Repo:
         out = self.out("status", "--porcelain", "--untracked-files=no", cwd=cwd or self.path)
         return bool(out)
 
-    def worktree_add(self, path: str | os.PathLike[str], branch: str, base: str) -> None:
-        # Concurrent `git worktree add`s read each other's half-written
-        # .git/worktrees/<name>/ and die ("failed to read .../commondir"): the bookkeeping
-        # is serialised; the checkout, the slow part, runs in parallel.
+    def worktree_add(self, path: str | os.PathLike[str], branch: str, base: str,
+                     checkout: bool = True) -> None:
+        """A worktree at ``path`` on a new ``branch`` at ``base``; ``checkout=False``: no
+        files and no index (the caller provides them).
+
+        Concurrent ``git worktree add`` runs read each other's half-written
+        ``.git/worktrees/<name>/`` and die ("failed to read .../commondir"): the bookkeeping
+        is serialised; the checkout, the slow part, runs in parallel.
+        """
         with WORKTREE_ADMIN_LOCK:
             self.git("worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path), base)
-        self.git("reset", "--quiet", "--hard", cwd=path)
+        if checkout:
+            self.git("reset", "--quiet", "--hard", cwd=path)
+
+    def worktree_register(self, path: Path, branch: str, base: str, dotgit: Path) -> Path:
+        """Make ``path`` a linked worktree on a new ``branch`` at ``base`` without running
+        ``git worktree add``: no checkout, no scan of the other worktrees, no lock held
+        while another sandbox's is being made.
+
+        Writes what ``git worktree add --no-checkout`` writes (gitrepository-layout(5)):
+        the branch (compare-and-swap: it must not exist), ``.git/worktrees/<id>/`` with
+        ``HEAD``, ``commondir`` and ``gitdir``, and the ``.git`` file -- at ``dotgit``,
+        which is ``path/.git`` or where it will appear there (an overlay's upper layer).
+        The admin dir is created ``locked`` ("initializing", as git does) so that no
+        ``git worktree prune`` removes it before ``path/.git`` exists; the caller calls
+        :meth:`worktree_unlock` then.  Returns the admin dir.
+        """
+        self.update_ref(f"refs/heads/{branch}", base, None, "forkyard: sandbox")
+        admin_root = self.common_dir / "worktrees"
+        admin_root.mkdir(exist_ok=True)
+        with WORKTREE_ADMIN_LOCK:
+            for n in itertools.count():
+                admin = admin_root / f"{path.name}{n or ''}"
+                try:
+                    admin.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            (admin / "locked").write_text("initializing\n")
+        (admin / "commondir").write_text("../..\n")
+        (admin / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+        (admin / "gitdir").write_text(f"{path / '.git'}\n")
+        dotgit.write_text(f"gitdir: {admin}\n")
+        return admin
+
+    @staticmethod
+    def worktree_unlock(admin: Path) -> None:
+        (admin / "locked").unlink(missing_ok=True)
 
     def worktree_remove(self, path: str | os.PathLike[str], force: bool = True) -> None:
         args = ["worktree", "remove"] + (["--force", "--force"] if force else []) + [str(path)]

@@ -122,13 +122,15 @@ def pending(repo: Repo) -> list[JournalEntry]:
     return entries
 
 
-def sync_worktree(repo: Repo, worktree: str, old: str, new: str) -> bool:
+def sync_worktree(repo: Repo, worktree: str, old: str, new: str, refreshed: bool = False) -> bool:
     """Move a worktree's index and files from ``old`` to ``new`` if they are still at
-    ``old`` (so the checkout does not look dirty after its branch moved). True if done."""
+    ``old`` (so the checkout does not look dirty after its branch moved). True if done.
+    ``refreshed``: a ``git status`` just refreshed the index (no second scan of every file)."""
     path = Path(worktree)
     if not path.is_dir():
         return False
-    repo.git("update-index", "-q", "--refresh", cwd=path, check=False)
+    if not refreshed:
+        repo.git("update-index", "-q", "--refresh", cwd=path, check=False)
     staged = repo.git("diff-index", "--cached", "--quiet", old, "--", cwd=path, check=False)
     if staged.returncode != 0:
         return False  # the index is not at the old tip (already synced, or user work)

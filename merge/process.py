@@ -7,11 +7,13 @@ exit code and both streams.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from merge.errors import MergeError
@@ -57,6 +59,37 @@ class ExecutableNotFoundError(MergeError, FileNotFoundError):
     def __init__(self, argv0: str) -> None:
         super().__init__(f"executable not found: {argv0}")
         self.argv0 = argv0
+
+
+#: Niceness of work nobody is waiting for: its processes yield the CPU to agents starting.
+BACKGROUND_NICE = 10
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> int | None:
+    """Give the calling thread (Linux: per thread, inherited by the processes it starts)
+    niceness ``nice`` if that is lower priority; its previous niceness, None if unchanged."""
+    try:
+        tid = threading.get_native_id()
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        if old >= nice:
+            return None
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return old
+    except (AttributeError, OSError):
+        return None
+
+
+@contextlib.contextmanager
+def background_priority(nice: int = BACKGROUND_NICE) -> Iterator[None]:
+    """The calling thread at lower priority for the block, and back afterwards -- which
+    only a privileged process may do, so for anyone else the block runs as it is."""
+    old = lower_thread_priority(nice) if os.geteuid() == 0 else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), old)
 
 
 def kill_group(pid: int, grace_s: float = 2.0) -> None:

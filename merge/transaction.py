@@ -425,8 +425,8 @@ class Transaction:
             journal.clear(self.repo, entry)
             raise
         journal.fault("after-ref")
-        for wt in worktrees:
-            journal.sync_worktree(self.repo, wt, old, new)
+        for wt in worktrees:  # _refuse_dirty's `git status` refreshed their indexes
+            journal.sync_worktree(self.repo, wt, old, new, refreshed=True)
         journal.fault("after-worktree")
         journal.clear(self.repo, entry)
         journal.fault("after-cleanup")

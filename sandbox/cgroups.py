@@ -195,14 +195,19 @@ class Cgroup:
 
     hier: Hierarchies
     dirs: dict[str, Path]   # "unified" or a v1 controller -> group dir
+    #: With ``defer_cpu``: the CPU quota not written yet, as (control file, value).
+    cpu_quota: tuple[Path, str] | None = None
 
     @classmethod
     def create(cls, hier: Hierarchies, run_id: str, task_id: str, limits: Limits,
-               scope: str = "") -> Cgroup:
+               scope: str = "", defer_cpu: bool = False) -> Cgroup:
         """Create the group ``<scope>.<run_id>/<task_id>`` and apply ``limits``.
 
         ``scope`` names the repository (see :func:`repo_scope`): cgroups are host-wide,
         and gc must never mistake another repository's live run for a crashed one.
+        ``defer_cpu``: leave the CPU quota to the caller (:attr:`cpu_quota`), which has
+        the exec shim write it just before the agent starts, so that the sandbox's own
+        set-up (bubblewrap, Landlock) is not throttled to the agent's share.
         """
         rel = (f"{scope}.{run_id}" if scope else run_id, task_id)
         dirs: dict[str, Path] = {}
@@ -215,7 +220,7 @@ class Cgroup:
                 if hier.unified is not None:
                     dirs["unified"] = _mkdirs(hier.unified, rel, enable=False)
             group = cls(hier, dirs)
-            group._apply(limits)
+            group._apply(limits, defer_cpu)
         except OSError as exc:
             for d in dirs.values():
                 _rmdir(d)
@@ -242,15 +247,15 @@ class Cgroup:
             return
         try:
             run_dir, base = d.parent, d.parent.parent
-            counts = {r: sum(1 for t in r.iterdir() if t.is_dir())
-                      for r in base.iterdir() if r.is_dir()}
+            # d_type from the directory listing: no stat of every control file.
+            counts = {r: len(_subdirs(r)) for r in _subdirs(base)}
             for level, n in ((run_dir, counts.get(run_dir, 0)), (base, sum(counts.values()))):
                 if (level / name).exists():
                     _write(level / name, str(min(cap, unit * max(1, n))))
         except OSError:
             pass
 
-    def _apply(self, limits: Limits) -> None:
+    def _apply(self, limits: Limits, defer_cpu: bool = False) -> None:
         mem = limits.memory_mb * 1024 * 1024 if limits.memory_mb else None
         quota = int(limits.cpus * CPU_PERIOD_US) if limits.cpus else None
         if self.hier.layout == "v2":
@@ -263,7 +268,7 @@ class Cgroup:
                 # agent is worse than a clearly failed one.
                 _write(d / "memory.oom.group", "1")
             if quota:
-                _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+                self._cpu(d / "cpu.max", f"{quota} {CPU_PERIOD_US}", defer_cpu)
             if limits.pids:
                 _write(d / "pids.max", str(limits.pids))
             return
@@ -280,9 +285,15 @@ class Cgroup:
                     pass
         if quota:
             _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
+            self._cpu(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota), defer_cpu)
         if limits.pids:
             _write(self.dirs["pids"] / "pids.max", str(limits.pids))
+
+    def _cpu(self, path: Path, value: str, defer: bool) -> None:
+        if defer:
+            self.cpu_quota = (path, value)
+        else:
+            _write(path, value)
 
     # -- membership ---------------------------------------------------------------
 
@@ -448,3 +459,8 @@ def remove_dirs(dirs: list[Path]) -> bool:
         _rmdir(d)
         _rmdir(d.parent)
     return not any(d.exists() for d in dirs)
+
+
+def _subdirs(d: Path) -> list[Path]:
+    with os.scandir(d) as entries:
+        return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]

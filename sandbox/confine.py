@@ -201,6 +201,15 @@ def _host_paths_under_tmp() -> list[Path]:
     return sorted({r.resolve() for r in roots if r.resolve().is_relative_to(tmp) and r.resolve() != tmp})
 
 
+def landlock_shim_args(spec: dict[str, object]) -> list[str]:
+    """:func:`landlock_spec` as options of the exec shim."""
+    args = ["--landlock-network", "1" if spec.get("network", True) else "0"]
+    for key in ("rw", "dev"):
+        for path in spec.get(key, []):  # type: ignore[attr-defined]
+            args += [f"--landlock-{key}", str(path)]
+    return args
+
+
 def landlock_spec(
     *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, inside_bwrap: bool
 ) -> dict[str, object]:

@@ -10,7 +10,9 @@ For every run that is not live, gc removes:
 
 - its worktrees under ``.git/forkyard/worktrees/<run-id>/`` (``git worktree remove
   --force``, then ``git worktree prune`` for ones whose directory is already gone);
-- its temp dirs under ``.git/forkyard/tmp/<run-id>/``;
+- its overlay mounts (sandboxes and base checkouts, ``sandbox/overlay.py``), first;
+- its temp dirs under ``.git/forkyard/tmp/<run-id>/`` and base checkouts under
+  ``.git/forkyard/bases/<run-id>/``;
 - its cgroups (members killed first: they are orphans of a crashed run);
 - its branches ``forkyard/<run-id>/*`` **that are merged**: the tip is reachable from a
   branch outside ``forkyard/`` (integrated, or the agent never committed), so deleting
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from merge.git import GitError, Repo
+from sandbox import overlay
 
 
 class RunLock:
@@ -85,7 +88,7 @@ class GcReport:
 
 def _run_ids(repo: Repo, branches: dict[str, str]) -> set[str]:
     ids: set[str] = set()
-    for sub in ("worktrees", "tmp", "locks"):
+    for sub in ("worktrees", "tmp", "locks", "bases"):
         d = repo.forkyard_dir / sub
         if d.is_dir():
             ids |= {p.name.removesuffix(".lock") for p in d.iterdir()}
@@ -136,12 +139,18 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
                 stale.add(run_id)
             else:
                 report.live_runs.append(run_id)
+        for run_id in sorted(stale):
+            for sub in ("worktrees", "bases"):
+                overlay.unmount_under(repo.forkyard_dir / sub / run_id)
+        for sub in ("worktrees", "bases"):
+            overlay.release_root(repo.forkyard_dir / sub)
         _gc_worktrees(repo, stale, report)
         for run_id in sorted(stale):
-            tmp = repo.forkyard_dir / "tmp" / run_id
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-                report.tmp_removed.append(str(tmp))
+            for sub in ("tmp", "bases"):
+                tmp = repo.forkyard_dir / sub / run_id
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    report.tmp_removed.append(str(tmp))
         for run_id, task_id, dirs in groups:
             if run_id in stale:
                 if cgroups.remove_dirs(dirs):
@@ -182,8 +191,10 @@ def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:
         if path.relative_to(root).parts[0] not in stale:
             continue
         try:
-            if path.exists():
+            if (path / ".git").exists():
                 repo.worktree_remove(path)
+            else:  # an unmounted overlay sandbox: its .git went with the upper layer
+                shutil.rmtree(path, ignore_errors=True)
             report.worktrees_removed.append(str(path))
         except GitError as exc:
             report.errors.append(f"worktree {path}: {exc}")

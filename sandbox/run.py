@@ -28,6 +28,7 @@ from typing import Any
 from merge.git import Repo, require_git
 from planner import Plan, TaskFile, load_tasks
 from planner import plan as make_plan
+from sandbox import overlay
 from sandbox.agents import check_agent
 from sandbox.backends.base import Backend
 from sandbox.errors import SandboxBadInputError
@@ -283,6 +284,8 @@ def _resume(
         be = backend if isinstance(backend, Backend) else make_backend(
             repo, name, image=manifest.options.get("image"), options=backend_options)
         _recover(repo)
+        for sub in ("worktrees", "bases"):  # the dead process's overlay mounts
+            overlay.unmount_under(repo.forkyard_dir / sub / manifest.run_id)
         tip = repo.rev_parse(manifest.target_ref)
         view = load_view(paths)
         records = records_for_resume(repo, view, tip)

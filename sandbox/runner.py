@@ -68,6 +68,7 @@ class TaskRecord:
     status: str | None = None   # final: succeeded failed timed_out oom_killed cancelled skipped
     attempts: int = 0
     agent: int | None = None
+    slot_free: bool = True      # the agent slot was given back (its agent has exited)
     base: str | None = None
     started: float | None = None
     finished: float | None = None
@@ -136,7 +137,8 @@ class Runner:
                                   setup_command=config.setup_command,
                                   copy_files=config.copy_files, image=config.image,
                                   ahead=config.agents if config.prefetch else 0)
-        self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
+        self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate",
+                                          initializer=background_thread)
         # Removing finished sandboxes is background work (see sandboxes.background_thread).
         self._cleaner = ThreadPoolExecutor(max_workers=config.agents, thread_name_prefix="cleanup",
                                            initializer=background_thread)
@@ -240,6 +242,7 @@ class Runner:
         rec.state = "running"
         rec.attempts += 1
         rec.agent = self.free_slots.pop(0)
+        rec.slot_free = False
         rec.base = self.tip
         rec.started = time.time()
         rec.cancel = threading.Event()
@@ -272,7 +275,7 @@ class Runner:
                                              attempt=attempt)
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
-                    cancel=cancel)
+                    cancel=cancel, on_exit=lambda: self._q.put(("exited", (t, attempt))))
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
                                 message=f"{type(exc).__name__}: {exc}")
@@ -309,6 +312,8 @@ class Runner:
     def _handle(self, kind: str, payload: Any) -> None:
         if kind == "finished":
             self._on_finished(*payload)
+        elif kind == "exited":
+            self._free_slot(*payload)
         elif kind == "integrated":
             self._on_integrated(payload)
         elif kind == "retry":
@@ -317,13 +322,20 @@ class Runner:
             if rec.state == "retry_wait":
                 rec.state = "pending"
 
+    def _free_slot(self, t: str, attempt: int) -> None:
+        """The agent of ``t`` is gone: its slot takes the next task, while this one's
+        work is still being committed (once per attempt: exit, then finish)."""
+        rec = self.records[t]
+        if rec.agent is not None and rec.attempts == attempt and not rec.slot_free:
+            rec.slot_free = True
+            self.free_slots.append(rec.agent)
+            self.free_slots.sort()
+
     def _on_finished(self, t: str, attempt: int, result: ExecResult) -> None:
         rec = self.records[t]
         rec.finished = time.time()
         rec.result = result
-        if rec.agent is not None:
-            self.free_slots.append(rec.agent)
-            self.free_slots.sort()
+        self._free_slot(t, attempt)
         status = result.status
         if self.stopping and status != "succeeded":
             status = "cancelled"  # killed by our stop, whatever the backend saw
@@ -441,8 +453,6 @@ class Runner:
         self.batches.append(outcome)
         if outcome.committed:
             self.tip = outcome.new_tip
-            if not self.stopping:
-                self.maker.move_to(self.tip)
         for t in outcome.landed:
             self.records[t].integrated = True
         for t in outcome.rejected:

@@ -6,11 +6,12 @@ disk that costs more than dispatching the task itself.  So while every agent slo
 on a thread pool of its own.  When such a task starts, its sandbox is moved to the target's
 tip of that moment with one ``git reset --hard`` in the worktree, which rewrites only the
 files the batches in between changed; the task still starts "from the current tip".
+(Moving waiting sandboxes after every batch instead costs a reset per batch per sandbox,
+CPU the agents starting and finishing meanwhile need more.)
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -19,6 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from merge.git import WORKTREE_ADMIN_LOCK, GitError, Repo
+from merge.process import lower_thread_priority
+from sandbox import overlay
 from sandbox.agents import AgentContext, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
 
@@ -37,17 +40,17 @@ class SandboxMaker:
         self.copy_files = copy_files
         self.image = image
         self.ahead = ahead
-        self._pending: dict[str, Future[Sandbox]] = {}
+        self._pending: dict[str, tuple[Future[Sandbox], bool]] = {}  # task -> (made, fresh)
         #: Called with a task id before its sandbox is made: waits for the clean-up of a
         #: previous attempt's sandbox (same path), which runs in the background.
         self.settle: Callable[[str], None] = lambda task_id: None
         # Docker's and the dummy's sandboxes are cheap or not ours to move: no prefetch.
         self.enabled = backend.name == "worktree" and ahead > 0
-        # Normal priority: a task whose slot frees up may be waiting for its sandbox.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="prepare")
-        # Moving prepared sandboxes to a new tip while they wait (normal priority: a task
-        # about to start may be waiting for it).  One thread: moves of a sandbox run in order.
-        self._mover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="move")
+        # One thread at background priority: agents starting and finishing come first, and
+        # the sandboxes for the next tasks are made one by one while the agents run (a task
+        # whose slot frees up before its sandbox was begun makes its own: see take()).
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare",
+                                        initializer=background_thread)
         self._mu = threading.Lock()  # _pending: the loop thread adds, agent threads take
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
@@ -70,35 +73,20 @@ class SandboxMaker:
 
     def prefetch(self, spec: SandboxSpec, fresh: bool) -> None:
         with self._mu:
-            self._pending[spec.task_id] = self._pool.submit(self.prepare, spec, fresh)
-
-    def move_to(self, tip: str) -> None:
-        """The target moved: bring the prepared sandboxes there now, while their tasks
-        wait, so that starting one usually finds it at the right base already."""
-        with self._mu:
-            for task, fut in list(self._pending.items()):
-                if not fut.done() or fut.exception() is not None:
-                    continue  # still being prepared (or failed): take() deals with it
-                if fut.result().spec.base != tip:
-                    self._pending[task] = self._mover.submit(self._move, fut.result(), tip)
-
-    def _move(self, sandbox: Sandbox, tip: str) -> Sandbox:
-        self.repo.git("reset", "--quiet", "--hard", tip, cwd=sandbox.worktree)
-        sandbox.spec = replace(sandbox.spec, base=tip)
-        return sandbox
+            self._pending[spec.task_id] = (self._pool.submit(self.prepare, spec, fresh), fresh)
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new."""
         with self._mu:
-            fut = self._pending.pop(spec.task_id, None)
+            fut, fresh_ahead = self._pending.pop(spec.task_id, (None, fresh))
+        if fut is not None and fut.cancel():  # not begun yet: no use waiting for it
+            return self.prepare(spec, fresh_ahead)
         if fut is not None:
             try:
                 sandbox = fut.result()
             except Exception:
                 return self.prepare(spec, True)  # the failed attempt may have left a branch
-            if sandbox.spec.base != spec.base:
-                self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
-            sandbox.spec = spec
+            sandbox.spec = spec  # the backend's execute() moves it to spec.base
             return sandbox
         return self.prepare(spec, fresh)
 
@@ -120,8 +108,7 @@ class SandboxMaker:
     def close(self, keep: bool) -> None:
         """Release sandboxes prepared for tasks that never started (the run stopped)."""
         self._pool.shutdown(wait=True)
-        self._mover.shutdown(wait=True)
-        for fut in self._pending.values():
+        for fut, _ in self._pending.values():
             try:
                 sandbox = fut.result()
             except Exception:
@@ -132,21 +119,10 @@ class SandboxMaker:
         self._pending.clear()
 
 
-#: Niceness of the threads doing work nobody waits for (removing worktrees after their
-#: task): their processes inherit it, so on a busy machine they yield the CPU to agents
-#: starting and finishing.
-BACKGROUND_NICE = 10
-
-
 def background_thread() -> None:
-    """Thread-pool initializer: lower this thread's priority (Linux: per thread, and
-    inherited by the processes it starts).  Best effort."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid),
-                                                 BACKGROUND_NICE))
-    except (AttributeError, OSError):
-        pass
+    """Thread-pool initializer: the pool's threads do work nobody waits for (removing
+    worktrees after their task, preparing the next ones), at lower priority."""
+    lower_thread_priority()
 
 
 def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: bool,
@@ -165,6 +141,9 @@ def discard_branch(repo: Repo, branch: str) -> None:
     Only for work that is known not to be integrated (a retry, or a task a crash cut off).
     """
     ref = f"refs/heads/{branch}"
+    _, run_id, task_id = branch.split("/", 2)
+    place = repo.forkyard_dir / "worktrees" / run_id / task_id
+    overlay.unmount_under(place)  # a killed run's overlay sandbox
     for wt in repo.worktrees():
         if wt.get("branch") == ref:
             try:
@@ -172,8 +151,7 @@ def discard_branch(repo: Repo, branch: str) -> None:
             except Exception:
                 shutil.rmtree(wt["worktree"], ignore_errors=True)
     # The worktree backend's place for it (a crash can leave the directory unregistered).
-    _, run_id, task_id = branch.split("/", 2)
-    shutil.rmtree(repo.forkyard_dir / "worktrees" / run_id / task_id, ignore_errors=True)
+    shutil.rmtree(place, ignore_errors=True)
     with WORKTREE_ADMIN_LOCK:
         repo.git("worktree", "prune", check=False)
     if repo.try_rev_parse(ref) is not None:

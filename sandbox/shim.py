@@ -1,20 +1,24 @@
 """The exec shim: put *this* process into its sandbox, then ``exec`` the agent.
 
-    python sandbox/shim.py [--procs FILE]... [--rlimit NAME=VALUE]... [--landlock JSON] -- ARGV...
+    python sandbox/shim.py [--procs FILE]... [--rlimit NAME=VALUE]...
+                           [--landlock-network 0|1 [--landlock-rw PATH]... [--landlock-dev PATH]...]
+                           [--write-fd FD=VALUE]... -- ARGV...
 
 It writes its own pid to every ``cgroup.procs`` given (so the agent is inside its
 cgroups before its first instruction runs, and everything it forks inherits them), sets
 rlimits (the fallback when no cgroup is writable), optionally enforces a Landlock
-ruleset, and replaces itself with ``ARGV``.  Why not ``preexec_fn``: it runs Python
+ruleset, writes each VALUE to its inherited FD (a cgroup control file opened outside the
+sandbox: the CPU quota, applied last so that the set-up above is not throttled), and
+replaces itself with ``ARGV``.  Why not ``preexec_fn``: it runs Python
 between fork and exec in a multi-threaded parent (the output pumps), which can deadlock,
 and it cannot be placed *inside* bubblewrap.  The shim is run by path with ``-I -S``
 (also inside bubblewrap, for Landlock: the ruleset is made with raw syscalls through
-ctypes), so it must only use the standard library.
+ctypes), so it must only use the standard library -- and little of it: every module
+imported here is paid for by every agent's start (no ``json``: it pulls in ``re``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -170,6 +174,7 @@ def main(argv: list[str]) -> int:
     procs: list[str] = []
     limits: list[tuple[int, int]] = []
     landlock: dict[str, object] | None = None
+    writes: list[tuple[int, bytes]] = []
     i = 0
     while i < len(argv) and argv[i] != "--":
         opt, value = argv[i], argv[i + 1]
@@ -178,8 +183,15 @@ def main(argv: list[str]) -> int:
         elif opt == "--rlimit":
             name, _, num = value.partition("=")
             limits.append((RLIMITS[name], int(num)))
-        elif opt == "--landlock":
-            landlock = json.loads(value)
+        elif opt.startswith("--landlock-") and opt[11:] in ("network", "rw", "dev"):
+            landlock = landlock or {"network": True, "rw": [], "dev": []}
+            if opt == "--landlock-network":
+                landlock["network"] = value == "1"
+            else:
+                landlock[opt[11:]].append(value)  # type: ignore[attr-defined]
+        elif opt == "--write-fd":
+            num, _, text = value.partition("=")
+            writes.append((int(num), text.encode()))
         else:
             print(f"forkyard-shim: unknown option {opt}", file=sys.stderr)
             return EXIT_SHIM_FAILED
@@ -200,6 +212,9 @@ def main(argv: list[str]) -> int:
             resource.setrlimit(which, (amount, amount))
         if landlock is not None:
             _landlock(landlock)
+        for out_fd, data in writes:  # no Landlock check: the file was opened outside
+            os.write(out_fd, data)
+            os.close(out_fd)
         os.execvp(command[0], command)
     except Exception as exc:  # anything before exec: the agent never started
         print(f"forkyard-shim: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -54,6 +54,16 @@ def hermetic_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         monkeypatch.setenv(var, fixture_repos.FIXED_DATE)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that kill a run with SIGKILL on purpose (and never resume or gc it) leave
+    its overlay mounts behind, as a real crash would: detach them when the session ends."""
+    yield
+    from sandbox import overlay
+
+    overlay.unmount_under(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
 def make_repo(tmp_path: Path) -> Iterator[object]:
     """``make_repo("webapp")`` builds a fixture repository in a fresh temp dir."""

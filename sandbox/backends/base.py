@@ -21,6 +21,9 @@ from planner.tasks import Limits
 
 Status = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled"]
 LineCallback = Callable[[str], None]
+#: Called once the agent's processes are gone, before its work is committed: the agent
+#: slot is free for the next task while forkyard finishes with this one.
+ExitCallback = Callable[[], None]
 
 
 def branch_name(run_id: str, task_id: str) -> str:
@@ -92,9 +95,11 @@ class Backend(ABC):
         sandbox: Sandbox,
         on_line: LineCallback | None = None,
         cancel: threading.Event | None = None,
+        on_exit: ExitCallback | None = None,
     ) -> ExecResult:
         """Run the task's command; stream output lines to ``on_line``; stop when
-        ``cancel`` is set (status ``cancelled``).  Commits uncommitted changes."""
+        ``cancel`` is set (status ``cancelled``); call ``on_exit`` when the agent is gone.
+        Commits uncommitted changes."""
 
     @abstractmethod
     def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:

@@ -39,6 +39,7 @@ from merge.git import Repo
 from sandbox.backends.base import (
     Backend,
     ExecResult,
+    ExitCallback,
     LineCallback,
     Sandbox,
     SandboxSpec,
@@ -288,10 +289,12 @@ class DockerBackend(Backend):
         sandbox: Sandbox,
         on_line: LineCallback | None = None,
         cancel: threading.Event | None = None,
+        on_exit: ExitCallback | None = None,
     ) -> ExecResult:
         """Run the task's container to its end, our deadline, or a cancel; then commit
         what the agent left in the worktree."""
         spec = sandbox.spec
+        self._worktrees.to_base(sandbox)
         container = self._create(sandbox)
         sandbox.state["container"] = container.id
 
@@ -347,6 +350,8 @@ class DockerBackend(Backend):
         status, message = self._classify(spec, killed_for, exit_code, oom,
                                          bool(state.get("OOMKilled")))
 
+        if on_exit is not None:
+            on_exit()
         commit, files, note = self._commit(sandbox)
         if note:
             message = f"{message}; {note}"

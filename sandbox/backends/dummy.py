@@ -16,7 +16,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from merge.git import NumStat, Repo
-from sandbox.backends.base import Backend, ExecResult, LineCallback, Sandbox, SandboxSpec, Status
+from sandbox.backends.base import (
+    Backend,
+    ExecResult,
+    ExitCallback,
+    LineCallback,
+    Sandbox,
+    SandboxSpec,
+    Status,
+)
 
 
 class DummyOutcome(BaseModel):
@@ -76,7 +84,8 @@ class DummyBackend(Backend):
                        spec.branch)
 
     def execute(self, sandbox: Sandbox, on_line: LineCallback | None = None,
-                cancel: threading.Event | None = None) -> ExecResult:
+                cancel: threading.Event | None = None,
+                on_exit: ExitCallback | None = None) -> ExecResult:
         """Play the task's scripted outcome."""
         spec = sandbox.spec
         out = self.config.outcomes.get(spec.task_id, self.config.default)
@@ -103,6 +112,8 @@ class DummyBackend(Backend):
         finally:
             with self._lock:
                 self.running -= 1
+        if on_exit is not None:
+            on_exit()
         code = out.exit_code if out.exit_code is not None else (0 if status == "succeeded" else 1)
         files = tuple(NumStat(p, a, r) for p, (a, r) in out.files.items())
         return ExecResult(status=status, exit_code=code,

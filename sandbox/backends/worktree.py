@@ -22,7 +22,6 @@ branch is checked to be complete there before anyone reads it.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import select
 import shutil
@@ -39,9 +38,17 @@ from typing import Literal, NoReturn
 from pydantic import BaseModel, ConfigDict, Field
 
 from merge.git import WORKTREE_ADMIN_LOCK, GitError, RefMovedError, Repo, clean_env
-from merge.process import spawn
-from sandbox import cgroups, confine, limits, setup
-from sandbox.backends.base import Backend, ExecResult, LineCallback, Sandbox, SandboxSpec, Status
+from merge.process import background_priority, spawn
+from sandbox import cgroups, confine, limits, overlay, setup
+from sandbox.backends.base import (
+    Backend,
+    ExecResult,
+    ExitCallback,
+    LineCallback,
+    Sandbox,
+    SandboxSpec,
+    Status,
+)
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.gc import RunLock
 from sandbox.ports import DEFAULT_RANGE, PortLease, lease_port
@@ -81,6 +88,10 @@ class WorktreeConfig(BaseModel):
     """More paths agents may write (e.g. ``~/.cache``): bound read-write, allowed by Landlock."""
     setup_timeout_s: float = Field(600, gt=0)
     """Wall-clock limit of the per-run setup command."""
+    layers: Literal["auto", "overlay", "checkout"] = "auto"
+    """How a sandbox's files are made.  overlay: a copy-on-write mount over one checkout
+    per run (``sandbox/overlay.py``; needs root); checkout: a full checkout per sandbox;
+    auto: overlay where this process can mount, else checkout."""
 
 
 class WorktreeBackend(Backend):
@@ -93,6 +104,7 @@ class WorktreeBackend(Backend):
         self.config = config or WorktreeConfig.model_validate(options)
         self._hier: cgroups.Hierarchies | None = None
         self._locks: dict[str, tuple[RunLock, int]] = {}
+        self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
 
     # -- prepare ------------------------------------------------------------------
@@ -100,14 +112,18 @@ class WorktreeBackend(Backend):
     def prepare(self, spec: SandboxSpec) -> Sandbox:
         """One ``git worktree add`` on ``forkyard/<run>/<task>`` at the base, plus set-up."""
         path = self.repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
-        if path.exists():
+        if path.exists() and not _spare_mount_point(path):
             raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
         self._hold(spec.run_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._drop_dangling(spec.branch)
-            self.repo.worktree_add(path, spec.branch, spec.base)
-            state: dict[str, object] = {}
+            state: dict[str, object] = {"made_at": spec.base}  # where the branch was made
+            if self._overlays():
+                self._prepare_overlay(spec, path, state)
+            else:
+                self.repo.worktree_add(path, spec.branch, spec.base)
+                state["at"] = spec.base
             patterns = setup.include_patterns(self.repo.path, spec.copy_files)
             if patterns:
                 state["copied"] = setup.copy_ignored(self.repo.path, path, patterns)
@@ -117,6 +133,56 @@ class WorktreeBackend(Backend):
             self._release(spec.run_id)
             raise
         return Sandbox(spec, path, spec.branch, state)
+
+    def _overlays(self) -> bool:
+        if self.config.layers == "checkout":
+            return False
+        if overlay.usable():
+            return True
+        if self.config.layers == "overlay":
+            raise SandboxError("layers='overlay' but this process cannot mount an overlay "
+                               "here (it needs root and overlayfs)")
+        return False
+
+    def _prepare_overlay(self, spec: SandboxSpec, path: Path, state: dict[str, object]) -> None:
+        """The worktree as an overlay on the run's base checkout (``sandbox/overlay.py``).
+
+        The branch, the admin dir and the ``.git`` file (in the upper layer) are written
+        directly (:meth:`Repo.worktree_register`), the overlay is mounted and the base's
+        index copied in; :meth:`to_base` resets to ``spec.base`` when the agent starts.
+        Mounting failing (no overlay after all): a full checkout, as without overlays.
+        """
+        with self._lock:
+            bases = self._bases.setdefault(spec.run_id, overlay.Bases(self.repo, spec.run_id))
+        base = bases.get(spec.base)
+        layer = self.repo.forkyard_dir / "tmp" / spec.run_id / f"{spec.task_id}.layer"
+        shutil.rmtree(layer, ignore_errors=True)  # a killed run's
+        layers = overlay.Layers(base.tree, layer / "upper", layer / "work", path)
+        layers.upper.mkdir(parents=True)
+        path.mkdir(exist_ok=True)  # an earlier attempt's mount point may be left
+        admin = self.repo.worktree_register(path, spec.branch, spec.base, layers.upper / ".git")
+        try:
+            try:
+                layers.mount()
+            except overlay.OverlayUnavailable:
+                if self.config.layers == "overlay":
+                    raise SandboxError("layers='overlay' but mounting one failed") from None
+                os.rename(layers.upper / ".git", path / ".git")
+                shutil.rmtree(layer, ignore_errors=True)
+                self.repo.git("reset", "--quiet", "--hard", cwd=path)  # a full checkout
+                state["at"] = spec.base
+            else:
+                state["layers"] = layers
+                shutil.copy2(base.index, admin / "index")  # with its mtime: see overlay.py
+                state["at"] = base.commit
+            state["gitdir"] = admin
+        except BaseException:
+            layers.unmount()
+            shutil.rmtree(admin, ignore_errors=True)
+            self.repo.git("update-ref", "-d", f"refs/heads/{spec.branch}", spec.base, check=False)
+            raise
+        finally:
+            self.repo.worktree_unlock(admin)
 
     def _drop_dangling(self, branch: str) -> None:
         """Delete ``branch`` if it names a commit the shared store lacks.
@@ -151,12 +217,33 @@ class WorktreeBackend(Backend):
             if n <= 1:
                 lock.release()
                 del self._locks[run_id]
+                bases = self._bases.pop(run_id, None)
+                if bases is not None:
+                    bases.close()  # the run's last sandbox is gone
             else:
                 self._locks[run_id] = (lock, n - 1)
 
     # -- execute ------------------------------------------------------------------
 
-    def _enforcement(self, spec: SandboxSpec) -> limits.Enforcement:
+    def to_base(self, sandbox: Sandbox) -> None:
+        """Bring the sandbox's files and branch to ``spec.base`` if they are elsewhere
+        (an overlay starts at the run's base checkout; a sandbox made ahead of time is at
+        an older tip).  ``read-tree -m -u`` from where the files are writes only the files
+        in between and, unlike ``reset --hard``, does not re-stat every other file."""
+        spec = sandbox.spec
+        at, made = sandbox.state.get("at"), sandbox.state.get("made_at", spec.base)
+        if at != spec.base:
+            moved = isinstance(at, str) and self.repo.git(
+                "read-tree", "-m", "-u", at, spec.base, cwd=sandbox.worktree,
+                check=False).returncode == 0
+            if moved and made != spec.base:
+                self.repo.update_ref(f"refs/heads/{spec.branch}", spec.base, str(made),
+                                     "forkyard: sandbox moved to the current tip")
+            elif not moved:  # files not as expected: the sure way
+                self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
+        sandbox.state["at"] = sandbox.state["made_at"] = spec.base
+
+    def _enforcement(self, spec: SandboxSpec, defer_cpu: bool = False) -> limits.Enforcement:
         mode = self.config.limits
         if mode == "none":
             return limits.Enforcement("none")
@@ -167,7 +254,7 @@ class WorktreeBackend(Backend):
                 try:
                     group = cgroups.Cgroup.create(
                         self._hier, spec.run_id, spec.task_id, spec.limits,
-                        scope=cgroups.repo_scope(self.repo.common_dir))
+                        scope=cgroups.repo_scope(self.repo.common_dir), defer_cpu=defer_cpu)
                     return limits.Enforcement(self._hier.enforced_by, group,
                                               limits.cgroup_args(group))
                 except cgroups.CgroupUnavailable:
@@ -198,7 +285,7 @@ class WorktreeBackend(Backend):
 
     def _argv(self, sandbox: Sandbox, conf: confine.Confinement, enf: limits.Enforcement,
               tmpdir: Path, gitpaths: confine.GitPaths, command: str,
-              status_fd: int | None = None) -> list[str]:
+              status_fd: int | None = None, cpu_fd: int | None = None) -> list[str]:
         spec = sandbox.spec
         opts = enf.shim_args
         if all(o == "--procs" for o in opts[::2]):
@@ -215,16 +302,20 @@ class WorktreeBackend(Backend):
                                        network=spec.limits.network, inside_bwrap=conf.bwrap)
             ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
-            argv += [sys.executable, "-I", "-S", SHIM, "--landlock", json.dumps(ll), "--"]
+            argv += [sys.executable, "-I", "-S", SHIM, *confine.landlock_shim_args(ll)]
+            if cpu_fd is not None and enf.cgroup is not None and enf.cgroup.cpu_quota:
+                argv += ["--write-fd", f"{cpu_fd}={enf.cgroup.cpu_quota[1]}"]
+            argv += ["--"]
         return [*argv, "/bin/sh", "-c", command]
 
     def execute(
         self, sandbox: Sandbox, on_line: LineCallback | None = None,
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, on_exit: ExitCallback | None = None,
     ) -> ExecResult:
         """Run setup command and agent confined and limited; commit what it left."""
         spec = sandbox.spec
         started = time.monotonic()
+        self.to_base(sandbox)
         conf = confine.resolve(self.config.confinement, spec.confine)
         tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
         tmpdir.mkdir(parents=True, exist_ok=True)
@@ -238,8 +329,12 @@ class WorktreeBackend(Backend):
                                        objects)
         pinned = _pin_git_files(gitpaths, spec.branch)
         sandbox.state["gitdir"] = gitpaths.gitdir
-        enf = self._enforcement(spec)
+        # The CPU quota is written by the inner shim, last, when there is one.
+        enf = self._enforcement(spec, defer_cpu=conf.landlock)
         sandbox.state["cgroup"] = enf.cgroup
+        cpu_fd = None
+        if enf.cgroup is not None and enf.cgroup.cpu_quota is not None:
+            cpu_fd = os.open(enf.cgroup.cpu_quota[0], os.O_WRONLY | os.O_CLOEXEC)
         token = uuid.uuid4().hex
         sandbox.state["token"] = token
         env = {**self._env(sandbox, tmpdir, token), **odb_env(self.repo, objects)}
@@ -248,19 +343,27 @@ class WorktreeBackend(Backend):
         reason: str | None = None
         rc: int | None = None
         message = ""
-        if spec.setup_command:
-            setup_deadline = time.monotonic() + self.config.setup_timeout_s
-            setup_cmd = spec.setup_command
-            rc, reason = self._run_phase(
-                lambda fd: self._argv(sandbox, conf, enf, tmpdir, gitpaths, setup_cmd, fd),
-                conf.bwrap, sandbox, env, enf, token,
-                min(d for d in (deadline, setup_deadline) if d), cancel, on_line, tail)
-            if rc != 0 and reason is None:
-                message = f"setup command failed with exit code {rc}"
-        if rc in (None, 0) and reason is None:
-            rc, reason = self._run_phase(
-                lambda fd: self._argv(sandbox, conf, enf, tmpdir, gitpaths, spec.command, fd),
-                conf.bwrap, sandbox, env, enf, token, deadline, cancel, on_line, tail)
+
+        def phase(command: str, until: float | None) -> tuple[int | None, str | None]:
+            return self._run_phase(
+                lambda fd: self._argv(sandbox, conf, enf, tmpdir, gitpaths, command, fd, cpu_fd),
+                conf.bwrap, sandbox, env, enf, token, until, cancel, on_line, tail,
+                () if cpu_fd is None else (cpu_fd,))
+
+        try:
+            if spec.setup_command:
+                setup_deadline = time.monotonic() + self.config.setup_timeout_s
+                rc, reason = phase(spec.setup_command,
+                                   min(d for d in (deadline, setup_deadline) if d))
+                if rc != 0 and reason is None:
+                    message = f"setup command failed with exit code {rc}"
+            if rc in (None, 0) and reason is None:
+                rc, reason = phase(spec.command, deadline)
+        finally:
+            if cpu_fd is not None:
+                os.close(cpu_fd)
+        if on_exit is not None:
+            on_exit()
         status = self._status(rc, reason, enf)
         if status == "timed_out":
             message = f"killed after the {spec.limits.timeout_s:g}s timeout"
@@ -272,7 +375,8 @@ class WorktreeBackend(Backend):
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
-        commit, files, commit_msg, broken = self._gather(sandbox, pinned)
+        with background_priority():  # the agent is gone: agents starting come first
+            commit, files, commit_msg, broken = self._gather(sandbox, pinned)
         if broken:
             status = "failed"
         return ExecResult(
@@ -297,9 +401,10 @@ class WorktreeBackend(Backend):
         self, build: Callable[[int | None], list[str]], uses_bwrap: bool, sandbox: Sandbox,
         env: dict[str, str], enf: limits.Enforcement, token: str, deadline: float | None,
         cancel: threading.Event | None, on_line: LineCallback | None,
-        tail: collections.deque[str],
+        tail: collections.deque[str], fds: tuple[int, ...] = (),
     ) -> tuple[int | None, str | None]:
         """Run one process tree to the end, a timeout or a cancel; (exit code, reason).
+        ``fds``: more file descriptors the process inherits.
 
         bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
         read-only, and a mount that vanishes meanwhile (a container engine tearing one
@@ -310,7 +415,7 @@ class WorktreeBackend(Backend):
             status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
             try:
                 rc, reason = self._run_once(build(status_w if uses_bwrap else None),
-                                            (status_w,) if uses_bwrap else (), sandbox, env,
+                                            ((status_w,) if uses_bwrap else ()) + fds, sandbox, env,
                                             enf, token, deadline, cancel, on_line, tail)
             finally:
                 if uses_bwrap:
@@ -530,17 +635,23 @@ class WorktreeBackend(Backend):
             if isinstance(objects, Path):
                 shutil.rmtree(objects, ignore_errors=True)
             tmpdir = sandbox.state.pop("tmpdir", None)
+            layers = sandbox.state.pop("layers", None)
+            if isinstance(layers, overlay.Layers):
+                if keep:
+                    _materialize(sandbox.worktree)
+                layers.unmount()
             if isinstance(tmpdir, Path):
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 _rmdir_quiet(tmpdir.parent)
             if not keep and sandbox.worktree.exists():
-                self._remove_worktree(sandbox)
+                # An overlay's mount point stays until the run's base goes (see overlay.py).
+                self._remove_worktree(sandbox, keep_dir=isinstance(layers, overlay.Layers))
                 _rmdir_quiet(sandbox.worktree.parent)
         finally:
             self._release(spec.run_id)
 
 
-    def _remove_worktree(self, sandbox: Sandbox) -> None:
+    def _remove_worktree(self, sandbox: Sandbox, keep_dir: bool = False) -> None:
         """What ``git worktree remove --force --force`` does, with the slow part unlocked.
 
         Deleting thousands of files takes a while; git holds nothing meanwhile, but our
@@ -557,7 +668,7 @@ class WorktreeBackend(Backend):
                   and (gitdir / "gitdir").read_text().strip() == str(worktree / ".git"))
         except OSError:
             ok = False
-        if ok:
+        if ok and not keep_dir:
             try:
                 with _REMOVING:  # one at a time, as under git's lock before
                     shutil.rmtree(worktree)
@@ -659,6 +770,25 @@ def _killpg(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _materialize(worktree: Path) -> None:
+    """Turn an overlay sandbox that is kept into plain files (a mount would not outlive
+    this process's clean-up of the base, nor a reboot)."""
+    copy = worktree.with_name(worktree.name + ".kept")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(worktree, copy, symlinks=True)
+    overlay.unmount(worktree)
+    worktree.rmdir()
+    copy.rename(worktree)
+
+
+def _spare_mount_point(path: Path) -> bool:
+    """An empty directory nothing is mounted on: what an overlay sandbox leaves."""
+    try:
+        return path.is_dir() and not any(path.iterdir()) and not overlay.mounts_under(path)
+    except OSError:
+        return False
 
 
 def _rmdir_quiet(d: Path) -> None:

@@ -118,12 +118,13 @@ class Flaky(DummyBackend):
         self.attempts: dict[str, int] = {}
         self._alock = threading.Lock()
 
-    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None) -> ExecResult:
+    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
+                on_exit: Any = None) -> ExecResult:
         with self._alock:
             n = self.attempts[sandbox.spec.task_id] = self.attempts.get(sandbox.spec.task_id, 0) + 1
         if n <= self.fail:
             return ExecResult(self.status, 137, 0.01, "", None)  # type: ignore[arg-type]
-        return super().execute(sandbox, on_line, cancel)
+        return super().execute(sandbox, on_line, cancel, on_exit)
 
 
 def test_retries_with_backoff_after_timeout_and_oom(webapp: Repo) -> None:
