@@ -140,10 +140,7 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
             else:
                 report.live_runs.append(run_id)
         for run_id in sorted(stale):
-            for sub in ("worktrees", "bases"):
-                overlay.unmount_under(repo.forkyard_dir / sub / run_id)
-        for sub in ("worktrees", "bases"):
-            overlay.release_root(repo.forkyard_dir / sub)
+            overlay.unmount_run(repo.forkyard_dir, run_id)
         _gc_worktrees(repo, stale, report)
         for run_id in sorted(stale):
             for sub in ("tmp", "bases"):

@@ -91,17 +91,33 @@ def release_root(path: Path) -> None:
     """Unmount :func:`private_root`'s bind unless something is mounted (or open) under
     it: a plain unmount, which the kernel refuses while it is busy."""
     with _state_lock:
-        if _libc.umount2(os.fsencode(os.path.realpath(path)), 0) != 0:
-            pass  # EBUSY: another run's sandboxes are still there; EINVAL: not mounted
+        # Failing is fine: EBUSY (another run's sandboxes are there), EINVAL (not mounted).
+        _libc.umount2(os.fsencode(os.path.realpath(path)), 0)
 
 
-def overlay_mounted(path: Path) -> bool:
+#: Where a run's mounts go, under ``.git/forkyard``: sandboxes, and base checkouts.
+MOUNT_DIRS = ("worktrees", "bases")
+
+
+def unmount_run(forkyard_dir: Path, run_id: str) -> None:
+    """Detach whatever a (dead) run left mounted, then release the private roots."""
+    for sub in MOUNT_DIRS:
+        unmount_under(forkyard_dir / sub / run_id)
+    release_roots(forkyard_dir)
+
+
+def release_roots(forkyard_dir: Path) -> None:
+    for sub in MOUNT_DIRS:
+        release_root(forkyard_dir / sub)
+
+
+def has_mounts(path: Path) -> bool:
     """Whether something is mounted at or below ``path``."""
     return bool(mounts_under(path))
 
 
 def _is_mount_point(real: str) -> bool:
-    return any(p == Path(real) for p in mounts_under(Path(real)))
+    return Path(real) in mounts_under(Path(real))
 
 
 def mounts_under(path: Path) -> list[Path]:
@@ -222,7 +238,6 @@ class Base:
     """A read-only checkout of ``commit`` (``tree``) and the index that describes it."""
 
     commit: str
-    tree_id: str
     tree: Path
     index: Path
 
@@ -231,7 +246,7 @@ class Bases:
     """The base checkouts of one run, under ``.git/forkyard/bases/<run-id>``.
 
     One checkout per run, of the first base asked for: sandboxes at later tips start from
-    it and ``git reset --hard`` to their tip, which writes only the files in between.
+    it and ``git read-tree -m -u`` to their tip, which writes only the files in between.
     """
 
     def __init__(self, repo: Repo, run_id: str) -> None:
@@ -249,21 +264,20 @@ class Bases:
     def _make(self, commit: str) -> Base:
         unmount_under(self.root)  # a killed run's, being resumed
         shutil.rmtree(self.root, ignore_errors=True)
-        for sub in ("worktrees", "bases"):  # where this run's mounts go
+        for sub in MOUNT_DIRS:  # where this run's mounts go
             private_root(self.repo.forkyard_dir / sub)
         self.root.mkdir(parents=True)
-        tree_id = self.repo.out("rev-parse", f"{commit}^{{tree}}")
-        need = self._footprint(tree_id)
-        if need is not None and need <= MEMORY_SHARE * _available_memory():
+        need = self._footprint(commit)
+        if need <= MEMORY_SHARE * _available_memory():
             try:
                 _mount("forkyard-base", self.root, "tmpfs", MS_NOSUID | MS_NODEV,
                        f"size={need},mode=0755")
             except OSError:
                 pass  # on the repository's disk, then
-        base = Base(commit, tree_id, self.root / "tree", self.root / "index")
+        base = Base(commit, self.root / "tree", self.root / "index")
         base.tree.mkdir()
         env = {"GIT_INDEX_FILE": str(base.index), "GIT_WORK_TREE": str(base.tree)}
-        self.repo.git("read-tree", "--reset", "-u", tree_id, env=env)
+        self.repo.git("read-tree", "--reset", "-u", commit, env=env)
         then = time.time() - BACKDATE_S
         for dirpath, _, files in os.walk(base.tree):
             for name in files:
@@ -271,9 +285,9 @@ class Bases:
         self.repo.git("update-index", "-q", "--refresh", env=env, check=False)
         return base
 
-    def _footprint(self, tree_id: str) -> int | None:
+    def _footprint(self, commit: str) -> int:
         """Bytes a tmpfs needs for the checkout and its index (pages, not file sizes)."""
-        out = self.repo.git("ls-tree", "-r", "-t", "-l", "-z", tree_id).stdout
+        out = self.repo.git("ls-tree", "-r", "-t", "-l", "-z", commit).stdout
         total, entries = 0, 0
         for rec in out.split(b"\0"):
             if not rec:
@@ -293,10 +307,9 @@ class Bases:
             spare = self.repo.forkyard_dir / "worktrees" / self.root.name
             for d in (*(spare.iterdir() if spare.is_dir() else ()), spare, self.root.parent):
                 with contextlib.suppress(OSError):
-                    if not overlay_mounted(d):
+                    if not has_mounts(d):
                         d.rmdir()
-            for sub in ("worktrees", "bases"):
-                release_root(self.repo.forkyard_dir / sub)
+            release_roots(self.repo.forkyard_dir)
 
 
 def _available_memory() -> int:

@@ -284,8 +284,7 @@ def _resume(
         be = backend if isinstance(backend, Backend) else make_backend(
             repo, name, image=manifest.options.get("image"), options=backend_options)
         _recover(repo)
-        for sub in ("worktrees", "bases"):  # the dead process's overlay mounts
-            overlay.unmount_under(repo.forkyard_dir / sub / manifest.run_id)
+        overlay.unmount_run(repo.forkyard_dir, manifest.run_id)  # the dead process's
         tip = repo.rev_parse(manifest.target_ref)
         view = load_view(paths)
         records = records_for_resume(repo, view, tip)

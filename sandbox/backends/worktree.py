@@ -22,6 +22,7 @@ branch is checked to be complete there before anyone reads it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import select
 import shutil
@@ -110,7 +111,8 @@ class WorktreeBackend(Backend):
     # -- prepare ------------------------------------------------------------------
 
     def prepare(self, spec: SandboxSpec) -> Sandbox:
-        """One ``git worktree add`` on ``forkyard/<run>/<task>`` at the base, plus set-up."""
+        """A worktree on a new branch ``forkyard/<run>/<task>`` at the base -- an overlay
+        (:meth:`_prepare_overlay`) or ``git worktree add`` -- plus set-up."""
         path = self.repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
         if path.exists() and not _spare_mount_point(path):
             raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
@@ -179,7 +181,8 @@ class WorktreeBackend(Backend):
         except BaseException:
             layers.unmount()
             shutil.rmtree(admin, ignore_errors=True)
-            self.repo.git("update-ref", "-d", f"refs/heads/{spec.branch}", spec.base, check=False)
+            with contextlib.suppress(GitError):
+                self.repo.delete_ref(f"refs/heads/{spec.branch}", spec.base)
             raise
         finally:
             self.repo.worktree_unlock(admin)
@@ -786,7 +789,7 @@ def _materialize(worktree: Path) -> None:
 def _spare_mount_point(path: Path) -> bool:
     """An empty directory nothing is mounted on: what an overlay sandbox leaves."""
     try:
-        return path.is_dir() and not any(path.iterdir()) and not overlay.mounts_under(path)
+        return path.is_dir() and not any(path.iterdir()) and not overlay.has_mounts(path)
     except OSError:
         return False
 
