@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from merge.errors import MergeError
@@ -83,13 +83,30 @@ def lower_thread_priority(nice: int = BACKGROUND_NICE) -> int | None:
 def background_priority(nice: int = BACKGROUND_NICE) -> Iterator[None]:
     """The calling thread at lower priority for the block, and back afterwards -- which
     only a privileged process may do, so for anyone else the block runs as it is."""
-    old = lower_thread_priority(nice) if os.geteuid() == 0 else None
+    old = lower_thread_priority(nice) if can_raise_priority() else None
     try:
         yield
     finally:
         if old is not None:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), old)
+
+
+def can_raise_priority() -> bool:
+    """May this process take niceness back down (root)?  Else lowering is for good."""
+    return os.geteuid() == 0
+
+
+def raise_priority(pids: Callable[[], set[int]], nice: int) -> None:
+    """Give every process ``pids()`` lists niceness ``nice`` where it has more (a process
+    tree started at background priority, now to run at ours).  Twice over: a process
+    forked meanwhile inherits the niceness its parent had.  Needs :func:`can_raise_priority`;
+    processes that are gone or not ours are left alone."""
+    for _ in range(2):
+        for pid in pids():
+            with contextlib.suppress(OSError):
+                if os.getpriority(os.PRIO_PROCESS, pid) > nice:
+                    os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def kill_group(pid: int, grace_s: float = 2.0) -> None:

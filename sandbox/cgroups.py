@@ -320,13 +320,21 @@ class Cgroup:
                 pass
 
     def kill(self, wait_s: float = 5.0) -> bool:
-        """Kill every member, including setsid'd and double-forked ones.  True when empty."""
-        deadline = time.monotonic() + wait_s
+        """Kill every member, including setsid'd and double-forked ones, and wait up to
+        ``wait_s`` for the group to be empty (:meth:`wait_empty`).  True when empty."""
         unified = self.dirs.get("unified")
         if unified is not None and (unified / "cgroup.kill").exists():
             _write(unified / "cgroup.kill", "1")
         elif "freezer" in self.dirs:
             self._freeze_kill()
+        return self.wait_empty(wait_s)
+
+    def wait_empty(self, wait_s: float = 5.0) -> bool:
+        """Wait up to ``wait_s`` for every member to be gone, SIGKILLing what is left
+        (processes killed are gone once the kernel has torn down what they held, their
+        namespaces for one: that can take tens of milliseconds).  True when empty."""
+        deadline = time.monotonic() + wait_s
+        pause = 0.001  # killed processes are gone within a millisecond or two, usually
         while time.monotonic() < deadline:
             pids = self.pids()
             if not pids:
@@ -337,7 +345,8 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.02)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
         return not self.pids()
 
     def _freeze_kill(self) -> None:

@@ -10,9 +10,13 @@ Types: ``run_started``, ``run_resumed``, ``task_queued``, ``task_started``, ``ta
 ``batch_rolled_back``, ``run_interrupted``, ``run_finished``.
 
 Durability: each event is one ``write`` of a whole line (so a reader never sees half an
-event, and a crash loses at most the line being written); events that protect state
-(finished, batches, run end) are also fsync'd, output lines are not, since they are many
-and losing the last few to a crash costs nothing.
+event, and a crash of forkyard loses at most the line being written).  Events that
+protect state -- a batch starting, committed or rolled back, the run starting and ending
+-- are also fsync'd, which flushes every line before them too.  Task events are not
+fsync'd one by one (they come in bursts, on the dispatch loop's critical path): a machine
+crash can lose the last few, and ``--resume`` then runs those tasks again from a fresh
+branch, which it does for every task not known to be integrated anyway.  A task in a
+batch is always on disk before its batch is.  Output lines are many and never fsync'd.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from typing import Any
 from merge.git import Repo
 
 _DURABLE = frozenset({
-    "run_started", "run_resumed", "task_started", "task_finished", "task_skipped",
-    "batch_started", "batch_committed", "batch_rolled_back", "run_interrupted", "run_finished",
+    "run_started", "run_resumed", "batch_started", "batch_committed", "batch_rolled_back",
+    "run_interrupted", "run_finished",
 })
 # An agent that prints a flood of lines must not turn the journal into its log file: after
 # this many output events per task attempt only every ``_OUTPUT_EVERY``-th line is kept.

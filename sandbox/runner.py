@@ -453,6 +453,8 @@ class Runner:
         self.batches.append(outcome)
         if outcome.committed:
             self.tip = outcome.new_tip
+            if not self.stopping:
+                self.maker.advance(self.tip)
         for t in outcome.landed:
             self.records[t].integrated = True
         for t in outcome.rejected:

@@ -3,11 +3,12 @@
 Creating a sandbox is a full checkout of the repository; on a large repository or a slow
 disk that costs more than dispatching the task itself.  So while every agent slot is busy,
 :class:`SandboxMaker` prepares sandboxes for the tasks next in line (at most one per slot)
-on a thread pool of its own.  When such a task starts, its sandbox is moved to the target's
-tip of that moment with one ``git reset --hard`` in the worktree, which rewrites only the
-files the batches in between changed; the task still starts "from the current tip".
-(Moving waiting sandboxes after every batch instead costs a reset per batch per sandbox,
-CPU the agents starting and finishing meanwhile need more.)
+on a thread pool of its own, at background priority, and the backend may start the
+agent's processes up to their last ``exec`` (:meth:`Backend.warm`).  When the target moves,
+the waiting sandboxes follow it on the same thread (coalesced: one move per sandbox to
+the newest tip, however many batches landed), and when a task starts, its sandbox is
+moved to the tip of that moment, which is then usually no move at all: the task starts
+"from the current tip" without paying for the move on its own start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from merge.git import WORKTREE_ADMIN_LOCK, GitError, Repo
-from merge.process import lower_thread_priority
+from merge.process import can_raise_priority, lower_thread_priority
 from sandbox import overlay
 from sandbox.agents import AgentContext, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
@@ -51,7 +52,16 @@ class SandboxMaker:
         # whose slot frees up before its sandbox was begun makes its own: see take()).
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare",
                                         initializer=background_thread)
+        # Warm starts (Backend.warm) spawn the agent's processes, which must not keep the
+        # background niceness: where it cannot be taken back, a thread at normal priority
+        # spawns them.
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm")
         self._mu = threading.Lock()  # _pending: the loop thread adds, agent threads take
+        # Moving waiting sandboxes to the target's new tip (advance()): the tip to move to,
+        # whether a move is queued, and the sandbox being moved (take() waits for it).
+        self._tip: str | None = None
+        self._move_queued = False
+        self._moving: tuple[str, threading.Lock] | None = None
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
         """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
@@ -73,12 +83,59 @@ class SandboxMaker:
 
     def prefetch(self, spec: SandboxSpec, fresh: bool) -> None:
         with self._mu:
-            self._pending[spec.task_id] = (self._pool.submit(self.prepare, spec, fresh), fresh)
+            self._pending[spec.task_id] = (self._pool.submit(self._ahead, spec, fresh), fresh)
+
+    def _ahead(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
+        sandbox = self.prepare(spec, fresh)
+        if can_raise_priority():  # at background priority; taken back when the task starts
+            self.backend.warm(sandbox)
+        else:
+            self._starter.submit(self.backend.warm, sandbox).result()
+        return sandbox
+
+    def advance(self, tip: str) -> None:
+        """The target moved to ``tip``: bring the sandboxes waiting for their turn there,
+        in the background, so that a task starting finds its sandbox at its base already
+        (see :meth:`Backend.move`).  Moves are coalesced: however many batches land
+        meanwhile, each waiting sandbox is moved once, to the newest tip."""
+        if not self.enabled:
+            return
+        with self._mu:
+            self._tip = tip
+            if self._move_queued:
+                return
+            self._move_queued = True
+        self._pool.submit(self._advance)
+
+    def _advance(self) -> None:
+        with self._mu:
+            self._move_queued = False
+            tip, tasks = self._tip, list(self._pending)
+        for task in tasks:
+            with self._mu:
+                fut, _ = self._pending.get(task, (None, False))
+                if fut is None or not fut.done() or fut.cancelled() or fut.exception():
+                    continue
+                lock = threading.Lock()
+                lock.acquire()
+                self._moving = (task, lock)
+            try:
+                self.backend.move(fut.result(), tip)  # type: ignore[arg-type]
+            except Exception:  # the task's own start moves it (or fails) in due course
+                pass
+            finally:
+                with self._mu:
+                    self._moving = None
+                lock.release()
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new."""
         with self._mu:
             fut, fresh_ahead = self._pending.pop(spec.task_id, (None, fresh))
+            moving = self._moving
+        if moving is not None and moving[0] == spec.task_id:
+            with moving[1]:  # being moved right now: let that finish first
+                pass
         if fut is not None and fut.cancel():  # not begun yet: no use waiting for it
             return self.prepare(spec, fresh_ahead)
         if fut is not None:
@@ -108,6 +165,7 @@ class SandboxMaker:
     def close(self, keep: bool) -> None:
         """Release sandboxes prepared for tasks that never started (the run stopped)."""
         self._pool.shutdown(wait=True)
+        self._starter.shutdown(wait=True)
         for fut, _ in self._pending.values():
             try:
                 sandbox = fut.result()

@@ -2,14 +2,21 @@
 
     python sandbox/shim.py [--procs FILE]... [--rlimit NAME=VALUE]...
                            [--landlock-network 0|1 [--landlock-rw PATH]... [--landlock-dev PATH]...]
-                           [--write-fd FD=VALUE]... -- ARGV...
+                           [--write-fd FD=VALUE]... [--gate FD] -- ARGV...
 
 It writes its own pid to every ``cgroup.procs`` given (so the agent is inside its
 cgroups before its first instruction runs, and everything it forks inherits them), sets
 rlimits (the fallback when no cgroup is writable), optionally enforces a Landlock
 ruleset, writes each VALUE to its inherited FD (a cgroup control file opened outside the
 sandbox: the CPU quota, applied last so that the set-up above is not throttled), and
-replaces itself with ``ARGV``.  Why not ``preexec_fn``: it runs Python
+replaces itself with ``ARGV``.
+
+With ``--gate FD`` the shim is started ahead of the agent's turn (a *warm* start: see
+``sandbox/backends/worktree.py``): everything above but the writes is done, then it
+blocks reading FD to its end.  What it reads is the command and the whole environment,
+as NUL-terminated ``A<arg>`` and ``E<NAME=VALUE>`` entries (known only when the task
+starts: its base, for one); ``ARGV`` is empty.  Nothing read (the run gave the start
+up): exit 125 without running anything.  Why not ``preexec_fn``: it runs Python
 between fork and exec in a multi-threaded parent (the output pumps), which can deadlock,
 and it cannot be placed *inside* bubblewrap.  The shim is run by path with ``-I -S``
 (also inside bubblewrap, for Landlock: the ruleset is made with raw syscalls through
@@ -170,11 +177,40 @@ def _landlock(spec: dict[str, object]) -> None:
     _drop_capabilities()
 
 
+def _await_start(fd: int) -> tuple[list[str], dict[str, str]]:
+    """Block until the ``--gate`` pipe is closed; the argv and environment it carried."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    command: list[str] = []
+    env: dict[str, str] = {}
+    for entry in b"".join(chunks).split(b"\0")[:-1]:
+        kind, text = entry[:1], os.fsdecode(entry[1:])
+        if kind == b"A":
+            command.append(text)
+        elif kind == b"E":
+            name, _, value = text.partition("=")
+            env[name] = value
+    return command, env
+
+
+def gate_payload(argv: list[str], env: dict[str, str]) -> bytes:
+    """What :func:`_await_start` reads: ``argv`` and ``env`` as NUL-terminated entries."""
+    entries = [b"A" + os.fsencode(a) for a in argv]
+    entries += [b"E" + os.fsencode(f"{k}={v}") for k, v in env.items()]
+    return b"".join(e + b"\0" for e in entries)
+
+
 def main(argv: list[str]) -> int:
     procs: list[str] = []
     limits: list[tuple[int, int]] = []
     landlock: dict[str, object] | None = None
     writes: list[tuple[int, bytes]] = []
+    gate: int | None = None
     i = 0
     while i < len(argv) and argv[i] != "--":
         opt, value = argv[i], argv[i + 1]
@@ -189,6 +225,8 @@ def main(argv: list[str]) -> int:
                 landlock["network"] = value == "1"
             else:
                 landlock[opt[11:]].append(value)  # type: ignore[attr-defined]
+        elif opt == "--gate":
+            gate = int(value)
         elif opt == "--write-fd":
             num, _, text = value.partition("=")
             writes.append((int(num), text.encode()))
@@ -197,7 +235,7 @@ def main(argv: list[str]) -> int:
             return EXIT_SHIM_FAILED
         i += 2
     command = argv[i + 1:]
-    if not command:
+    if not command and gate is None:
         print("forkyard-shim: no command after --", file=sys.stderr)
         return EXIT_SHIM_FAILED
     try:
@@ -212,10 +250,17 @@ def main(argv: list[str]) -> int:
             resource.setrlimit(which, (amount, amount))
         if landlock is not None:
             _landlock(landlock)
+        env = None
+        if gate is not None:
+            command, env = _await_start(gate)
+            if not command:
+                return EXIT_SHIM_FAILED  # abandoned: the task never got its turn
         for out_fd, data in writes:  # no Landlock check: the file was opened outside
             os.write(out_fd, data)
             os.close(out_fd)
-        os.execvp(command[0], command)
+        if env is None:
+            os.execvp(command[0], command)
+        os.execve(command[0], command, env)
     except Exception as exc:  # anything before exec: the agent never started
         print(f"forkyard-shim: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_SHIM_FAILED

@@ -101,6 +101,18 @@ class Backend(ABC):
         ``cancel`` is set (status ``cancelled``); call ``on_exit`` when the agent is gone.
         Commits uncommitted changes."""
 
+    def warm(self, sandbox: Sandbox) -> None:
+        """Optional: start whatever can start before the task's turn, for a sandbox
+        prepared ahead of time (its base may still move; ``execute`` finishes the start).
+        ``cleanup`` undoes it if the task never runs.  Must not raise."""
+        return None
+
+    def move(self, sandbox: Sandbox, base: str) -> None:
+        """Optional: bring a sandbox prepared ahead of time, whose task has not started,
+        to ``base`` (the target moved meanwhile); ``execute`` moves it to ``spec.base``
+        in any case, so this only takes that work off the task's start."""
+        return None
+
     @abstractmethod
     def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:
         """Release everything the sandbox holds (processes, cgroups, containers);

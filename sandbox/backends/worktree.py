@@ -33,14 +33,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from merge.git import WORKTREE_ADMIN_LOCK, GitError, RefMovedError, Repo, clean_env
-from merge.process import background_priority, spawn
-from sandbox import cgroups, confine, limits, overlay, setup
+from merge.process import background_priority, raise_priority, spawn
+from sandbox import cgroups, confine, limits, overlay, setup, shim
 from sandbox.backends.base import (
     Backend,
     ExecResult,
@@ -246,6 +247,10 @@ class WorktreeBackend(Backend):
                 self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
         sandbox.state["at"] = sandbox.state["made_at"] = spec.base
 
+    def move(self, sandbox: Sandbox, base: str) -> None:
+        sandbox.spec = replace(sandbox.spec, base=base)
+        self.to_base(sandbox)
+
     def _enforcement(self, spec: SandboxSpec, defer_cpu: bool = False) -> limits.Enforcement:
         mode = self.config.limits
         if mode == "none":
@@ -286,10 +291,11 @@ class WorktreeBackend(Backend):
         env.update(spec.env)
         return env
 
-    def _argv(self, sandbox: Sandbox, conf: confine.Confinement, enf: limits.Enforcement,
-              tmpdir: Path, gitpaths: confine.GitPaths, command: str,
-              status_fd: int | None = None, cpu_fd: int | None = None) -> list[str]:
-        spec = sandbox.spec
+    def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
+              status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
+        """The agent's argv; ``command`` None with ``gate_fd``: a warm start's, whose
+        command comes through the gate (``sandbox/shim.py``)."""
+        spec, conf, enf = sandbox.spec, prep.conf, prep.enf
         opts = enf.shim_args
         if all(o == "--procs" for o in opts[::2]):
             # Only cgroup joins (or nothing): the shell does that ~10x cheaper than a Python.
@@ -297,28 +303,29 @@ class WorktreeBackend(Backend):
         else:
             argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
         if conf.bwrap:
-            argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=tmpdir, git=gitpaths,
-                                       network=spec.limits.network,
+            argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
+                                       git=prep.gitpaths, network=spec.limits.network,
                                        extra_rw=self.config.extra_rw, status_fd=status_fd)
-        if conf.landlock:
-            ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=tmpdir, git=gitpaths,
-                                       network=spec.limits.network, inside_bwrap=conf.bwrap)
-            ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
+        if conf.landlock or gate_fd is not None:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
-            argv += [sys.executable, "-I", "-S", SHIM, *confine.landlock_shim_args(ll)]
-            if cpu_fd is not None and enf.cgroup is not None and enf.cgroup.cpu_quota:
-                argv += ["--write-fd", f"{cpu_fd}={enf.cgroup.cpu_quota[1]}"]
+            argv += [sys.executable, "-I", "-S", SHIM]
+            if conf.landlock:
+                ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
+                                           git=prep.gitpaths, network=spec.limits.network,
+                                           inside_bwrap=conf.bwrap)
+                ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
+                argv += confine.landlock_shim_args(ll)
+            if prep.cpu_fd is not None and enf.cgroup is not None and enf.cgroup.cpu_quota:
+                argv += ["--write-fd", f"{prep.cpu_fd}={enf.cgroup.cpu_quota[1]}"]
+            if gate_fd is not None:
+                argv += ["--gate", str(gate_fd)]
             argv += ["--"]
-        return [*argv, "/bin/sh", "-c", command]
+        return argv if command is None else [*argv, "/bin/sh", "-c", command]
 
-    def execute(
-        self, sandbox: Sandbox, on_line: LineCallback | None = None,
-        cancel: threading.Event | None = None, on_exit: ExitCallback | None = None,
-    ) -> ExecResult:
-        """Run setup command and agent confined and limited; commit what it left."""
+    def _prepare_run(self, sandbox: Sandbox, gated: bool = False) -> _Prepared:
+        """What the agent runs in and under: temp and object dirs, limits, confinement.
+        ``gated``: a warm start (the CPU quota is then always left to the inner shim)."""
         spec = sandbox.spec
-        started = time.monotonic()
-        self.to_base(sandbox)
         conf = confine.resolve(self.config.confinement, spec.confine)
         tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
         tmpdir.mkdir(parents=True, exist_ok=True)
@@ -333,40 +340,124 @@ class WorktreeBackend(Backend):
         pinned = _pin_git_files(gitpaths, spec.branch)
         sandbox.state["gitdir"] = gitpaths.gitdir
         # The CPU quota is written by the inner shim, last, when there is one.
-        enf = self._enforcement(spec, defer_cpu=conf.landlock)
+        enf = self._enforcement(spec, defer_cpu=conf.landlock or gated)
         sandbox.state["cgroup"] = enf.cgroup
         cpu_fd = None
         if enf.cgroup is not None and enf.cgroup.cpu_quota is not None:
             cpu_fd = os.open(enf.cgroup.cpu_quota[0], os.O_WRONLY | os.O_CLOEXEC)
         token = uuid.uuid4().hex
         sandbox.state["token"] = token
-        env = {**self._env(sandbox, tmpdir, token), **odb_env(self.repo, objects)}
-        tail: collections.deque[str] = collections.deque(maxlen=self.config.log_tail_lines)
+        return _Prepared(conf, tmpdir, objects, gitpaths, pinned, enf, cpu_fd, token)
+
+    def _agent_env(self, sandbox: Sandbox, prep: _Prepared) -> dict[str, str]:
+        return {**self._env(sandbox, prep.tmpdir, prep.token), **odb_env(self.repo, prep.objects)}
+
+    def warm(self, sandbox: Sandbox) -> None:
+        """Start the agent's process chain ahead of its turn, up to its last ``exec``.
+        Called from a background-priority thread where the niceness can be taken back
+        (root): the chain is re-niced to the agent thread's when the task starts.
+
+        Joining cgroups, bubblewrap's namespaces and mounts and the Landlock ruleset cost
+        tens of milliseconds of CPU per agent, paid at the worst moment when several
+        agents start together.  A sandbox prepared ahead (``sandbox/sandboxes.py``) has
+        them done while the agents before it run: the chain waits in the exec shim on a
+        pipe (``--gate``) for the command and environment, which :meth:`execute` writes
+        once the sandbox is at its base.  Failing here only means a cold start later.
+        """
+        if sandbox.state.get("warm") is not None or sandbox.state.get("cgroup") is not None:
+            return
+        try:
+            prep = self._prepare_run(sandbox, gated=True)
+        except Exception:
+            return
+        gate_r, gate_w = os.pipe()
+        os.set_inheritable(gate_w, False)
+        status_r, status_w = os.pipe() if prep.conf.bwrap else (-1, -1)
+        fds = tuple(fd for fd in (gate_r, status_w, prep.cpu_fd) if fd is not None and fd >= 0)
+        try:
+            agent = self._launch(self._argv(sandbox, prep, None, status_w if prep.conf.bwrap
+                                            else None, gate_r),
+                                 fds, sandbox, self._agent_env(sandbox, prep),
+                                 _Lines(self.config.log_tail_lines))
+        except Exception:
+            for fd in (gate_w, status_r):
+                if fd >= 0:
+                    os.close(fd)
+            self._unprepare(sandbox, prep)
+            return
+        finally:
+            for fd in (gate_r, status_w):
+                if fd >= 0:
+                    os.close(fd)
+        agent.gate, agent.status = gate_w, status_r
+        sandbox.state["warm"] = _Warm(prep, agent)
+
+    def _unprepare(self, sandbox: Sandbox, prep: _Prepared) -> None:
+        """Undo :meth:`_prepare_run` (a warm start that did not happen)."""
+        if prep.cpu_fd is not None:
+            os.close(prep.cpu_fd)
+        group = sandbox.state.pop("cgroup", None)
+        if isinstance(group, cgroups.Cgroup):
+            with contextlib.suppress(Exception):
+                group.remove()
+        for key in ("token", "gitdir"):
+            sandbox.state.pop(key, None)
+
+    def _abandon(self, sandbox: Sandbox) -> None:
+        """Stop a warm start's waiting chain (its shim exits on the closed gate)."""
+        warm = sandbox.state.pop("warm", None)
+        if not isinstance(warm, _Warm):
+            return
+        self._kill_tree(warm.agent.proc, warm.prep.enf, warm.prep.token)
+        warm.agent.discard()
+        if warm.prep.cpu_fd is not None:
+            os.close(warm.prep.cpu_fd)
+
+    def execute(
+        self, sandbox: Sandbox, on_line: LineCallback | None = None,
+        cancel: threading.Event | None = None, on_exit: ExitCallback | None = None,
+    ) -> ExecResult:
+        """Run setup command and agent confined and limited; commit what it left."""
+        spec = sandbox.spec
+        started = time.monotonic()
+        self.to_base(sandbox)
+        warm = sandbox.state.pop("warm", None)
+        prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
+        env = self._agent_env(sandbox, prep)
+        lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
+        lines.on_line = on_line
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
         reason: str | None = None
         rc: int | None = None
         message = ""
 
-        def phase(command: str, until: float | None) -> tuple[int | None, str | None]:
+        def phase(command: str, until: float | None, ready: _Agent | None = None,
+                  last: bool = True) -> tuple[int | None, str | None]:
             return self._run_phase(
-                lambda fd: self._argv(sandbox, conf, enf, tmpdir, gitpaths, command, fd, cpu_fd),
-                conf.bwrap, sandbox, env, enf, token, until, cancel, on_line, tail,
-                () if cpu_fd is None else (cpu_fd,))
+                lambda fd: self._argv(sandbox, prep, command, fd), command, prep.conf.bwrap,
+                sandbox, env, prep, until, cancel, lines,
+                () if prep.cpu_fd is None else (prep.cpu_fd,), ready, settle=not last)
 
         try:
+            ready = warm.agent if isinstance(warm, _Warm) else None
             if spec.setup_command:
                 setup_deadline = time.monotonic() + self.config.setup_timeout_s
                 rc, reason = phase(spec.setup_command,
-                                   min(d for d in (deadline, setup_deadline) if d))
+                                   min(d for d in (deadline, setup_deadline) if d), ready,
+                                   last=False)
+                ready = None
                 if rc != 0 and reason is None:
                     message = f"setup command failed with exit code {rc}"
             if rc in (None, 0) and reason is None:
-                rc, reason = phase(spec.command, deadline)
+                rc, reason = phase(spec.command, deadline, ready)
         finally:
-            if cpu_fd is not None:
-                os.close(cpu_fd)
+            if prep.cpu_fd is not None:
+                os.close(prep.cpu_fd)
         if on_exit is not None:
-            on_exit()
+            on_exit()  # the agent's processes are killed: its slot can take the next one
+        enf = prep.enf
+        if enf.cgroup is not None:
+            enf.cgroup.wait_empty()  # ...and gone, before anything reads what they left
         status = self._status(rc, reason, enf)
         if status == "timed_out":
             message = f"killed after the {spec.limits.timeout_s:g}s timeout"
@@ -379,13 +470,13 @@ class WorktreeBackend(Backend):
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
         with background_priority():  # the agent is gone: agents starting come first
-            commit, files, commit_msg, broken = self._gather(sandbox, pinned)
+            commit, files, commit_msg, broken = self._gather(sandbox, prep.pinned)
         if broken:
             status = "failed"
         return ExecResult(
             status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
-            log_tail="\n".join(tail), commit=commit, files_modified=tuple(files),
-            enforced_by=enf.name, confinement=conf.name,
+            log_tail="\n".join(lines.tail), commit=commit, files_modified=tuple(files),
+            enforced_by=enf.name, confinement=prep.conf.name,
             message="; ".join(m for m in (message, commit_msg) if m),
         )
 
@@ -401,51 +492,65 @@ class WorktreeBackend(Backend):
         return "succeeded" if rc == 0 else "failed"
 
     def _run_phase(
-        self, build: Callable[[int | None], list[str]], uses_bwrap: bool, sandbox: Sandbox,
-        env: dict[str, str], enf: limits.Enforcement, token: str, deadline: float | None,
-        cancel: threading.Event | None, on_line: LineCallback | None,
-        tail: collections.deque[str], fds: tuple[int, ...] = (),
+        self, build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
+        sandbox: Sandbox, env: dict[str, str], prep: _Prepared, deadline: float | None,
+        cancel: threading.Event | None, lines: _Lines, fds: tuple[int, ...] = (),
+        ready: _Agent | None = None, settle: bool = True,
     ) -> tuple[int | None, str | None]:
         """Run one process tree to the end, a timeout or a cancel; (exit code, reason).
-        ``fds``: more file descriptors the process inherits.
+        ``fds``: more file descriptors the process inherits; ``ready``: a warm start's
+        waiting chain (:meth:`warm`), given the command here, else a cold start;
+        ``settle``: see :meth:`_wait`.
 
         bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
         read-only, and a mount that vanishes meanwhile (a container engine tearing one
         down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
-        if not, the phase is retried (the command never ran, so this is safe).
+        if not, the phase is retried (the command never ran, so this is safe).  A warm
+        chain that did not survive until its turn is just such a failed attempt.
         """
+        enf, token = prep.enf, prep.token
+        if ready is not None:
+            # Warmed on a background thread (see warm()): the agent runs at our priority.
+            raise_priority(lambda: _members(ready.proc.pid, enf),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            if ready.go(["/bin/sh", "-c", command], env):
+                rc, reason = self._wait(ready, enf, token, deadline, cancel, settle)
+                if ready.started() or reason is not None:
+                    return rc, reason
+            else:
+                self._kill_tree(ready.proc, enf, token)
+                ready.discard()
         for attempt in range(BWRAP_ATTEMPTS):
             status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
             try:
-                rc, reason = self._run_once(build(status_w if uses_bwrap else None),
-                                            ((status_w,) if uses_bwrap else ()) + fds, sandbox, env,
-                                            enf, token, deadline, cancel, on_line, tail)
+                agent = self._launch(build(status_w if uses_bwrap else None),
+                                     ((status_w,) if uses_bwrap else ()) + fds, sandbox, env,
+                                     lines)
             finally:
                 if uses_bwrap:
                     os.close(status_w)
-            started = True
-            if uses_bwrap:
-                os.set_blocking(status_r, False)
-                try:
-                    started = b"child-pid" in os.read(status_r, 65536)
-                except BlockingIOError:
-                    started = False
-                os.close(status_r)
-            if started or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
+            agent.status = status_r
+            rc, reason = self._wait(agent, enf, token, deadline, cancel, settle)
+            if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
                 return rc, reason
             time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run_once(
-        self, argv: list[str], pass_fds: tuple[int, ...], sandbox: Sandbox, env: dict[str, str],
-        enf: limits.Enforcement, token: str, deadline: float | None,
-        cancel: threading.Event | None, on_line: LineCallback | None,
-        tail: collections.deque[str],
-    ) -> tuple[int | None, str | None]:
+    def _launch(self, argv: list[str], pass_fds: tuple[int, ...], sandbox: Sandbox,
+                env: dict[str, str], lines: _Lines) -> _Agent:
+        """Start ``argv`` in the sandbox, its output pumped into ``lines``."""
         proc = spawn(argv, cwd=sandbox.worktree, env=env, stdout=subprocess.PIPE,
                      stderr=subprocess.STDOUT, pass_fds=pass_fds)
-        pump = threading.Thread(target=_pump, args=(proc, on_line, tail), daemon=True)
+        pump = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
         pump.start()
+        return _Agent(proc, pump, lines)
+
+    def _wait(self, agent: _Agent, enf: limits.Enforcement, token: str,
+              deadline: float | None, cancel: threading.Event | None, settle: bool = True,
+              ) -> tuple[int | None, str | None]:
+        """Wait for the agent to exit, time out or be cancelled; then kill its tree
+        (``settle``: and wait for all of it to be gone; see :meth:`_kill_tree`)."""
+        proc = agent.proc
         reason: str | None = None
         exited = _ExitWaiter(proc)
         try:
@@ -464,9 +569,8 @@ class WorktreeBackend(Backend):
         finally:
             exited.close()
         # Whatever the agent left behind (daemons, double forks) dies with it: no orphans.
-        self._kill_tree(proc, enf, token)
-        proc.wait()
-        pump.join(timeout=5)
+        self._kill_tree(proc, enf, token, settle)
+        agent.finish()
         rc = proc.returncode
         return (128 - rc if rc < 0 else rc), reason
 
@@ -486,10 +590,14 @@ class WorktreeBackend(Backend):
             time.sleep(0.05)
         self._kill_tree(proc, enf, token)
 
-    def _kill_tree(self, proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str) -> None:
+    def _kill_tree(self, proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str,
+                   settle: bool = True) -> None:
+        """SIGKILL the agent's whole tree; ``settle``: and wait until it is gone (else
+        the caller waits with ``Cgroup.wait_empty`` before touching the sandbox)."""
         _killpg(proc.pid, signal.SIGKILL)
         if enf.cgroup is not None:
-            enf.cgroup.kill()  # cgroup.kill / freezer: nothing in the group can escape
+            # cgroup.kill / freezer: nothing in the group can escape
+            enf.cgroup.kill(wait_s=5.0 if settle else 0.0)
             return
         # Without a cgroup, descendants that left the process group are found by token.
         for _ in range(50):
@@ -625,6 +733,7 @@ class WorktreeBackend(Backend):
         """Kill leftovers, remove cgroups, release the port, remove the worktree unless keep."""
         spec = sandbox.spec
         try:
+            self._abandon(sandbox)  # prepared ahead, never run
             group = sandbox.state.pop("cgroup", None)
             if isinstance(group, cgroups.Cgroup):
                 group.remove()
@@ -722,18 +831,104 @@ def _lease_port(sandbox: Sandbox) -> int | None:
     return lease.port if isinstance(lease, PortLease) else None
 
 
-def _pump(proc: subprocess.Popen[bytes], on_line: LineCallback | None,
-          tail: collections.deque[str]) -> None:
+def _pump(proc: subprocess.Popen[bytes], lines: _Lines) -> None:
     assert proc.stdout is not None
     for raw in iter(proc.stdout.readline, b""):
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        tail.append(line)
-        if on_line is not None:
+        lines(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    proc.stdout.close()
+
+
+class _Lines:
+    """An agent's output: the trailing lines kept, and where each line goes as it comes
+    (set when the task starts: a warm start's chain is pumped before it has a task)."""
+
+    def __init__(self, keep: int) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=keep)
+        self.on_line: LineCallback | None = None
+
+    def __call__(self, line: str) -> None:
+        self.tail.append(line)
+        if self.on_line is not None:
             try:
-                on_line(line)
+                self.on_line(line)
             except Exception:  # a broken display must not kill the agent's pump
                 pass
-    proc.stdout.close()
+
+
+@dataclass
+class _Agent:
+    """A started process tree: its process, output pump, and (warm start) gate pipe and
+    (bubblewrap) status pipe."""
+
+    proc: subprocess.Popen[bytes]
+    pump: threading.Thread
+    lines: _Lines
+    gate: int = -1
+    status: int = -1
+
+    def go(self, argv: list[str], env: dict[str, str]) -> bool:
+        """Give a waiting chain its command and environment; False if it is gone."""
+        try:
+            if self.proc.poll() is not None:
+                return False
+            payload = memoryview(shim.gate_payload(argv, env))
+            while payload:
+                payload = payload[os.write(self.gate, payload):]
+            return True
+        except OSError:  # EPIPE: the chain died meanwhile
+            return False
+        finally:
+            self._close("gate")
+
+    def started(self) -> bool:
+        """Did bubblewrap start its child (its ``--json-status-fd``)?  True without one."""
+        if self.status < 0:
+            return True
+        os.set_blocking(self.status, False)
+        try:
+            ok = b"child-pid" in os.read(self.status, 65536)
+        except BlockingIOError:
+            ok = False
+        self._close("status")
+        return ok
+
+    def finish(self) -> None:
+        """After the tree was killed: reap, drain the output, close the gate."""
+        self.proc.wait()
+        self.pump.join(timeout=5)
+        self._close("gate")
+
+    def discard(self) -> None:
+        self.finish()
+        self._close("status")
+
+    def _close(self, which: str) -> None:
+        fd = getattr(self, which)
+        if fd >= 0:
+            setattr(self, which, -1)
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What :meth:`WorktreeBackend._prepare_run` set up for one sandbox's agent."""
+
+    conf: confine.Confinement
+    tmpdir: Path
+    objects: Path
+    gitpaths: confine.GitPaths
+    pinned: dict[Path, bytes]
+    enf: limits.Enforcement
+    cpu_fd: int | None
+    token: str
+
+
+@dataclass(frozen=True)
+class _Warm:
+    """A warm start: the set-up and the chain waiting at its gate."""
+
+    prep: _Prepared
+    agent: _Agent
 
 
 class _ExitWaiter:
@@ -766,6 +961,23 @@ class _ExitWaiter:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def _members(pid: int, enf: limits.Enforcement) -> set[int]:
+    """The process tree from ``pid``: its cgroup's members, else its descendants."""
+    if enf.cgroup is not None:
+        return enf.cgroup.pids() | {pid}
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        try:
+            for task in os.scandir(f"/proc/{p}/task"):
+                with open(f"{task.path}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return found
 
 
 def _killpg(pid: int, sig: int) -> None:
