@@ -2,7 +2,8 @@
 
 32 agents that each sleep 2 s (and write one file), 8 at a time, into a 2,000-file
 repository: the ideal wall time is 4 waves x 2 s = 8 s; the run must stay within 1.10x of
-it.  Then 64 agents at once must work.  Everything real: worktree sandboxes with limits
+it (the median of three runs: one run on a shared 2-core VM varies by a few percent).
+Then 64 agents at once must work.  Everything real: worktree sandboxes with limits
 and confinement (the defaults), merges through the transaction engine, the journal.
 
     .venv/bin/python -m bench.run_overhead
@@ -69,10 +70,21 @@ def measure(n_tasks: int, agents: int, files: int = 2000, where: str | None = No
         }
 
 
+def repeated(n: int, *args: Any, **kw: Any) -> dict[str, Any]:
+    """:func:`measure` ``n`` times; the median run, with every run's ratio alongside (on a
+    shared 2-core VM one run varies by a few percent either way)."""
+    runs = sorted((measure(*args, **kw) for _ in range(n)), key=lambda r: r["ratio"])
+    row = dict(runs[len(runs) // 2])
+    row["case"] += f" (median of {n}: {', '.join(str(r['ratio']) for r in runs)})"
+    if any(r["outcome"] != "succeeded" for r in runs):
+        row["outcome"] = "failed"
+    return row
+
+
 def main() -> list[dict[str, Any]]:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     rows = [
-        measure(32, 8),                                    # the defaults, repository on disk
+        repeated(3, 32, 8),                                # the defaults, repository on disk
         measure(32, 8, where=shm),                         # same, repository on tmpfs
         measure(32, 8, where=shm, confinement="bwrap"),    # bubblewrap only (no Landlock shim)
         measure(32, 8, where=shm, confinement="none", limits="none"),  # the loop alone
@@ -86,7 +98,7 @@ def main() -> list[dict[str, Any]]:
     default, loop = rows[0]["ratio"], rows[3]["ratio"]
     landed = all(r["outcome"] == "succeeded" for r in rows)
     print(f"\ntarget: 32x2s/8 within 1.10x of 8 s, 64 at once all landed.  Defaults (limits, "
-          f"bwrap + Landlock, repo on disk): {default}x -> {'PASS' if default <= 1.10 and landed else 'FAIL'}; "
+          f"bwrap + Landlock, repo on disk, median of 3): {default}x -> {'PASS' if default <= 1.10 and landed else 'FAIL'}; "
           f"the loop alone (no limits, no confinement): {loop}x -> {'PASS' if loop <= 1.10 and landed else 'FAIL'}")
     print("agent_exec_overhead_s: mean task duration minus the 2 s sleep (sandbox start, "
           "limits, confinement, the commit).")

@@ -9,6 +9,7 @@ merge engine use pygit2 through :attr:`Repo.odb`; everything else is the git CLI
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -104,7 +105,9 @@ def git(
         ) from None
 
 
+@functools.cache
 def git_version() -> tuple[int, int, int]:
+    """The installed git's version (asked once per process)."""
     out = git("version", cwd=os.getcwd()).out
     m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
     if not m:
@@ -307,15 +310,17 @@ class Repo:
 
     def commit_all(
         self, cwd: str | os.PathLike[str], message: str, env: Mapping[str, str] | None = None,
-        *, want_sha: bool = True,
+        *, want_sha: bool = True, untouched: Sequence[str] = (),
     ) -> str | None:
         """Stage everything in worktree ``cwd`` and commit with our identity.
 
         Returns the new commit's sha (``""`` with ``want_sha=False``: one git call less),
         or None when there was nothing to commit.  ``env`` applies to every git call
         (e.g. a sandbox's ``GIT_OBJECT_DIRECTORY``: ``add`` writes blobs there too).
+        ``untouched``: top-level names known to hold no change, which ``add`` skips.
         """
-        self.git("add", "-A", cwd=cwd, env=env)
+        skip = [f":(top,literal,exclude){name}" for name in untouched]
+        self.git("add", "-A", *(("--", ":/", *skip) if skip else ()), cwd=cwd, env=env)
         if self.git("diff", "--cached", "--quiet", cwd=cwd, check=False, env=env).returncode == 0:
             return None
         self.git("commit", "--quiet", "--no-verify", "-m", message, cwd=cwd,

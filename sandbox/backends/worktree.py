@@ -178,6 +178,7 @@ class WorktreeBackend(Backend):
                 state["layers"] = layers
                 shutil.copy2(base.index, admin / "index")  # with its mtime: see overlay.py
                 state["at"] = base.commit
+                state["index"] = _stat_key(admin / "index")
             state["gitdir"] = admin
         except BaseException:
             layers.unmount()
@@ -246,6 +247,9 @@ class WorktreeBackend(Backend):
             elif not moved:  # files not as expected: the sure way
                 self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
         sandbox.state["at"] = sandbox.state["made_at"] = spec.base
+        gitdir = sandbox.state.get("gitdir")
+        if isinstance(gitdir, Path) and "index" in sandbox.state:
+            sandbox.state["index"] = _stat_key(gitdir / "index")
 
     def move(self, sandbox: Sandbox, base: str) -> None:
         sandbox.spec = replace(sandbox.spec, base=base)
@@ -647,7 +651,8 @@ class WorktreeBackend(Backend):
         note = ""
         try:
             # The branch tip is read below anyway (the agent may have committed itself).
-            self.repo.commit_all(sandbox.worktree, message, want_sha=False)
+            self.repo.commit_all(sandbox.worktree, message, want_sha=False,
+                                 untouched=_untouched(sandbox))
         except GitError as exc:
             note = f"could not commit leftover changes: {exc}"
         if isinstance(objects, Path):
@@ -817,6 +822,33 @@ def _tidy_objects(objects: Path) -> None:
         (objects / "info" / "alternates").unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _untouched(sandbox: Sandbox) -> list[str]:
+    """Top-level entries of an overlay sandbox that the agent provably left alone: nothing
+    under them is in the upper layer (every write, delete or rename puts something there)
+    and the index is the one we wrote (nothing staged or unstaged by the agent's git).
+    ``git add -A`` need not look at them (on a large tree, most of what it does).
+    Empty (look at everything) when in doubt."""
+    layers, gitdir = sandbox.state.get("layers"), sandbox.state.get("gitdir")
+    if not isinstance(layers, overlay.Layers) or not isinstance(gitdir, Path):
+        return []
+    key = sandbox.state.get("index")
+    if key is None or _stat_key(gitdir / "index") != key:
+        return []
+    try:
+        touched = set(os.listdir(layers.upper))
+        return sorted(n for n in os.listdir(layers.lower) if n not in touched and n != ".git")
+    except OSError:
+        return []
 
 
 def _pin_git_files(gitpaths: confine.GitPaths, branch: str) -> dict[Path, bytes]:

@@ -160,3 +160,42 @@ def test_confined_sandboxes_start_while_others_come_and_go(pylib: Repo) -> None:
         t.join()
     backend.cleanup(hold)
     assert failures == []
+
+
+def test_add_skips_only_what_the_agent_left_alone(backend: WorktreeBackend) -> None:
+    # `git add -A` is told to skip top-level entries with nothing in the upper layer; an
+    # edit deep inside one of them must still be seen, and the skipped ones stay as they are.
+    from sandbox.backends.worktree import _untouched
+
+    repo = backend.repo
+    sb = backend.prepare(make_spec(repo, "true"))
+    try:
+        assert _untouched(sb) == ["README.md", "mathlib", "tests"]
+        (sb.worktree / "mathlib" / "util.py").write_text("changed\n")
+        (sb.worktree / "NEW.txt").write_text("new\n")
+        assert _untouched(sb) == ["README.md", "tests"]
+        r = backend.execute(sb)
+        assert r.status == "succeeded", r.log_tail
+        assert sorted(f.path for f in r.files_modified) == ["NEW.txt", "mathlib/util.py"]
+        names = set(repo.out("ls-tree", "-r", "--name-only", r.commit or "").splitlines())
+        assert names == set(repo.out("ls-tree", "-r", "--name-only", "HEAD").splitlines()) | {
+            "NEW.txt"}
+    finally:
+        backend.cleanup(sb)
+
+
+def test_add_looks_everywhere_once_the_agent_used_the_index(backend: WorktreeBackend) -> None:
+    # `git rm --cached` leaves no trace in the upper layer, only in the index: with the
+    # index changed nothing is skipped, and the result is what a full `git add -A` gives
+    # (the file, still in the worktree, is committed again).
+    from sandbox.backends.worktree import _untouched
+
+    repo = backend.repo
+    sb = backend.prepare(make_spec(repo, "git rm -q --cached tests/test_core.py"))
+    try:
+        r = backend.execute(sb)
+        assert r.status == "succeeded", r.log_tail
+        assert _untouched(sb) == []
+        assert r.commit is None  # nothing changed, as with a full `git add -A`
+    finally:
+        backend.cleanup(sb)
