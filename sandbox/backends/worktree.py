@@ -7,7 +7,9 @@ about what plain worktrees cost (``bench/sandbox_overhead.py``).
 
 The agent is started as ``shim [cgroups, rlimits] -> bwrap -> shim [Landlock] -> sh -c``:
 the outer shim joins the cgroups before anything else runs; bubblewrap confines; the
-inner shim layers Landlock.  After the agent exits, whatever it left running is killed,
+inner shim layers Landlock.  For a sandbox prepared ahead of its turn the chain is
+started early and waits in the inner shim for its command (:meth:`WorktreeBackend.warm`).
+After the agent exits, whatever it left running is killed,
 its uncommitted changes are committed with forkyard's identity, and the result records
 the branch tip and the files changed.
 
@@ -404,8 +406,7 @@ class WorktreeBackend(Backend):
         if isinstance(group, cgroups.Cgroup):
             with contextlib.suppress(Exception):
                 group.remove()
-        for key in ("token", "gitdir"):
-            sandbox.state.pop(key, None)
+        sandbox.state.pop("token", None)
 
     def _abandon(self, sandbox: Sandbox) -> None:
         """Stop a warm start's waiting chain (its shim exits on the closed gate)."""
