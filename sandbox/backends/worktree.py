@@ -516,7 +516,7 @@ class WorktreeBackend(Backend):
         enf, token = prep.enf, prep.token
         if ready is not None:
             # Warmed on a background thread (see warm()): the agent runs at our priority.
-            raise_priority(lambda: _members(ready.proc.pid, enf),
+            raise_priority(lambda: _members(ready.proc.pid, enf, token),
                            os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             if ready.go(["/bin/sh", "-c", command], env):
                 rc, reason = self._wait(ready, enf, token, deadline, cancel, settle)
@@ -996,21 +996,11 @@ class _ExitWaiter:
             self.pidfd = None
 
 
-def _members(pid: int, enf: limits.Enforcement) -> set[int]:
-    """The process tree from ``pid``: its cgroup's members, else its descendants."""
-    if enf.cgroup is not None:
-        return enf.cgroup.pids() | {pid}
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        found.add(p)
-        try:
-            for task in os.scandir(f"/proc/{p}/task"):
-                with open(f"{task.path}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            continue
-    return found
+def _members(pid: int, enf: limits.Enforcement, token: str) -> set[int]:
+    """The process tree from ``pid``: its cgroup's members, else the processes carrying
+    the sandbox's token."""
+    found = enf.cgroup.pids() if enf.cgroup is not None else limits.pids_with_token(token)
+    return found | {pid}
 
 
 def _killpg(pid: int, sig: int) -> None:
