@@ -16,7 +16,6 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,6 +154,7 @@ class Repo:
         else:
             # The main worktree, even when opened from a linked worktree.
             self.path = self.common_dir.parent if self.common_dir.name == ".git" else p
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"Repo({str(self.path)!r})"
@@ -169,12 +169,17 @@ class Repo:
         """stdout of ``git args...`` with the trailing newline stripped."""
         return self.git(*args, **kw).out.rstrip("\n")
 
-    @cached_property
+    @property
     def odb(self) -> pygit2.Repository:
-        """pygit2 view of the same repository, for object reads and commit creation."""
-        import pygit2
+        """pygit2 view of the same repository, for object reads and commit creation: one
+        per thread (a libgit2 repository must not be used by two threads at once, and
+        pygit2 lets go of the GIL in many of its calls)."""
+        odb: pygit2.Repository | None = getattr(self._local, "odb", None)
+        if odb is None:
+            import pygit2
 
-        return pygit2.Repository(str(self.common_dir))
+            odb = self._local.odb = pygit2.Repository(str(self.common_dir))
+        return odb
 
     @property
     def forkyard_dir(self) -> Path:
@@ -206,16 +211,44 @@ class Repo:
         full = r.out.strip()
         return full if r.returncode == 0 and full.startswith("refs/") else None
 
-    def update_ref(self, ref: str, new: str, old: str | None, message: str) -> None:
+    def update_ref(self, ref: str, new: str, old: str | None, message: str,
+                   *, durable: bool = True) -> None:
         """Move ``ref`` to ``new`` only if it is still at ``old`` (compare-and-swap).
 
-        ``old=None`` requires that the ref does not exist yet.
+        ``old=None`` requires that the ref does not exist yet.  ``durable=False``: in
+        process (libgit2: the same lock file, check and reflog entry, a few milliseconds
+        less) but without the fsync git's own ``update-ref`` may do; for forkyard's
+        scratch branches, which a machine crash only sends back to be re-run.
         """
         expected = old if old is not None else "0" * 40
+        if not durable and self._update_ref_in_process(ref, new, old, message):
+            return
         r = self.git("update-ref", "-m", message, ref, new, expected, check=False)
         if r.returncode != 0:
             actual = self.try_rev_parse(ref)
             raise RefMovedError(ref, expected, actual)
+
+    def _update_ref_in_process(self, ref: str, new: str, old: str | None, message: str) -> bool:
+        """:meth:`update_ref` through libgit2; False where git should do it (a symbolic
+        ref, or one libgit2 cannot read)."""
+        import pygit2
+
+        odb = self.odb
+        message = re.sub(r"[ \t\n\r]+", " ", message).strip(" ")  # as git logs it
+        try:
+            current = odb.references.get(ref)
+            if current is not None and current.type != pygit2.enums.ReferenceType.DIRECT:
+                return False
+            actual = None if current is None else str(current.target)
+            if actual != old:
+                raise RefMovedError(ref, old or "0" * 40, actual)
+            if current is None:
+                odb.create_reference_direct(ref, pygit2.Oid(hex=new), False, message=message)
+            else:
+                current.set_target(pygit2.Oid(hex=new), message)  # locks, checks old again
+            return True
+        except (pygit2.GitError, ValueError):  # lost a race (or an unreadable ref): ask git
+            return False
 
     def delete_ref(self, ref: str, old: str | None = None) -> None:
         args = ["update-ref", "-d", ref] + ([old] if old else [])
@@ -268,7 +301,7 @@ class Repo:
         ``git worktree prune`` removes it before ``path/.git`` exists; the caller calls
         :meth:`worktree_unlock` then.  Returns the admin dir.
         """
-        self.update_ref(f"refs/heads/{branch}", base, None, "forkyard: sandbox")
+        self.update_ref(f"refs/heads/{branch}", base, None, "forkyard: sandbox", durable=False)
         admin_root = self.common_dir / "worktrees"
         admin_root.mkdir(exist_ok=True)
         with WORKTREE_ADMIN_LOCK:
@@ -310,34 +343,106 @@ class Repo:
 
     def commit_all(
         self, cwd: str | os.PathLike[str], message: str, env: Mapping[str, str] | None = None,
-        *, want_sha: bool = True, untouched: Sequence[str] = (),
     ) -> str | None:
-        """Stage everything in worktree ``cwd`` and commit with our identity.
+        """Stage everything in worktree ``cwd`` and commit with our identity: the new
+        commit's sha, or None when there was nothing to commit.  ``env`` applies to every
+        git call (e.g. a sandbox's ``GIT_OBJECT_DIRECTORY``: ``add`` writes blobs there)."""
+        self.stage_all(cwd, env=env)
+        return self.commit_staged(cwd, message, env=env)
 
-        Returns the new commit's sha (``""`` with ``want_sha=False``: one git call less),
-        or None when there was nothing to commit.  ``env`` applies to every git call
-        (e.g. a sandbox's ``GIT_OBJECT_DIRECTORY``: ``add`` writes blobs there too).
-        ``untouched``: top-level names known to hold no change, which ``add`` skips.
-        """
+    def stage_all(self, cwd: str | os.PathLike[str], *, untouched: Sequence[str] = (),
+                  env: Mapping[str, str] | None = None) -> None:
+        """``git add -A`` in worktree ``cwd``.  ``untouched``: top-level names known to
+        hold no change, which ``add`` skips (on a large tree, most of what it does)."""
         skip = [f":(top,literal,exclude){name}" for name in untouched]
         self.git("add", "-A", *(("--", ":/", *skip) if skip else ()), cwd=cwd, env=env)
+
+    def commit_staged(
+        self, cwd: str | os.PathLike[str], message: str, env: Mapping[str, str] | None = None,
+        *, gitdir: str | os.PathLike[str] | None = None, ref: str | None = None,
+    ) -> str | None:
+        """Commit what is staged in worktree ``cwd`` with our identity: the new commit's
+        sha, or None when the index holds the tree HEAD has.
+
+        Given the worktree's ``gitdir`` and the branch ``ref`` its HEAD is on, this is
+        done in process: what ``git commit`` does after ``git add``, without its second
+        look at every file of the worktree and its rewrite of the index (on a large tree,
+        most of its cost).  ``ref`` then moves by compare-and-swap
+        (:class:`RefMovedError`).  ``git commit`` is the fallback, for an index or a ref
+        libgit2 cannot read.
+        """
+        if gitdir is not None and ref is not None and not env:
+            import pygit2
+
+            try:
+                return self._commit_index(Path(gitdir), ref, message)
+            except (pygit2.GitError, KeyError, ValueError):
+                pass
         if self.git("diff", "--cached", "--quiet", cwd=cwd, check=False, env=env).returncode == 0:
             return None
         self.git("commit", "--quiet", "--no-verify", "-m", message, cwd=cwd,
                  env={**IDENTITY, **(env or {})})
-        return self.out("rev-parse", "HEAD", cwd=cwd, env=env) if want_sha else ""
+        return self.out("rev-parse", "HEAD", cwd=cwd, env=env)
+
+    def _commit_index(self, gitdir: Path, ref: str, message: str) -> str | None:
+        import pygit2
+
+        odb = self.odb
+        parent = odb.references[ref].resolve().peel(pygit2.Commit)
+        tree = pygit2.Repository(str(gitdir)).index.write_tree()
+        if tree == parent.tree_id:
+            return None
+        sig = pygit2.Signature(IDENTITY["GIT_AUTHOR_NAME"], IDENTITY["GIT_AUTHOR_EMAIL"])
+        text = clean_message(message)
+        oid = odb.create_commit(None, sig, sig, text, tree, [parent.id])
+        self.update_ref(ref, str(oid), str(parent.id), f"commit: {text.partition(chr(10))[0]}",
+                        durable=False)
+        return str(oid)
+
+    def ref_target(self, ref: str) -> str | None:
+        """The object ``ref`` points at, read in process, whether or not that object
+        exists (None: no such ref).  Symbolic refs are followed."""
+        import pygit2
+
+        try:
+            found = self.odb.references.get(ref)
+            return None if found is None else str(found.resolve().target)
+        except (pygit2.GitError, KeyError, ValueError):  # e.g. a dangling symbolic ref
+            r = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", ref,
+                         check=False)
+            return r.out.strip() if r.returncode == 0 else None
 
     def numstat(self, a: str, b: str) -> list[NumStat]:
-        """Files changed between commits ``a`` and ``b`` with added/removed line counts."""
-        out = self.git("diff", "--numstat", "-z", "--no-renames", a, b).out
+        """Files changed between commits ``a`` and ``b`` with added/removed line counts,
+        as ``git diff --numstat --no-renames`` has them (a binary file: 0 and 0), in
+        process."""
+        import pygit2
+
+        odb = self.odb
+        diff = odb.diff(odb[a].peel(pygit2.Commit), odb[b].peel(pygit2.Commit))
         stats = []
-        for rec in out.split("\0"):
-            if not rec:
+        for patch in diff:
+            if patch is None:
                 continue
-            added, removed, path = rec.split("\t", 2)
-            stats.append(NumStat(path, int(added) if added != "-" else 0,
-                                 int(removed) if removed != "-" else 0))
+            _, added, removed = patch.line_stats
+            delta = patch.delta
+            path = (delta.new_file if delta.status != pygit2.enums.DeltaStatus.DELETED
+                    else delta.old_file).path
+            stats.append(NumStat(path, added, removed))
         return stats
+
+
+def clean_message(message: str) -> str:
+    """A commit message as ``git commit -m`` stores it (``--cleanup=whitespace``): no
+    trailing whitespace on a line, no leading or trailing blank lines, no runs of them."""
+    lines: list[str] = []
+    for line in message.split("\n"):
+        line = line.rstrip(" \t\r")  # git's whitespace: ASCII only
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "".join(f"{line}\n" for line in lines)
 
 
 def init_repo(path: str | os.PathLike[str], bare: bool = False, branch: str = "main") -> Repo:

@@ -203,7 +203,7 @@ class WorktreeBackend(Backend):
         if not (self.repo.common_dir / "refs" / "heads" / branch).is_file():
             return
         ref = f"refs/heads/{branch}"
-        raw = self._raw_tip(ref)
+        raw = self.repo.ref_target(ref)
         if raw is not None and self.repo.try_rev_parse(ref) is None:
             self.repo.git("update-ref", "-d", ref, raw, check=False)
 
@@ -245,7 +245,7 @@ class WorktreeBackend(Backend):
                 check=False).returncode == 0
             if moved and made != spec.base:
                 self.repo.update_ref(f"refs/heads/{spec.branch}", spec.base, str(made),
-                                     "forkyard: sandbox moved to the current tip")
+                                     "forkyard: sandbox moved to the current tip", durable=False)
             elif not moved:  # files not as expected: the sure way
                 self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
         sandbox.state["at"] = sandbox.state["made_at"] = spec.base
@@ -641,39 +641,41 @@ class WorktreeBackend(Backend):
             lock.unlink(missing_ok=True)  # a killed agent's git can leave these behind
         objects = sandbox.state.get("objects")
         branch = f"refs/heads/{spec.branch}"
+        ours = _index_ours(sandbox)  # before our add rewrites it
+        imported = False
         if isinstance(objects, Path):
             try:
                 # First: our commit below then writes straight into the shared store and
                 # never leaves the branch on objects that exist only in the sandbox's.
-                self._import(objects, branch, spec.base)
+                imported = self._import(objects, branch, spec.base)
             except _BrokenBranch as exc:
                 return None, [], str(exc), True
         message = f"forkyard: {spec.task_id}\n\n{spec.description or 'Changes left by the agent.'}"
         note = ""
+        tip: str | None = None
         try:
-            # The branch tip is read below anyway (the agent may have committed itself).
-            self.repo.commit_all(sandbox.worktree, message, want_sha=False,
-                                 untouched=_untouched(sandbox))
-        except GitError as exc:
+            self.repo.stage_all(sandbox.worktree, untouched=_untouched(sandbox))
+            tip = self.repo.commit_staged(
+                sandbox.worktree, message, ref=branch,
+                gitdir=gitdir if isinstance(gitdir, Path) else None)
+        except (GitError, RefMovedError) as exc:
             note = f"could not commit leftover changes: {exc}"
-        if isinstance(objects, Path):
+        # With our own index, no objects of the agent's and the branch where we left it,
+        # every object of the commit is one our add wrote, or the base's: nothing to check.
+        if isinstance(objects, Path) and (imported or not ours):
             try:
                 self._verify(branch, spec.base)
             except _BrokenBranch as exc:
                 return None, [], "; ".join(m for m in (note, str(exc)) if m), True
-        tip = self.repo.try_rev_parse(branch)
+        if tip is None:  # the agent may have committed itself
+            tip = self.repo.try_rev_parse(branch)
         if tip is None or tip == spec.base:
             return None, [], note, False
         return tip, self.repo.numstat(spec.base, tip), note, False
 
-    def _raw_tip(self, ref: str) -> str | None:
-        """What ``ref`` holds, whether or not the object exists (None: no such ref)."""
-        r = self.repo.git("rev-parse", "--verify", "--quiet", "--end-of-options", ref,
-                          check=False)
-        return r.out.strip() if r.returncode == 0 else None
-
-    def _import(self, objects: Path, ref: str, base: str) -> None:
-        """Copy the objects the agent made into the shared store, verified.
+    def _import(self, objects: Path, ref: str, base: str) -> bool:
+        """Copy the objects the agent made into the shared store, verified; False when
+        there were none and the branch is still at ``base`` or gone.
 
         Everything in the sandbox's object directory (its reflog and index name those,
         not only the branch), plus whatever ``base..tip`` needs; ``pack-objects --local``
@@ -682,20 +684,20 @@ class WorktreeBackend(Backend):
         name (:meth:`_verify` then finds it missing).  Failure: :class:`_BrokenBranch`.
         """
         _tidy_objects(objects)
-        tip = self._raw_tip(ref)
+        tip = self.repo.ref_target(ref)
         try:
             made = any(os.scandir(objects))
         except OSError:
             made = False
         if not made and tip in (None, base):
-            return  # the agent wrote nothing: the cheap common case
+            return False  # the agent wrote nothing: the cheap common case
         try:
             own = self.repo.git("cat-file", "--batch-all-objects", "--unordered",
                                 "--batch-check=%(objectname)",
                                 env={"GIT_OBJECT_DIRECTORY": str(objects)}).out.split()
             revs = [*own, *((tip, f"^{base}") if tip not in (None, base) else ())]
             if not revs:
-                return
+                return True
             pack = self.repo.git("pack-objects", "--revs", "--local", "--stdout", "-q",
                                  input="".join(f"{r}\n" for r in revs).encode(),
                                  env=odb_env(self.repo, objects)).stdout
@@ -706,10 +708,11 @@ class WorktreeBackend(Backend):
                 self.repo.git("unpack-objects", "-q", input=pack)
         except GitError as exc:
             self._broken(ref, base, tip, exc)
+        return True
 
     def _verify(self, ref: str, base: str) -> None:
         """Check that the whole branch is in the shared store; else :meth:`_broken`."""
-        tip = self._raw_tip(ref)
+        tip = self.repo.ref_target(ref)
         if tip in (None, base):
             return
         try:
@@ -825,25 +828,32 @@ def _tidy_objects(objects: Path) -> None:
         pass
 
 
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
+def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _index_ours(sandbox: Sandbox) -> bool:
+    """Whether an overlay sandbox's index is still the one we wrote: the agent's git
+    neither staged nor unstaged anything (its stat data, ``ctime`` included, which no
+    one can set back)."""
+    gitdir, key = sandbox.state.get("gitdir"), sandbox.state.get("index")
+    return (isinstance(sandbox.state.get("layers"), overlay.Layers)
+            and isinstance(gitdir, Path) and key is not None
+            and _stat_key(gitdir / "index") == key)
 
 
 def _untouched(sandbox: Sandbox) -> list[str]:
     """Top-level entries of an overlay sandbox that the agent provably left alone: nothing
     under them is in the upper layer (every write, delete or rename puts something there)
-    and the index is the one we wrote (nothing staged or unstaged by the agent's git).
-    ``git add -A`` need not look at them (on a large tree, most of what it does).
-    Empty (look at everything) when in doubt."""
-    layers, gitdir = sandbox.state.get("layers"), sandbox.state.get("gitdir")
-    if not isinstance(layers, overlay.Layers) or not isinstance(gitdir, Path):
-        return []
-    key = sandbox.state.get("index")
-    if key is None or _stat_key(gitdir / "index") != key:
+    and the index is the one we wrote (:func:`_index_ours`).  ``git add -A`` need not
+    look at them (on a large tree, most of what it does).  Empty (look at everything)
+    when in doubt."""
+    layers = sandbox.state.get("layers")
+    if not isinstance(layers, overlay.Layers) or not _index_ours(sandbox):
         return []
     try:
         touched = set(os.listdir(layers.upper))

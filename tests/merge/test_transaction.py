@@ -156,6 +156,19 @@ def test_dirty_checkout_of_target_is_refused(repo: Repo) -> None:
     assert state(repo) == before
 
 
+def test_untracked_file_where_the_batch_adds_one_is_refused(repo: Repo) -> None:
+    # status looks only at what the batch changes: an untracked file there is seen.
+    branches(repo)
+    (repo.path / "a.txt").write_text("mine, not yet added\n")
+    (repo.path / "elsewhere.txt").write_text("unrelated\n")
+    before = state(repo)
+    with pytest.raises(DirtyWorktreeError) as exc:
+        merge_sources(repo, "main", ["a"])
+    assert exc.value.paths == ["a.txt"]
+    assert state(repo) == before
+    assert (repo.path / "a.txt").read_text() == "mine, not yet added\n"
+
+
 def test_local_changes_elsewhere_survive(repo: Repo) -> None:
     branches(repo)
     (repo.path / "base.txt").write_text("local edit\n")

@@ -199,3 +199,28 @@ def test_add_looks_everywhere_once_the_agent_used_the_index(backend: WorktreeBac
         assert r.commit is None  # nothing changed, as with a full `git add -A`
     finally:
         backend.cleanup(sb)
+
+
+def test_an_index_rewritten_in_place_with_its_date_put_back_is_not_ours(
+        backend: WorktreeBackend) -> None:
+    # Same inode, same size, mtime set back: only the ctime (which no one can set back)
+    # tells, and with the index not ours, add looks everywhere and the commit is checked.
+    import os
+    import time
+
+    from sandbox.backends.worktree import _index_ours, _untouched
+
+    sb = backend.prepare(make_spec(backend.repo, "true"))
+    try:
+        assert _index_ours(sb) and _untouched(sb)
+        index = sb.state["gitdir"] / "index"  # type: ignore[operator]
+        st, data = index.stat(), index.read_bytes()
+        time.sleep(0.05)
+        with open(index, "r+b") as f:
+            f.write(data)
+        os.utime(index, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (index.stat().st_ino, index.stat().st_size, index.stat().st_mtime_ns) == (
+            st.st_ino, st.st_size, st.st_mtime_ns)
+        assert not _index_ours(sb) and _untouched(sb) == []
+    finally:
+        backend.cleanup(sb)
