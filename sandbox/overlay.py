@@ -148,6 +148,8 @@ def unmount_under(path: Path) -> int:
 
 def _unescape(field: str) -> str:
     # mountinfo octal-escapes space, tab, newline and backslash.
+    if "\\" not in field:
+        return field
     out, i = [], 0
     while i < len(field):
         if field[i] == "\\" and field[i + 1:i + 4].isdigit():
@@ -305,9 +307,11 @@ class Bases:
             shutil.rmtree(self.root, ignore_errors=True)
             # The sandboxes' mount points (kept sandboxes are plain, non-empty dirs).
             spare = self.repo.forkyard_dir / "worktrees" / self.root.name
+            # At or above a mount point: keep.  (One read of the mount table for them all.)
+            mounted = {p for m in mounts_under(self.repo.forkyard_dir) for p in (m, *m.parents)}
             for d in (*(spare.iterdir() if spare.is_dir() else ()), spare, self.root.parent):
                 with contextlib.suppress(OSError):
-                    if not has_mounts(d):
+                    if Path(os.path.realpath(d)) not in mounted:
                         d.rmdir()
             release_roots(self.repo.forkyard_dir)
 

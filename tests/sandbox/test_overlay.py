@@ -224,3 +224,23 @@ def test_an_index_rewritten_in_place_with_its_date_put_back_is_not_ours(
         assert not _index_ours(sb) and _untouched(sb) == []
     finally:
         backend.cleanup(sb)
+
+
+def test_no_index_entry_of_a_sandbox_is_racily_clean(backend: WorktreeBackend) -> None:
+    # An entry whose file is not older than the index (at git's coarsest, whole seconds)
+    # or whose size was smudged to 0 is re-hashed by every `git status` in every sandbox.
+    repo = backend.repo
+    sb = backend.prepare(make_spec(repo, "true"))
+    try:
+        gitdir = sb.state["gitdir"]
+        index_mtime = int((gitdir / "index").stat().st_mtime)  # type: ignore[operator]
+        entries = repo.out("ls-files", "--debug", cwd=sb.worktree).split("\n  ctime: ")[1:]
+        assert len(entries) == len(repo.out("ls-files").splitlines())
+        for entry in entries:
+            fields = entry.split()
+            mtime = int(fields[fields.index("mtime:") + 1].split(":")[0])
+            size = int(fields[fields.index("size:") + 1])
+            assert mtime < index_mtime and size > 0, entry
+        assert repo.out("status", "--porcelain", cwd=sb.worktree) == ""
+    finally:
+        backend.cleanup(sb)
