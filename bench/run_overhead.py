@@ -33,7 +33,14 @@ def _repo(root: Path, files: int) -> Repo:
     os.environ.setdefault("GIT_AUTHOR_EMAIL", "bench@localhost")
     os.environ.setdefault("GIT_COMMITTER_NAME", "bench")
     os.environ.setdefault("GIT_COMMITTER_EMAIL", "bench@localhost")
-    return build_synthetic(root, files)
+    repo = build_synthetic(root, files)
+    # A repository at rest, as a user's is: a checkout written this very second leaves
+    # "racily clean" index entries (every `git status` re-reads those files) and dirty
+    # pages whose writeback would compete with the run being timed.
+    time.sleep(1.1)
+    repo.git("update-index", "-q", "--really-refresh")
+    os.sync()
+    return repo
 
 
 def tasks(n: int) -> TaskFile:
