@@ -3,8 +3,9 @@
 Why a wrapper: a git hook or a worktree can leak ``GIT_DIR``/``GIT_INDEX_FILE`` and
 friends into our environment and silently point our git calls at the wrong repository
 (pre-commit learned this the hard way), user hooks must not run on commits we make,
-and commits we make carry a fixed identity.  Object reads and commit creation in the
-merge engine use pygit2 through :attr:`Repo.odb`; everything else is the git CLI.
+and commits we make carry a fixed identity.  Object reads, commit creation, line counts
+and moves of forkyard's own scratch branches use pygit2 through :attr:`Repo.odb` (in
+process: no git to start); everything else is the git CLI.
 """
 
 from __future__ import annotations
@@ -394,9 +395,9 @@ class Repo:
             return None
         sig = pygit2.Signature(IDENTITY["GIT_AUTHOR_NAME"], IDENTITY["GIT_AUTHOR_EMAIL"])
         text = clean_message(message)
+        subject = text.partition("\n")[0]
         oid = odb.create_commit(None, sig, sig, text, tree, [parent.id])
-        self.update_ref(ref, str(oid), str(parent.id), f"commit: {text.partition(chr(10))[0]}",
-                        durable=False)
+        self.update_ref(ref, str(oid), str(parent.id), f"commit: {subject}", durable=False)
         return str(oid)
 
     def ref_target(self, ref: str) -> str | None:
