@@ -16,7 +16,7 @@ with network off, a new network namespace; a new session (no TIOCSTI into our te
 and die-with-parent.  ``/run`` is replaced by an empty tmpfs: a read-only bind does not
 stop ``connect()`` on a unix socket, and ``/run/docker.sock`` would be a way out.
 
-Landlock (``landlockpy``) is applied by the exec shim: read/execute everywhere, write
+Landlock is applied by the exec shim (raw syscalls): read/execute everywhere, write
 only in the paths above, no signals to processes outside the sandbox, and no TCP when
 network is off.  It is the confinement where bubblewrap is unavailable and a second
 layer inside bubblewrap where both are.  It cannot make single files inside a writable
@@ -114,12 +114,13 @@ def bwrap_flags() -> tuple[str, ...] | None:
 
 @functools.cache
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version (0: unavailable)."""
-    try:
-        import landlockpy
+    """The kernel's Landlock ABI version (0: unavailable), asked as the shim asks it (no
+    search for libc, which runs ``ldconfig``)."""
+    from sandbox import shim
 
-        return int(landlockpy.abi_version())
-    except Exception:  # no module, no syscall: Landlock is simply not there
+    try:
+        return shim.abi_version()
+    except OSError:  # no libc to call through: Landlock is simply not there
         return 0
 
 

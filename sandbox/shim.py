@@ -115,6 +115,15 @@ def landlock_masks(abi: int, network: bool) -> dict[str, int]:
     }
 
 
+def abi_version() -> int:
+    """The kernel's Landlock ABI version; 0 where there is no Landlock."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return max(0, int(libc.syscall(SYS_CREATE_RULESET, None, 0, 1)))  # _VERSION flag
+
+
 def _landlock(spec: dict[str, object]) -> None:
     """Enforce a Landlock ruleset: read/execute everywhere, write only in ``rw`` paths."""
     import ctypes

@@ -27,3 +27,11 @@ def test_landlock_masks_match_landlockpy(abi: int, network: bool) -> None:
     assert (abi >= shim.RESTRICT_NO_NEW_PRIVS_ABI) == bool(
         ll.restrict_for_abi(abi) & ll.RestrictFlag.NO_NEW_PRIVS)
     assert ll.RestrictFlag.NO_NEW_PRIVS == shim.RESTRICT_NO_NEW_PRIVS
+
+
+def test_abi_version_is_the_kernels_as_landlockpy_reads_it() -> None:
+    try:
+        want = int(landlockpy.abi_version())
+    except Exception:  # no Landlock in this kernel: the shim must say 0 too
+        want = 0
+    assert shim.abi_version() == want
