@@ -10,10 +10,12 @@ process: no git to start); everything else is the git CLI.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
 import re
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -218,8 +220,9 @@ class Repo:
 
         ``old=None`` requires that the ref does not exist yet.  ``durable=False``: in
         process (libgit2: the same lock file, check and reflog entry, a few milliseconds
-        less) but without the fsync git's own ``update-ref`` may do; for forkyard's
-        scratch branches, which a machine crash only sends back to be re-run.
+        less) but without the fsync git's own ``update-ref`` may do, and in this process:
+        killed in the middle, it leaves the ref's lock file (:meth:`drop_ref_locks`).
+        For forkyard's scratch branches, which a crash only sends back to be re-run.
         """
         expected = old if old is not None else "0" * 40
         if not durable and self._update_ref_in_process(ref, new, old, message):
@@ -250,6 +253,16 @@ class Repo:
             return True
         except (pygit2.GitError, ValueError):  # lost a race (or an unreadable ref): ask git
             return False
+
+    def drop_ref_locks(self, ref: str) -> None:
+        """Delete the lock file of loose ref ``ref``, or with a trailing ``/`` those of
+        every ref under it: what a process killed in the middle of an in-process update
+        (``durable=False``) leaves, and which makes every later update of the ref fail.
+        Only for refs no live process can be writing."""
+        path = self.common_dir / ref
+        locks = path.rglob("*.lock") if ref.endswith("/") else [path.with_name(f"{path.name}.lock")]
+        for lock in locks:
+            lock.unlink(missing_ok=True)
 
     def delete_ref(self, ref: str, old: str | None = None) -> None:
         args = ["update-ref", "-d", ref] + ([old] if old else [])
@@ -304,8 +317,8 @@ class Repo:
         """
         self.update_ref(f"refs/heads/{branch}", base, None, "forkyard: sandbox", durable=False)
         admin_root = self.common_dir / "worktrees"
-        admin_root.mkdir(exist_ok=True)
-        with WORKTREE_ADMIN_LOCK:
+        with WORKTREE_ADMIN_LOCK:  # (`git worktree prune` removes an empty admin_root)
+            admin_root.mkdir(exist_ok=True)
             for n in itertools.count():
                 admin = admin_root / f"{path.name}{n or ''}"
                 try:
@@ -323,6 +336,18 @@ class Repo:
     @staticmethod
     def worktree_unlock(admin: Path) -> None:
         (admin / "locked").unlink(missing_ok=True)
+
+    def worktree_forget(self, path: Path) -> None:
+        """Drop git's bookkeeping of the linked worktree at ``path`` whatever its state:
+        also a locked one (what a crash in the middle of :meth:`worktree_register`
+        leaves), which ``git worktree prune`` keeps and whose branch stays checked out.
+        The directory itself is the caller's to remove."""
+        dotgit = str(path / ".git")
+        with WORKTREE_ADMIN_LOCK:
+            for admin in (self.common_dir / "worktrees").glob("*"):
+                with contextlib.suppress(OSError):
+                    if (admin / "gitdir").read_text().strip() == dotgit:
+                        shutil.rmtree(admin)
 
     def worktree_remove(self, path: str | os.PathLike[str], force: bool = True) -> None:
         args = ["worktree", "remove"] + (["--force", "--force"] if force else []) + [str(path)]

@@ -155,6 +155,8 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
                 else:
                     report.errors.append(f"cgroup {run_id}/{task_id} could not be removed")
         _gc_containers(repo, stale, report)
+        for run_id in stale:  # a run killed in the middle of moving one of its branches
+            repo.drop_ref_locks(f"refs/heads/forkyard/{run_id}/")
         _gc_branches(repo, branches, stale, prune_unmerged, report)
     finally:
         for lock in held:
@@ -192,6 +194,7 @@ def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:
                 repo.worktree_remove(path)
             else:  # an unmounted overlay sandbox: its .git went with the upper layer
                 shutil.rmtree(path, ignore_errors=True)
+                repo.worktree_forget(path)  # locked, if the crash came while it was made
             report.worktrees_removed.append(str(path))
         except GitError as exc:
             report.errors.append(f"worktree {path}: {exc}")

@@ -210,7 +210,9 @@ def discard_branch(repo: Repo, branch: str) -> None:
                 shutil.rmtree(wt["worktree"], ignore_errors=True)
     # The worktree backend's place for it (a crash can leave the directory unregistered).
     shutil.rmtree(place, ignore_errors=True)
+    repo.worktree_forget(place)  # a half-made one's too, which prune leaves alone
     with WORKTREE_ADMIN_LOCK:
         repo.git("worktree", "prune", check=False)
+    repo.drop_ref_locks(ref)  # a crash in the middle of moving it (done in process)
     if repo.try_rev_parse(ref) is not None:
         repo.git("branch", "-D", branch, check=False)

@@ -308,3 +308,46 @@ def test_a_dangling_branch_left_by_a_crash_is_replaced(pylib: Repo) -> None:
     assert r.status == "succeeded" and r.commit is not None, r.message
     assert pylib.rev_parse(f"refs/heads/{spec.branch}") == r.commit
     pylib.git("fsck", "--full", "--no-dangling")
+
+
+def test_a_sandbox_a_crash_left_half_made_is_discarded_for_a_fresh_start(
+        pylib: Repo, tmp_path: Path) -> None:
+    # Killed between registering an overlay sandbox's worktree and mounting it: the admin
+    # dir stays locked ("initializing"), its `.git` file is only in the never-mounted
+    # upper layer, so `git worktree remove` refuses, `git worktree prune` leaves it alone
+    # and `git branch -D` refuses a branch checked out there.  A fresh start of the task
+    # must clear all of it.
+    from sandbox.sandboxes import discard_branch
+
+    spec = make_spec(pylib, "echo fresh > fresh.txt")
+    place = pylib.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+    place.mkdir(parents=True)
+    (tmp_path / "upper").mkdir()
+    admin = pylib.worktree_register(place, spec.branch, spec.base, tmp_path / "upper" / ".git")
+    assert (admin / "locked").exists()
+    assert pylib.git("worktree", "remove", "--force", "--force", str(place),
+                     check=False).returncode != 0
+    assert pylib.git("branch", "-D", spec.branch, check=False).returncode != 0
+    discard_branch(pylib, spec.branch)
+    assert not admin.exists()
+    assert pylib.try_rev_parse(f"refs/heads/{spec.branch}") is None
+    r = WorktreeBackend(pylib, WorktreeConfig(confinement="none")).run(
+        make_spec(pylib, "echo fresh > fresh.txt", run_id=spec.run_id, confine=False))
+    assert r.status == "succeeded" and r.commit is not None, r.message
+
+
+def test_a_branch_lock_a_crash_left_does_not_block_a_fresh_start(pylib: Repo) -> None:
+    # Sandbox branches move in process: forkyard killed in the middle of a move leaves
+    # the branch's lock file, which would make every later update of it fail.
+    from sandbox.sandboxes import discard_branch
+
+    spec = make_spec(pylib, "echo fresh > fresh.txt")
+    pylib.update_ref(f"refs/heads/{spec.branch}", spec.base, None, "made", durable=False)
+    lock = pylib.common_dir / "refs" / "heads" / f"{spec.branch}.lock"
+    lock.write_text(spec.base + "\n")
+    assert pylib.git("branch", "-D", spec.branch, check=False).returncode != 0
+    discard_branch(pylib, spec.branch)
+    assert not lock.exists() and pylib.try_rev_parse(f"refs/heads/{spec.branch}") is None
+    r = WorktreeBackend(pylib, WorktreeConfig(confinement="none")).run(
+        make_spec(pylib, "echo fresh > fresh.txt", run_id=spec.run_id, confine=False))
+    assert r.status == "succeeded" and r.commit is not None, r.message

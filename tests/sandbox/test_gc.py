@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,32 @@ def test_crashed_run_is_collected_unmerged_work_kept(backend: WorktreeBackend) -
     pruned = gc(repo, prune_unmerged=True)
     assert pruned.branches_deleted[0]["sha"] == sha
     assert repo.try_rev_parse("forkyard/crashed/work") is None
+
+
+def test_a_sandbox_half_made_by_a_crashed_run_is_collected(pylib: Repo, tmp_path: Path) -> None:
+    # A crash between registering an overlay sandbox and mounting it: the admin dir is
+    # locked ("initializing") and its .git never appeared; gc must still clear it, or the
+    # branch stays checked out there and cannot be deleted.
+    spec = make_spec(pylib, "true", run_id="halfmade", task_id="t")
+    place = pylib.forkyard_dir / "worktrees" / "halfmade" / "t"
+    place.mkdir(parents=True)
+    (tmp_path / "upper").mkdir()
+    admin = pylib.worktree_register(place, spec.branch, spec.base, tmp_path / "upper" / ".git")
+    gc(pylib)
+    assert not admin.exists() and not place.exists()
+    assert [w["worktree"] for w in pylib.worktrees()] == [str(pylib.path)]
+    assert pylib.try_rev_parse(f"refs/heads/{spec.branch}") is None  # at base: removed
+
+
+def test_branch_locks_of_a_crashed_run_are_broken(backend: WorktreeBackend) -> None:
+    repo = backend.repo
+    sb = backend.prepare(make_spec(repo, "true", run_id="locked", task_id="t"))
+    lock = repo.common_dir / "refs" / "heads" / "forkyard" / "locked" / "t.lock"
+    lock.write_text(sb.spec.base + "\n")  # killed in the middle of moving the branch
+    crash(backend, "locked")
+    report = gc(repo)
+    assert not lock.exists() and not report.errors
+    assert repo.try_rev_parse("forkyard/locked/t") is None  # at base: removed
 
 
 def test_live_run_is_left_alone(backend: WorktreeBackend) -> None:
