@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,8 @@ import pytest
 from fixtures import repos
 from merge.git import Repo
 from sandbox import overlay
-from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
+from sandbox.backends.base import Sandbox
+from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig, _index_ours, _untouched
 from tests.conftest import require
 from tests.sandbox.conftest import has_bwrap, make_spec
 
@@ -26,18 +31,25 @@ def mounted(path: Path) -> bool:
     return path in overlay.mounts_under(path)
 
 
+@contextlib.contextmanager
+def prepared(backend: WorktreeBackend, command: str = "true") -> Iterator[Sandbox]:
+    """A sandbox of ``backend`` for ``command``, cleaned up afterwards."""
+    sb = backend.prepare(make_spec(backend.repo, command))
+    try:
+        yield sb
+    finally:
+        backend.cleanup(sb)
+
+
 def test_sandbox_is_an_overlay_with_a_clean_checkout(backend: WorktreeBackend) -> None:
     repo = backend.repo
-    sb = backend.prepare(make_spec(repo, "true"))
-    try:
+    with prepared(backend) as sb:
         assert mounted(sb.worktree)
         assert repo.out("status", "--porcelain", "--untracked-files=all", cwd=sb.worktree) == ""
         assert repo.out("ls-files", cwd=sb.worktree) == repo.out("ls-files")
         for name in repo.out("ls-files").splitlines():
             assert (sb.worktree / name).read_bytes() == (repo.path / name).read_bytes()
         assert repo.out("rev-parse", "HEAD", cwd=sb.worktree) == repo.rev_parse("HEAD")
-    finally:
-        backend.cleanup(sb)
 
 
 def test_same_size_edit_in_place_is_committed(backend: WorktreeBackend) -> None:
@@ -165,11 +177,8 @@ def test_confined_sandboxes_start_while_others_come_and_go(pylib: Repo) -> None:
 def test_add_skips_only_what_the_agent_left_alone(backend: WorktreeBackend) -> None:
     # `git add -A` is told to skip top-level entries with nothing in the upper layer; an
     # edit deep inside one of them must still be seen, and the skipped ones stay as they are.
-    from sandbox.backends.worktree import _untouched
-
     repo = backend.repo
-    sb = backend.prepare(make_spec(repo, "true"))
-    try:
+    with prepared(backend) as sb:
         assert _untouched(sb) == ["README.md", "mathlib", "tests"]
         (sb.worktree / "mathlib" / "util.py").write_text("changed\n")
         (sb.worktree / "NEW.txt").write_text("new\n")
@@ -180,38 +189,24 @@ def test_add_skips_only_what_the_agent_left_alone(backend: WorktreeBackend) -> N
         names = set(repo.out("ls-tree", "-r", "--name-only", r.commit or "").splitlines())
         assert names == set(repo.out("ls-tree", "-r", "--name-only", "HEAD").splitlines()) | {
             "NEW.txt"}
-    finally:
-        backend.cleanup(sb)
 
 
 def test_add_looks_everywhere_once_the_agent_used_the_index(backend: WorktreeBackend) -> None:
     # `git rm --cached` leaves no trace in the upper layer, only in the index: with the
     # index changed nothing is skipped, and the result is what a full `git add -A` gives
     # (the file, still in the worktree, is committed again).
-    from sandbox.backends.worktree import _untouched
-
-    repo = backend.repo
-    sb = backend.prepare(make_spec(repo, "git rm -q --cached tests/test_core.py"))
-    try:
+    with prepared(backend, "git rm -q --cached tests/test_core.py") as sb:
         r = backend.execute(sb)
         assert r.status == "succeeded", r.log_tail
         assert _untouched(sb) == []
         assert r.commit is None  # nothing changed, as with a full `git add -A`
-    finally:
-        backend.cleanup(sb)
 
 
 def test_an_index_rewritten_in_place_with_its_date_put_back_is_not_ours(
         backend: WorktreeBackend) -> None:
     # Same inode, same size, mtime set back: only the ctime (which no one can set back)
     # tells, and with the index not ours, add looks everywhere and the commit is checked.
-    import os
-    import time
-
-    from sandbox.backends.worktree import _index_ours, _untouched
-
-    sb = backend.prepare(make_spec(backend.repo, "true"))
-    try:
+    with prepared(backend) as sb:
         assert _index_ours(sb) and _untouched(sb)
         index = sb.state["gitdir"] / "index"  # type: ignore[operator]
         st, data = index.stat(), index.read_bytes()
@@ -222,16 +217,13 @@ def test_an_index_rewritten_in_place_with_its_date_put_back_is_not_ours(
         assert (index.stat().st_ino, index.stat().st_size, index.stat().st_mtime_ns) == (
             st.st_ino, st.st_size, st.st_mtime_ns)
         assert not _index_ours(sb) and _untouched(sb) == []
-    finally:
-        backend.cleanup(sb)
 
 
 def test_no_index_entry_of_a_sandbox_is_racily_clean(backend: WorktreeBackend) -> None:
     # An entry whose file is not older than the index (at git's coarsest, whole seconds)
     # or whose size was smudged to 0 is re-hashed by every `git status` in every sandbox.
     repo = backend.repo
-    sb = backend.prepare(make_spec(repo, "true"))
-    try:
+    with prepared(backend) as sb:
         gitdir = sb.state["gitdir"]
         index_mtime = int((gitdir / "index").stat().st_mtime)  # type: ignore[operator]
         entries = repo.out("ls-files", "--debug", cwd=sb.worktree).split("\n  ctime: ")[1:]
@@ -242,5 +234,3 @@ def test_no_index_entry_of_a_sandbox_is_racily_clean(backend: WorktreeBackend) -
             size = int(fields[fields.index("size:") + 1])
             assert mtime < index_mtime and size > 0, entry
         assert repo.out("status", "--porcelain", cwd=sb.worktree) == ""
-    finally:
-        backend.cleanup(sb)
