@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from merge.git import Repo
 from planner.tasks import Limits
 from sandbox import cgroups, confine
-from sandbox.backends.base import SandboxSpec
+from sandbox.backends.base import Backend, Sandbox, SandboxSpec
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from tests.conftest import require
 
@@ -30,6 +31,16 @@ def make_spec(repo: Repo, command: str, **kw: Any) -> SandboxSpec:
     return SandboxSpec(run_id=kw.pop("run_id", f"t{uuid.uuid4().hex[:8]}"),
                        task_id=kw.pop("task_id", "task"), base=repo.rev_parse("HEAD"),
                        command=command, **kw)
+
+
+@contextlib.contextmanager
+def prepared(backend: Backend, command: str = "true", **kw: Any) -> Iterator[Sandbox]:
+    """A sandbox of ``backend`` for ``make_spec(repo, command, **kw)``, cleaned up after."""
+    sb = backend.prepare(make_spec(backend.repo, command, **kw))  # type: ignore[attr-defined]
+    try:
+        yield sb
+    finally:
+        backend.cleanup(sb)
 
 
 def processes_with_arg(arg: str) -> list[int]:

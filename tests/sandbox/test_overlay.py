@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +13,9 @@ import pytest
 from fixtures import repos
 from merge.git import Repo
 from sandbox import overlay
-from sandbox.backends.base import Sandbox
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig, _index_ours, _untouched
 from tests.conftest import require
-from tests.sandbox.conftest import has_bwrap, make_spec
+from tests.sandbox.conftest import has_bwrap, make_spec, prepared
 
 
 @pytest.fixture
@@ -29,16 +26,6 @@ def backend(pylib: Repo) -> WorktreeBackend:
 
 def mounted(path: Path) -> bool:
     return path in overlay.mounts_under(path)
-
-
-@contextlib.contextmanager
-def prepared(backend: WorktreeBackend, command: str = "true") -> Iterator[Sandbox]:
-    """A sandbox of ``backend`` for ``command``, cleaned up afterwards."""
-    sb = backend.prepare(make_spec(backend.repo, command))
-    try:
-        yield sb
-    finally:
-        backend.cleanup(sb)
 
 
 def test_sandbox_is_an_overlay_with_a_clean_checkout(backend: WorktreeBackend) -> None:

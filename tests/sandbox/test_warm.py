@@ -20,7 +20,7 @@ from sandbox.backends.base import Sandbox
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from sandbox.sandboxes import SandboxMaker
 from tests.conftest import require
-from tests.sandbox.conftest import FAST, has_cgroups, make_spec, require_confinement
+from tests.sandbox.conftest import FAST, has_cgroups, make_spec, prepared, require_confinement
 
 SHIM = [sys.executable, "-I", "-S", shim.__file__]
 
@@ -114,8 +114,7 @@ def _at_gate(sandbox: Sandbox, timeout: float = 10.0) -> set[int]:
 
 def test_warm_start_runs_the_agent_at_its_new_base_confined(confined: WorktreeBackend) -> None:
     repo = confined.repo
-    sb = confined.prepare(make_spec(repo, "true"))
-    try:
+    with prepared(confined) as sb:
         confined.warm(sb)
         warm = sb.state["warm"]
         assert len(_at_gate(sb)) >= 2  # the chain is up, in the task's cgroup, waiting
@@ -133,17 +132,12 @@ def test_warm_start_runs_the_agent_at_its_new_base_confined(confined: WorktreeBa
         assert r.commit is not None
         assert repo.out("rev-parse", f"{r.commit}^") == tip
         assert [f.path for f in r.files_modified] == ["out.txt"]
-    finally:
-        confined.cleanup(sb)
 
 
 def test_warm_start_keeps_the_cpu_limit_for_the_agent(confined: WorktreeBackend) -> None:
     # The quota is written by the shim at the gate, after the chain's own start-up.
-    repo = confined.repo
-    spec = make_spec(repo, "true", limits=Limits(memory_mb=256, cpus=0.25, pids=64,
-                                                 timeout_s=30, network=False))
-    sb = confined.prepare(spec)
-    try:
+    limits = Limits(memory_mb=256, cpus=0.25, pids=64, timeout_s=30, network=False)
+    with prepared(confined, limits=limits) as sb:
         confined.warm(sb)
         group = sb.state["warm"].prep.enf.cgroup  # type: ignore[attr-defined]
         path, value = group.cpu_quota
@@ -151,16 +145,12 @@ def test_warm_start_keeps_the_cpu_limit_for_the_agent(confined: WorktreeBackend)
         r = confined.execute(sb)
         assert r.status == "succeeded", r.log_tail
         assert r.log_tail.split()[0] == value.split()[0]
-    finally:
-        confined.cleanup(sb)
 
 
 def test_warm_chain_started_at_background_priority_runs_the_agent_at_ours(
         confined: WorktreeBackend) -> None:
     require(can_raise_priority(), "root (taking niceness back)")
-    repo = confined.repo
-    sb = confined.prepare(make_spec(repo, "true"))
-    try:
+    with prepared(confined) as sb:
         def warm_in_background() -> None:
             with background_priority():
                 confined.warm(sb)
@@ -174,8 +164,6 @@ def test_warm_chain_started_at_background_priority_runs_the_agent_at_ours(
         r = confined.execute(sb)
         assert r.status == "succeeded", r.log_tail
         assert int(r.log_tail.strip()) == ours
-    finally:
-        confined.cleanup(sb)
 
 
 def test_cleanup_stops_a_warm_chain_whose_task_never_ran(confined: WorktreeBackend) -> None:
@@ -199,8 +187,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_warm_chain_that_died_falls_back_to_a_cold_start(confined: WorktreeBackend) -> None:
     repo = confined.repo
-    sb = confined.prepare(make_spec(repo, "true"))
-    try:
+    with prepared(confined) as sb:
         confined.warm(sb)
         warm = sb.state["warm"]
         _at_gate(sb)
@@ -210,8 +197,6 @@ def test_a_warm_chain_that_died_falls_back_to_a_cold_start(confined: WorktreeBac
         r = confined.execute(sb)
         assert r.status == "succeeded", r.log_tail
         assert repo.git("show", f"{r.commit}:out.txt").out == "cold\n"
-    finally:
-        confined.cleanup(sb)
 
 
 # -- sandboxes waiting for their turn ------------------------------------------------------
