@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fixtures.repos import build_synthetic, commit_files
+from gitproc.git import IDENTITY, Repo, git
 from merge import merge_sources
-from merge.git import IDENTITY, Repo, git
 
 N_FILES = 5000
 N_BRANCHES = 32

@@ -1,6 +1,6 @@
 """Crash test: kill -9 ``forkyard run`` at random points of a 20-task run, then ``--resume``.
 
-Every trial checks, against the commit graph (:func:`sandbox.audit.audit_run`), that every
+Every trial checks, against the commit graph (:func:`forkyard.journal.audit.audit_run`), that every
 task's work ends up integrated exactly once (or is reported failed) and that the target
 never holds half a batch -- right after the kill and after the resume.
 
@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from fixtures.repos import build
-from merge.git import Repo
-from sandbox.audit import audit_run
-from sandbox.events import list_runs, read_events, runs_dir
+from forkyard.journal.audit import audit_run
+from forkyard.journal.events import list_runs, read_events, runs_dir
+from gitproc.git import Repo
 
 ROOT = Path(__file__).resolve().parent.parent
 N_TASKS = 20
@@ -65,7 +65,7 @@ def trial(seed: int) -> dict[str, Any]:
         repo.git("commit", "-qm", "work dir", env={"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x",
                                                   "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"})
         tasks = _tasks(Path(tmp) / "tasks.yaml", rng)
-        cmd = [sys.executable, "-m", "sandbox.cli", "run", str(tasks), "--agents", "4", "--json"]
+        cmd = [sys.executable, "-m", "forkyard.cli", "run", str(tasks), "--agents", "4", "--json"]
         proc = subprocess.Popen(cmd, cwd=repo.path, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         kill_at = rng.uniform(0.5, 4.0)
@@ -81,7 +81,7 @@ def trial(seed: int) -> dict[str, Any]:
         in_batch = (sum(1 for e in events if e.type == "batch_started")
                     > sum(1 for e in events if e.type in ("batch_committed", "batch_rolled_back")))
         after_kill = audit_run(repo, run_id)
-        res = subprocess.run([sys.executable, "-m", "sandbox.cli", "run", "--resume", run_id,
+        res = subprocess.run([sys.executable, "-m", "forkyard.cli", "run", "--resume", run_id,
                               "--json"], cwd=repo.path, env=env, text=True, capture_output=True,
                              timeout=300)
         doc = json.loads(res.stdout) if res.stdout.strip() else {}

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.repos import build_synthetic
-from merge.git import Repo
+from forkyard.run.workflow import run_workflow
+from gitproc.git import Repo
 from planner import TaskFile
-from sandbox.run import run_workflow
 
 SLEEP_S = 2.0
 LIMITS = {"memory_mb": 256, "cpus": 0.5, "pids": 64, "timeout_s": 120, "network": False}

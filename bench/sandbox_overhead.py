@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.repos import build_synthetic
-from merge.git import Repo
-from merge.process import run
+from gitproc.git import Repo
+from gitproc.process import run
 from planner.tasks import Limits
 from sandbox import cgroups, confine
 from sandbox.backends.base import SandboxSpec

@@ -7,13 +7,12 @@ Public API::
     report = merge_sources(repo, into="main", sources=["feature-a", "feature-b"])
     report.model_dump(mode="json")   # the `forkyard merge --json` shape
 
-Requires git >= 2.38 (``merge-tree --write-tree``); :func:`merge.git.require_git`
+Requires git >= 2.38 (``merge-tree --write-tree``); :func:`gitproc.git.require_git`
 fails with a clear message below that.
 """
 
 from __future__ import annotations
 
-from merge.conflicts import detect_conflicts
 from merge.journal import RecoveryAction
 from merge.models import (
     Conflict,
@@ -23,7 +22,7 @@ from merge.models import (
     SourceMerge,
     Validation,
 )
-from merge.transaction import Transaction, merge_sources, recover
+from merge.transaction import Transaction, detect_conflicts, merge_sources, recover
 
 __all__ = [
     "Conflict",

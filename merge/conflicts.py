@@ -9,17 +9,15 @@ leaves the path unmerged silently), so it is recognised from the index stages.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import pygit2
 
-from merge.models import Conflict, ConflictKind, MergeReport, Overlap
+from merge.models import Conflict, ConflictKind, Message, Overlap, Stage
 
 if TYPE_CHECKING:
-    from merge.git import Repo
-    from merge.tree_merge import Message, Stage
+    from gitproc.git import Repo
 
 # Exact type strings from merge-ort.c (git 2.38 - 2.47); note the missing space in the
 # two directory-rename ones, which is how git spells them.
@@ -136,22 +134,3 @@ def overlaps(touched: Sequence[tuple[str, set[str]]]) -> list[Overlap]:
         for p in paths:
             seen.setdefault(p, []).append(source)
     return [Overlap(path=p, sources=s) for p, s in sorted(seen.items()) if len(s) > 1]
-
-
-def detect_conflicts(
-    repo: Repo | str | os.PathLike[str],
-    into: str,
-    sources: Sequence[str],
-    *,
-    semantic: bool = True,
-    validate: str | None = None,
-) -> MergeReport:
-    """Dry run: what would merging ``sources`` (in order) into ``into`` produce?
-
-    ``into`` may be any commit-ish; nothing is written but unreferenced objects.
-    The report lists textual conflicts, semantic findings and file-level overlaps.
-    """
-    from merge.transaction import merge_sources
-
-    return merge_sources(repo, into, sources, dry_run=True, semantic=semantic,
-                         validate=validate)

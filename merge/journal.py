@@ -22,7 +22,7 @@ from typing import Literal
 import pygit2
 from pydantic import BaseModel, ConfigDict
 
-from merge.git import GitError, Repo
+from gitproc.git import GitError, Repo
 
 FAULT_STEPS = (
     "after-merge",      # merge commits written, nothing journaled
@@ -144,7 +144,7 @@ def sync_worktree(repo: Repo, worktree: str, old: str, new: str, refreshed: bool
 def recover(repo: Repo | str | os.PathLike[str]) -> list[RecoveryAction]:
     """Finish or roll back every batch a crash interrupted.
 
-    Callers must hold the integration lock (:func:`merge.lock.integration_lock`); the
+    Callers must hold the integration lock (:func:`gitproc.lock.integration_lock`); the
     public :func:`merge.recover` takes it.
     """
     r = repo if isinstance(repo, Repo) else Repo(repo)

@@ -7,6 +7,7 @@ serialise the same object.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,3 +114,22 @@ class MergeReport(_Frozen):
     @property
     def exit_code(self) -> int:
         return 0 if self.ok else 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One conflicted index stage: 1 base, 2 ours, 3 theirs."""
+
+    mode: str
+    oid: str
+    stage: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One informational message: the paths it names, its stable type string, its text."""
+
+    paths: tuple[str, ...]
+    type: str
+    text: str

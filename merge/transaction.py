@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pygit2
 
+from gitproc.git import IDENTITY, RefMovedError, Repo, UnknownRefError, require_git
+from gitproc.lock import integration_lock
 from merge import journal
 from merge.conflicts import overlaps, touched_paths
-from merge.errors import BadInputError, UnknownRefError
+from merge.errors import BadInputError
 from merge.fastpath import (
     Changes,
     apply_changes,
@@ -30,8 +32,6 @@ from merge.fastpath import (
     tree_changes,
     trivially_mergeable,
 )
-from merge.git import IDENTITY, RefMovedError, Repo, require_git
-from merge.lock import integration_lock
 from merge.models import MergeReport, Mode, Outcome, SourceMerge, Validation
 from merge.semantic import Analyzer, default_analyzers
 from merge.tree_merge import TreeMerge, merge_commits
@@ -486,6 +486,23 @@ def merge_sources(
     """
     return Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
                        semantic=semantic, squash=squash, mode=mode, message=message).run()
+
+
+def detect_conflicts(
+    repo: Repo | str | os.PathLike[str],
+    into: str,
+    sources: Sequence[str],
+    *,
+    semantic: bool = True,
+    validate: str | None = None,
+) -> MergeReport:
+    """Dry run: what would merging ``sources`` (in order) into ``into`` produce?
+
+    ``into`` may be any commit-ish; nothing is written but unreferenced objects.
+    The report lists textual conflicts, semantic findings and file-level overlaps.
+    """
+    return merge_sources(repo, into, sources, dry_run=True, semantic=semantic,
+                         validate=validate)
 
 
 def recover(repo: Repo | str | os.PathLike[str]) -> list[journal.RecoveryAction]:

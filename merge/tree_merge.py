@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pygit2
 
+from gitproc.git import Repo, git
 from merge.conflicts import classify
 from merge.errors import MergeError
-from merge.git import Repo, git
-from merge.models import Conflict
+from merge.models import Conflict, Message, Stage
 
 
 class MergeTreeError(MergeError):
@@ -34,25 +34,6 @@ class MergeTreeError(MergeError):
         super().__init__(f"git merge-tree {ours[:12]} {theirs[:12]} failed: {detail}")
         self.ours = ours
         self.theirs = theirs
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One conflicted index stage: 1 base, 2 ours, 3 theirs."""
-
-    mode: str
-    oid: str
-    stage: int
-    path: str
-
-
-@dataclass(frozen=True)
-class Message:
-    """One informational message: the paths it names, its stable type string, its text."""
-
-    paths: tuple[str, ...]
-    type: str
-    text: str
 
 
 @dataclass(frozen=True)

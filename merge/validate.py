@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from merge.git import Repo
+from gitproc.git import Repo
+from gitproc.process import run
 from merge.models import Validation
-from merge.process import run
 
 DEFAULT_TIMEOUT_S = 900.0
 TAIL_LINES = 40

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from gitproc.errors import BadInputError
 
-class PlannerError(Exception):
+
+class PlannerError(BadInputError):
     """Root of the planner's errors: the task list cannot be planned as given."""
-
-    exit_code = 2
 
 
 class TaskFileError(PlannerError, ValueError):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from merge.process import run
+from gitproc.process import run
 
 Mode = Literal["auto", "bwrap", "landlock", "bwrap+landlock", "none"]
 

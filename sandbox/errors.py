@@ -7,17 +7,15 @@ error handler exits with.
 
 from __future__ import annotations
 
+from gitproc.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInputError, ForkyardError
 
-class SandboxError(Exception):
+
+class SandboxError(ForkyardError):
     """Root of the sandbox package's errors."""
 
-    exit_code = 3
 
-
-class SandboxBadInputError(SandboxError, ValueError):
+class SandboxBadInputError(SandboxError, BadInputError):
     """Bad input (a dirty repository, a missing image, a bad option): nothing changed."""
-
-    exit_code = 2
 
 
 class ImageNotFoundError(SandboxBadInputError, LookupError):
@@ -29,7 +27,7 @@ class ImageNotFoundError(SandboxBadInputError, LookupError):
 class BackendUnavailableError(SandboxError, RuntimeError):
     """The chosen backend cannot run here (no Docker engine, no git worktree support)."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class AgentTimeoutError(SandboxError, TimeoutError):
@@ -42,8 +40,8 @@ class AgentTimeoutError(SandboxError, TimeoutError):
 class ConfinementError(SandboxError, PermissionError):
     """Confinement was required but neither bubblewrap nor Landlock is usable."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class RunInterrupted(SandboxError, KeyboardInterrupt):
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from merge.git import Repo
+from gitproc.git import Repo
 
 MS_NOSUID, MS_NODEV, MS_BIND, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x40000
 MNT_DETACH = 0x2
@@ -227,7 +227,7 @@ def _has_overlayfs() -> bool:
 
 
 def _modprobe_overlay() -> bool:
-    from merge.process import run
+    from gitproc.process import run
 
     exe = shutil.which("modprobe") or shutil.which("modprobe", path="/sbin:/usr/sbin")
     if exe is None:

@@ -10,11 +10,11 @@ skipped.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from gitproc.lock import FileLock
 
 DEFAULT_RANGE = (41000, 42000)
 
@@ -28,13 +28,11 @@ class PortLease:
     """A leased port; hold it for the agent's life, then :meth:`release` it."""
 
     port: int
-    _fd: int
+    _lock: FileLock
 
     def release(self) -> None:
         """Give the port back (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = -1
+        self._lock.release()
 
 
 def _bindable(port: int) -> bool:
@@ -49,16 +47,12 @@ def _bindable(port: int) -> bool:
 
 def lease_port(lock_dir: Path, port_range: tuple[int, int] = DEFAULT_RANGE) -> PortLease:
     """Lease the first free port in ``[lo, hi)``."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
     lo, hi = port_range
     for port in range(lo, hi):
-        fd = os.open(lock_dir / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        lock = FileLock(lock_dir / f"{port}.lock")
+        if not lock.acquire(wait=0):
             continue
         if _bindable(port):
-            return PortLease(port, fd)
-        os.close(fd)
+            return PortLease(port, lock)
+        lock.release()
     raise NoFreePortError(f"no free port in {lo}-{hi - 1}")

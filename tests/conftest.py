@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fixtures import repos as fixture_repos
-from merge.git import Repo
-from merge.process import run
+from gitproc.git import Repo
+from gitproc.process import run
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import repos as fixture_repos
-from merge.git import Repo
+from gitproc.git import Repo
 
 
 def test_tree_fixture_builds_identically_twice(tmp_path: Path) -> None:

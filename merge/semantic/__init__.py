@@ -20,7 +20,7 @@ from merge.semantic.python import PythonAnalyzer
 if TYPE_CHECKING:
     import pygit2
 
-    from merge.git import Repo
+    from gitproc.git import Repo
 
 __all__ = ["Analyzer", "FileVersions", "MergeInput", "PythonAnalyzer", "analyze", "default_analyzers"]
 

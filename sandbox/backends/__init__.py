@@ -22,7 +22,7 @@ from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from sandbox.errors import SandboxBadInputError
 
 if TYPE_CHECKING:
-    from merge.git import Repo
+    from gitproc.git import Repo
 
 BACKENDS = ("worktree", "docker", "dummy")
 

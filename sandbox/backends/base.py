@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from merge.git import NumStat, Repo
+from gitproc.git import NumStat, Repo
 from planner.tasks import Limits
 
 Status = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled"]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from merge.git import Repo
+from gitproc.git import Repo
 from sandbox.backends.base import (
     Backend,
     ExecResult,

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from merge.git import NumStat, Repo
+from gitproc.git import NumStat, Repo
 from sandbox.backends.base import (
     Backend,
     ExecResult,

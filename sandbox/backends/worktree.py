@@ -41,8 +41,8 @@ from typing import Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from merge.git import WORKTREE_ADMIN_LOCK, GitError, RefMovedError, Repo, clean_env
-from merge.process import background_priority, raise_priority, spawn
+from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, RefMovedError, Repo, clean_env
+from gitproc.process import background_priority, raise_priority, spawn
 from sandbox import cgroups, confine, limits, overlay, setup, shim
 from sandbox.backends.base import (
     Backend,
@@ -54,7 +54,7 @@ from sandbox.backends.base import (
     Status,
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
-from sandbox.gc import RunLock
+from sandbox.liveness import RunLock
 from sandbox.ports import DEFAULT_RANGE, PortLease, lease_port
 
 SHIM = str(Path(limits.__file__).with_name("shim.py"))
@@ -212,7 +212,7 @@ class WorktreeBackend(Backend):
         with self._lock:
             lock, n = self._locks.get(run_id, (None, 0))
             if lock is None:
-                lock = RunLock(self.repo, run_id)
+                lock = RunLock(self.repo.forkyard_dir, run_id)
                 lock.acquire_shared()
             self._locks[run_id] = (lock, n + 1)
 

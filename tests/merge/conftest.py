@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import repos as fixture_repos
-from merge.git import Repo, git
+from gitproc.git import Repo, git
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def scenario(tmp_path: Path) -> Iterator[Callable[[str], Repo]]:
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     """An empty repository on ``main`` with one base commit (``base.txt``)."""
-    from merge.git import init_repo
+    from gitproc.git import init_repo
 
     r = init_repo(tmp_path / "repo")
     fixture_repos.commit_files(r, "main", {"base.txt": "base\n"}, "base")

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixtures.repos import commit_files
-from merge.git import Repo, init_repo
+from gitproc.git import Repo, init_repo
 from merge.tree_merge import merge_commits
 from tests.merge.conftest import git_merge_answer, merge_tree_answer
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.repos import commit_files
+from gitproc.git import Repo
+from gitproc.lock import LockTimeoutError, integration_lock
 from merge import recover
-from merge.git import Repo
 from merge.journal import FAULT_STEPS, pending
-from merge.lock import LockTimeoutError, integration_lock
 from merge.transaction import Transaction
 
 ROOT = Path(__file__).resolve().parents[2]

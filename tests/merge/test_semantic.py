@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fixtures.repos import commit_files
+from gitproc.git import Repo
 from merge import merge_sources
-from merge.git import Repo
 from merge.models import SemanticFinding
 from merge.semantic import analyze
 

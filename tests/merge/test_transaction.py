@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fixtures.repos import commit_files
+from gitproc.git import RefMovedError, Repo, UnknownRefError
 from merge import merge_sources
-from merge.errors import UnknownRefError
 from merge.fastpath import merge_bases
-from merge.git import RefMovedError, Repo
 from merge.journal import pending
 from merge.transaction import DirtyWorktreeError, TargetNotBranchError, Transaction
 

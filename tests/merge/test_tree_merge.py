@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.repos import commit_files
-from merge.git import Repo
+from gitproc.git import Repo
 from merge.transaction import Transaction
 from merge.tree_merge import merge_commits, parse_output
 from tests.merge.conftest import git_merge_answer, merge_tree_answer

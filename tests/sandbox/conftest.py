@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from merge.git import Repo
+from gitproc.git import Repo
 from planner.tasks import Limits
 from sandbox import cgroups, confine
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from merge.git import Repo
-from merge.process import spawn
+from gitproc.git import Repo
+from gitproc.process import spawn
 from planner.tasks import Limits
 from sandbox.backends.base import ExecResult
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
@@ -317,7 +317,7 @@ def test_a_sandbox_a_crash_left_half_made_is_discarded_for_a_fresh_start(
     # upper layer, so `git worktree remove` refuses, `git worktree prune` leaves it alone
     # and `git branch -D` refuses a branch checked out there.  A fresh start of the task
     # must clear all of it.
-    from sandbox.sandboxes import discard_branch
+    from forkyard.run.sandboxes import discard_branch
 
     spec = make_spec(pylib, "echo fresh > fresh.txt")
     place = pylib.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
@@ -339,7 +339,7 @@ def test_a_sandbox_a_crash_left_half_made_is_discarded_for_a_fresh_start(
 def test_a_branch_lock_a_crash_left_does_not_block_a_fresh_start(pylib: Repo) -> None:
     # Sandbox branches move in process: forkyard killed in the middle of a move leaves
     # the branch's lock file, which would make every later update of it fail.
-    from sandbox.sandboxes import discard_branch
+    from forkyard.run.sandboxes import discard_branch
 
     spec = make_spec(pylib, "echo fresh > fresh.txt")
     pylib.update_ref(f"refs/heads/{spec.branch}", spec.base, None, "made", durable=False)

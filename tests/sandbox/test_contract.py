@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from merge.git import Repo
+from gitproc.git import Repo
 from planner.tasks import Limits
 from sandbox.backends import get_backend
 from sandbox.backends.base import Backend, ExecResult, SandboxSpec

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from merge.git import Repo
+from gitproc.git import Repo
 from planner.tasks import Limits
 from sandbox.backends.base import ExecResult, SandboxSpec
 from sandbox.backends.docker import (
@@ -329,7 +329,7 @@ def test_gc_helper_removes_containers_a_crash_left(backend: DockerBackend) -> No
 
 
 def test_gc_removes_the_container_of_a_dead_run(backend: DockerBackend) -> None:
-    from sandbox.gc import gc
+    from forkyard.gc import gc
 
     spec = make_spec(backend.repo, "sleep 60", None)
     sandbox = backend.prepare(spec)
@@ -373,7 +373,7 @@ tasks:
 def forkyard(*args: str, cwd: Path) -> tuple[int, str, str]:
     import sys
 
-    from merge.process import run as run_process
+    from gitproc.process import run as run_process
 
     exe = Path(sys.executable).with_name("forkyard")
     r = run_process([str(exe), *args], cwd=cwd, check=False, timeout=180)

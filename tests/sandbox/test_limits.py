@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from merge.git import Repo
+from gitproc.git import Repo
 from planner.tasks import Limits
 from sandbox import cgroups, limits
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import repos
-from merge.git import Repo
+from gitproc.git import Repo
 from sandbox import overlay
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig, _index_ours, _untouched
 from tests.conftest import require

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from merge.git import Repo
+from gitproc.git import Repo
 from sandbox.backends import DummyConfig, WorktreeConfig, get_backend
 from sandbox.backends.worktree import WorktreeBackend
 from sandbox.errors import SandboxBadInputError
@@ -112,7 +112,7 @@ def test_factory_builds_configured_backends(pylib: Repo) -> None:
 def test_factory_imports_docker_lazily() -> None:
     import sys
 
-    from merge.process import run
+    from gitproc.process import run
 
     code = ("import sys; import sandbox.backends as b; "
             "assert 'docker' not in sys.modules and 'sandbox.backends.docker' not in sys.modules")

@@ -12,13 +12,13 @@ from dataclasses import replace
 
 import pytest
 
-from merge.git import Repo
-from merge.process import background_priority, can_raise_priority
+from forkyard.run.sandboxes import SandboxMaker
+from gitproc.git import Repo
+from gitproc.process import background_priority, can_raise_priority
 from planner.tasks import Limits
 from sandbox import shim
 from sandbox.backends.base import Sandbox
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
-from sandbox.sandboxes import SandboxMaker
 from tests.conftest import require
 from tests.sandbox.conftest import FAST, has_cgroups, make_spec, prepared, require_confinement
 

@@ -1,0 +1,228 @@
+"""The ``forkyard`` command line: argument parsing, then a call into the library.
+
+Each command lives in ``sandbox/commands/<name>.py`` as a plain function returning an
+exit code.  One handler (:func:`main`) maps errors to exit codes: an error's
+``exit_code`` attribute (2 bad input, 3 internal), Ctrl-C to 130, anything else to 3
+with the traceback logged, so bad input never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+app = typer.Typer(
+    name="forkyard",
+    help="Run many coding agents in parallel against one git repository.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+log = logging.getLogger("forkyard")
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="Repository (default: the current one).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
+
+
+@app.command()
+def plan(
+    tasks: Annotated[Path, typer.Argument(help="Task file: YAML, JSON or spec-kit tasks.md.")],
+    agents: Annotated[int, typer.Option("--agents", "-n", min=1)] = 4,
+    goal: Annotated[str, typer.Option(help="minimize-time|minimize-conflicts|balance-load")] = "minimize-time",
+    optimal: Annotated[bool, typer.Option("--optimal", help="Use OR-Tools CP-SAT (small plans).")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Plan a task file onto N agents and show the schedule."""
+    from forkyard.commands.plan import plan_command
+
+    return plan_command(tasks, agents=agents, goal=goal, optimal=optimal, as_json=as_json)
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[str], typer.Argument(help="Branches or commits to merge, in order.")],
+    into: Annotated[str, typer.Option("--into", help="Target branch (any commit-ish with --dry-run).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    validate: Annotated[str | None, typer.Option("--validate", help="Command run on the merged tree.")] = None,
+    no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
+    squash: Annotated[bool, typer.Option("--squash", help="One commit per source, no merge commits.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="conservative|bisect")] = "conservative",
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Merge SOURCES into a target as one transaction."""
+    from forkyard.commands.merge import merge_command
+
+    return merge_command(repo, into=into, sources=sources, dry_run=dry_run, validate=validate,
+                         semantic=not no_semantic, squash=squash, mode=mode, as_json=as_json)
+
+
+@app.command()
+def check(
+    sources: Annotated[list[str], typer.Argument(help="Branches to check (default: all open forkyard branches).")] = [],  # noqa: B006
+    into: Annotated[str, typer.Option("--into")] = "HEAD",
+    validate: Annotated[str | None, typer.Option("--validate")] = None,
+    no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """CI: dry-run merge of SOURCES into a target; exit 1 on any conflict or failure."""
+    from forkyard.commands.merge import check_command
+
+    return check_command(repo, into=into, sources=sources, validate=validate,
+                         semantic=not no_semantic, as_json=as_json)
+
+
+@app.command()
+def run(
+    tasks: Annotated[Path | None, typer.Argument(help="Task file.")] = None,
+    agents: Annotated[int, typer.Option("--agents", "-n", min=1)] = 4,
+    backend: Annotated[str, typer.Option(help="worktree|docker")] = "worktree",
+    strategy: Annotated[str, typer.Option(help="conservative|aggressive")] = "conservative",
+    mode: Annotated[str, typer.Option(help="stream|waves")] = "stream",
+    into: Annotated[str | None, typer.Option("--into", help="Target branch (default: current).")] = None,
+    validate: Annotated[str | None, typer.Option("--validate")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Docker image for --backend docker.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep worktrees after the run.")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue a stopped run.")] = None,
+    no_confine: Annotated[bool, typer.Option("--no-confine", help="Run agents unconfined (opt-out).")] = False,
+    agent: Annotated[str | None, typer.Option("--agent", help="Default agent: a preset (claude, codex, aider, gemini, shell) or a command template.")] = None,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Plan and run a task file with parallel agents, integrating their work."""
+    from forkyard.commands.run import run_command
+
+    return run_command(repo, tasks, agents=agents, backend=backend, strategy=strategy, mode=mode,
+                       into=into, validate=validate, image=image, keep=keep, resume=resume,
+                       confine=not no_confine, agent=agent, as_json=as_json)
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN")] = None,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Show a run's progress (the latest run by default)."""
+    from forkyard.commands.status import status_command
+
+    return status_command(repo, run_id, as_json=as_json)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Write a self-contained HTML report of a run."""
+    from forkyard.commands.report import report_command
+
+    return report_command(repo, run_id, output=output, as_json=as_json)
+
+
+@app.command()
+def history(
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Estimated versus actual durations per task, with regressions flagged."""
+    from forkyard.commands.history import history_command
+
+    return history_command(repo, as_json=as_json)
+
+
+@app.command()
+def gc(
+    prune_unmerged: Annotated[bool, typer.Option(
+        "--prune-unmerged", help="Also delete unmerged branches of dead runs (shas are printed).")] = False,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Remove what crashed runs left: stale worktrees, merged branches, cgroups, containers."""
+    from forkyard.commands.gc import gc_command
+
+    return gc_command(repo, as_json=as_json, prune_unmerged=prune_unmerged)
+
+
+@app.command()
+def recover(
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> int:
+    """Finish or roll back a batch a crash interrupted."""
+    from forkyard.commands.merge import recover_command
+
+    return recover_command(repo, as_json=as_json)
+
+
+@app.command()
+def mcp(repo: RepoOpt = Path(".")) -> int:
+    """Serve forkyard's tools over MCP (stdio)."""
+    from forkyard.mcp.server import serve
+
+    return serve(repo)
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo repository.")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Run six scripted agents on the webapp fixture."""
+    from forkyard.commands.demo import demo_command
+
+    return demo_command(keep=keep, as_json=as_json)
+
+
+def _error_json(exc: BaseException) -> dict[str, Any]:
+    doc: dict[str, Any] = {"error": str(exc)}
+    for field in ("cycles", "task", "dependency", "ref", "image", "path"):
+        value = getattr(exc, field, None)
+        if isinstance(value, str | list | int):
+            doc[field] = value
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and translate errors to exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="forkyard: %(message)s")
+    try:
+        rv = app(args=args, prog_name="forkyard", standalone_mode=False)
+    # Recent typer releases vendor their own click: catch both families.
+    except (click.exceptions.Exit, typer.Exit) as exc:
+        return int(exc.exit_code)
+    except (click.exceptions.Abort, typer.Abort):
+        return 130
+    except (click.ClickException, typer.TyperException) as exc:
+        exc.show()  # type: ignore[union-attr]  # usage errors: "Usage: ...", then the reason
+        return 2
+    except KeyboardInterrupt:
+        print("forkyard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place errors become exit codes
+        code = int(getattr(exc, "exit_code", 3))
+        if code == 3:
+            traceback.print_exc(file=sys.stderr)
+            print(f"forkyard: internal error: {exc}", file=sys.stderr)
+        else:
+            print(f"forkyard: error: {exc}", file=sys.stderr)
+        if "--json" in args:
+            print(json.dumps(_error_json(exc)))
+        return code
+    return int(rv or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

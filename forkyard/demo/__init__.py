@@ -1,0 +1,1 @@
+"""``forkyard demo`` and its fixture repository (``webapp/``, package data)."""

@@ -1,0 +1,65 @@
+"""The run JSON, built from the journal (so a finished, resumed or crashed run reads alike)."""
+
+from __future__ import annotations
+
+from forkyard.journal.metrics import compute
+from forkyard.journal.models import BatchResult, FileChange, LimitsReport, RunResult, TaskResult
+from forkyard.journal.state import RunManifest, RunView, TaskView
+from planner import Plan, TaskFile
+
+
+def _task_result(t: TaskView, limits: LimitsReport) -> TaskResult:
+    status = t.status if t.done else "cancelled"  # still running when the run ended: cut off
+    return TaskResult(
+        task=t.id, status=status,  # type: ignore[arg-type]
+        exit_code=t.exit_code, duration_s=round(t.duration_s, 3), agent=t.agent,
+        branch=t.branch, commit=t.commit, integrated=t.integrated and status == "succeeded",
+        files_modified=[FileChange(path=p, added=a, removed=r) for p, a, r in t.files_modified],
+        limits=limits.model_copy(update={"enforced_by": t.enforced_by}),
+        log_tail=t.log_tail,
+    )
+
+
+def outcome_of(view: RunView, results: list[TaskResult]) -> str:
+    if view.interrupted:
+        return "cancelled"
+    if results and all(r.status == "succeeded" and r.integrated for r in results):
+        return "succeeded"
+    if any(r.integrated and r.commit for r in results):
+        return "partial"
+    return "failed" if results else "succeeded"
+
+
+def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> RunResult:
+    """The :class:`RunResult` of a run, from its manifest, replayed events and final tip."""
+    taskfile = TaskFile.model_validate(manifest.taskfile)
+    order = [a.task for a in sorted(plan.assignments, key=lambda a: (a.start, a.agent))]
+    order += [t.id for t in taskfile.tasks if t.id not in order]
+    results = []
+    for tid in order:
+        task = next(t for t in taskfile.tasks if t.id == tid)
+        lim = taskfile.limits_for(task)
+        view_t = view.tasks.get(tid) or TaskView(tid, status="cancelled")
+        results.append(_task_result(view_t, LimitsReport(
+            memory_mb=lim.memory_mb, cpus=lim.cpus, pids=lim.pids)))
+    batches = [
+        BatchResult(index=b.index, tasks=b.tasks,
+                    outcome="committed" if b.outcome == "committed" else "rolled_back",
+                    conflicts=b.conflicts)
+        for b in sorted(view.batches, key=lambda b: b.index)
+    ]
+    deps = {t.id: list(plan.dependencies.get(t.id, t.depends_on)) for t in taskfile.tasks}
+    agents = int(manifest.options.get("agents", plan.agents))
+    metrics = compute(
+        wall_s=view.wall_s,
+        busy_s={t.id: t.busy_s for t in view.tasks.values()},
+        last_s={t.id: t.duration_s for t in view.tasks.values() if t.done},
+        order=order, deps=deps, agents=agents,
+        estimated_speedup=plan.estimated_speedup,
+        agents_used=len({t.agent for t in view.tasks.values() if t.agent is not None}),
+    )
+    return RunResult(
+        run_id=manifest.run_id, outcome=outcome_of(view, results),  # type: ignore[arg-type]
+        target=manifest.target, target_sha_before=manifest.target_sha_before,
+        target_sha_after=tip_after, results=results, batches=batches, metrics=metrics,
+    )

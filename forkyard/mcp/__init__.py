@@ -1,0 +1,1 @@
+"""forkyard over the Model Context Protocol, for orchestrating agents."""

@@ -1,0 +1,343 @@
+"""``run_workflow``: plan a task file, run it with parallel agents, integrate their work.
+
+The Python API behind ``forkyard run``::
+
+    from planner import load_tasks, plan
+    from sandbox import run_workflow
+
+    result = run_workflow("path/to/repo", "tasks.yaml", agents=4)      # plans for you
+    result = run_workflow(repo, plan(tf, agents=4), tasks=tf)           # or bring a plan
+    result = run_workflow(repo, None, resume="20261122-0412-ab12")      # continue a run
+    result.model_dump(mode="json")                                      # the run JSON
+
+Everything that can be bad input is checked before anything changes (exit code 2): the
+repository, the task file, the target branch, a dirty checkout, the agent commands, the
+docker image.  State lives under ``.git/forkyard/runs/<run-id>/``: ``run.json`` (what was
+asked, written first), ``events.jsonl`` (the journal), ``result.json`` (the outcome).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from forkyard.journal.events import EventLog, RunPaths, new_run_id, resolve_run
+from forkyard.journal.models import RunResult
+from forkyard.journal.results import build_result
+from forkyard.journal.state import RunManifest, RunView, load_view
+from forkyard.run.integrate import Integrator, merge_integrator
+from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
+from forkyard.views.history import History
+from gitproc.git import Repo, require_git
+from gitproc.lock import FileLock
+from planner import Plan, TaskFile, load_tasks
+from planner import plan as make_plan
+from sandbox import overlay
+from sandbox.agents import check_agent
+from sandbox.backends.base import Backend
+from sandbox.errors import SandboxBadInputError
+
+STRATEGIES = ("conservative", "aggressive")
+MODES = ("stream", "waves")
+
+Listener = Callable[[Any], None]
+
+
+class RunLockedError(SandboxBadInputError):
+    """Another process is running (or resuming) this run right now."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is in progress in another process")
+        self.run_id = run_id
+
+
+def _run_lock(paths: RunPaths) -> FileLock:
+    """An exclusive lock on the run's directory: one process runs or resumes a run; the
+    kernel drops it if we die."""
+    lock = FileLock(paths.lock)
+    if not lock.acquire(wait=0, write_pid=True):
+        raise RunLockedError(paths.run_id)
+    return lock
+
+
+def open_repo(repo: Repo | str | os.PathLike[str]) -> Repo:
+    return repo if isinstance(repo, Repo) else Repo(repo)
+
+
+def resolve_target(repo: Repo, into: str | None) -> tuple[str, str]:
+    """(short name, full ref) of the branch the run integrates into."""
+    name = into or repo.current_branch()
+    if not name:
+        raise SandboxBadInputError("HEAD is detached: name the target branch with --into")
+    full = repo.full_ref(name)
+    if full is None or not full.startswith("refs/heads/"):
+        raise SandboxBadInputError(f"target branch {name!r} does not exist")
+    return full.removeprefix("refs/heads/"), full
+
+
+def make_backend(repo: Repo, name: str, *, image: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> Backend:
+    """The named backend; a docker image that is missing is bad input now, not later."""
+    from sandbox.backends import get_backend
+
+    opts = dict(options or {})
+    if name == "docker" and image:
+        opts["image"] = image
+    backend = get_backend(name, repo, **opts)
+    check = getattr(backend, "check_image", None)
+    if check is not None:
+        check(backend.config.image)  # type: ignore[attr-defined]
+    return backend
+
+
+def with_default_agent(taskfile: TaskFile, agent: str) -> TaskFile:
+    """``taskfile`` with ``agent`` (a preset name or a command template) as the default
+    agent, e.g. ``--agent claude`` for a spec-kit tasks.md that names no commands."""
+    defaults = TaskFile.model_validate(
+        {"defaults": {"agent": agent}, "tasks": []}).defaults.agent
+    return taskfile.model_copy(update={
+        "defaults": taskfile.defaults.model_copy(update={"agent": defaults})})
+
+
+def _specs(taskfile: TaskFile, the_plan: Plan) -> dict[str, TaskSpec]:
+    out = {}
+    for task in taskfile.tasks:
+        deps = tuple(the_plan.dependencies.get(task.id, task.depends_on))
+        out[task.id] = TaskSpec(task, taskfile.agent_for(task), taskfile.limits_for(task), deps)
+    return out
+
+
+def _order(the_plan: Plan, taskfile: TaskFile) -> list[str]:
+    """Dispatch priority: the plan's start times (ties: the task file's order)."""
+    pos = {t.id: i for i, t in enumerate(taskfile.tasks)}
+    start = {a.task: a.start for a in the_plan.assignments}
+    return sorted(pos, key=lambda t: (start.get(t, 0.0), pos[t]))
+
+
+def run_workflow(
+    repo: Repo | str | os.PathLike[str],
+    tasks: TaskFile | Plan | str | os.PathLike[str] | None,
+    *,
+    plan: Plan | None = None,
+    agents: int = 4,
+    backend: str | Backend = "worktree",
+    strategy: str = "conservative",
+    mode: str = "stream",
+    into: str | None = None,
+    validate: str | None = None,
+    image: str | None = None,
+    keep: bool = False,
+    confine: bool = True,
+    resume: str | None = None,
+    goal: str = "minimize-time",
+    agent: str | None = None,
+    use_history: bool = True,
+    retry_backoff_s: float = 1.0,
+    backend_options: Mapping[str, Any] | None = None,
+    integrator: Integrator | None = None,
+    listeners: tuple[Listener, ...] = (),
+) -> RunResult:
+    """Plan and run ``tasks`` in ``repo``; see the module docstring.
+
+    ``tasks`` is a task file (path or :class:`TaskFile`), or a :class:`Plan` together with
+    ``tasks=`` via ``plan=``.  ``agent`` (a preset or a command template) replaces the task
+    file's default agent.  ``listeners`` receive every :class:`~forkyard.journal.events.Event`
+    (the live display is one).  Raises bad-input errors (exit code 2) before anything
+    changes; returns the :class:`RunResult` otherwise, also for a run Ctrl-C stopped
+    (outcome ``cancelled``).
+    """
+    r = open_repo(repo)
+    if resume is not None:
+        return _resume(r, resume, backend=backend, backend_options=backend_options,
+                       integrator=integrator, listeners=listeners,
+                       retry_backoff_s=retry_backoff_s)
+    if isinstance(tasks, Plan):
+        plan, tasks = tasks, None
+    if tasks is None:
+        raise SandboxBadInputError("a task file is needed (or resume=RUN)")
+    if strategy not in STRATEGIES:
+        raise SandboxBadInputError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
+    if mode not in MODES:
+        raise SandboxBadInputError(f"unknown mode {mode!r} ({', '.join(MODES)})")
+    if agents < 1:
+        raise SandboxBadInputError("agents must be at least 1")
+    require_git()  # before any agent runs, not at the first integration
+    taskfile = tasks if isinstance(tasks, TaskFile) else load_tasks(Path(tasks))
+    if agent is not None:
+        taskfile = with_default_agent(taskfile, agent)
+    for task in taskfile.tasks:
+        check_agent(taskfile.agent_for(task), task)
+    target, target_ref = resolve_target(r, into)
+    if not r.bare and r.current_branch() == target and r.is_dirty():
+        raise SandboxBadInputError(
+            f"{r.path} has uncommitted changes on {target}, the branch this run integrates "
+            "into: commit or stash them first")
+    history = History(r)
+    if plan is None:
+        durations = history.durations_for(taskfile.tasks) if use_history else {}
+        plan = make_plan(taskfile, agents=agents, goal=goal, durations=durations or None)
+    be = backend if isinstance(backend, Backend) else make_backend(
+        r, backend, image=image, options=backend_options)
+    _recover(r)  # a crashed run's half-done batch: finish or roll back before we read the tip
+    tip = r.rev_parse(target_ref)
+
+    run_id = new_run_id()
+    paths = RunPaths.of(r, run_id)
+    lock = _run_lock(paths)
+    try:
+        options = {"agents": agents, "backend": be.name, "strategy": strategy, "mode": mode,
+                   "validate": validate, "image": image, "keep": keep, "confine": confine,
+                   "goal": goal}
+        manifest = RunManifest(
+            run_id=run_id, created=time.time(), repo=str(r.path), target=target,
+            target_ref=target_ref, target_sha_before=tip, options=options,
+            taskfile=taskfile.model_dump(mode="json", by_alias=True),
+            plan=plan.model_dump(mode="json"),
+        )
+        manifest.save(paths)
+        log = EventLog(paths.events)
+        for listener in listeners:
+            log.subscribe(listener)
+        order = _order(plan, taskfile)
+        log.emit("run_started", run_id=run_id, target=target, tip=tip, tasks=order,
+                 agents=agents, strategy=strategy, mode=mode, pid=os.getpid())
+        for t in order:
+            log.emit("task_queued", task=t)
+        return _execute(r, manifest, paths, log, taskfile, plan, be, tip, integrator,
+                        records=None, first_batch=0, retry_backoff_s=retry_backoff_s)
+    finally:
+        lock.release()
+
+
+def _recover(repo: Repo) -> None:
+    from merge import recover
+
+    recover(repo)
+
+
+def _execute(
+    repo: Repo, manifest: RunManifest, paths: RunPaths, log: EventLog, taskfile: TaskFile,
+    the_plan: Plan, backend: Backend, tip: str, integrator: Integrator | None,
+    records: dict[str, TaskRecord] | None, first_batch: int, retry_backoff_s: float,
+) -> RunResult:
+    opts = manifest.options
+    config = RunnerConfig(
+        run_id=manifest.run_id, agents=int(opts["agents"]), strategy=opts["strategy"],
+        mode=opts["mode"], keep=bool(opts["keep"]), confine=bool(opts["confine"]),
+        image=opts.get("image"), retry_backoff_s=retry_backoff_s,
+        setup_command=taskfile.setup.command, copy_files=tuple(taskfile.setup.copy_files),
+    )
+    if integrator is None:
+        integrator = merge_integrator(
+            repo, manifest.target_ref, run_id=manifest.run_id, validate=opts.get("validate"),
+            mode="bisect" if config.strategy == "aggressive" else "conservative")
+    runner = Runner(
+        repo, _specs(taskfile, the_plan), _order(the_plan, taskfile),
+        [b.tasks for b in the_plan.batches], config, backend, integrator, log, tip,
+        records=records, first_batch=first_batch, conflicts=the_plan.conflicts,
+    )
+    try:
+        runner.run()
+    finally:
+        tip_after = repo.try_rev_parse(manifest.target_ref) or runner.tip
+        view = load_view(paths)
+        result = build_result(manifest, view, the_plan, tip_after)
+        log.emit("run_finished", outcome=result.outcome, tip=tip_after,
+                 reason=runner.stop_reason)
+        log.close()
+        paths.result.write_text(result.model_dump_json(indent=1))
+        try:
+            History(repo).record(manifest.run_id, result.results,
+                                 {t.id: t for t in taskfile.tasks}, the_plan.durations)
+        except Exception:  # history is a nicety; a locked database must not fail the run
+            pass
+    return result
+
+
+def _resume(
+    repo: Repo, run_id: str, *, backend: str | Backend, backend_options: Mapping[str, Any] | None,
+    integrator: Integrator | None, listeners: tuple[Listener, ...], retry_backoff_s: float,
+) -> RunResult:
+    """Continue a stopped or crashed run from its journal."""
+    paths = resolve_run(repo, run_id)
+    lock = _run_lock(paths)
+    try:
+        manifest = RunManifest.load(paths)
+        taskfile = TaskFile.model_validate(manifest.taskfile)
+        the_plan = Plan.model_validate(manifest.plan)
+        name = backend if isinstance(backend, str) and backend != "worktree" else manifest.options["backend"]
+        be = backend if isinstance(backend, Backend) else make_backend(
+            repo, name, image=manifest.options.get("image"), options=backend_options)
+        _recover(repo)
+        overlay.unmount_run(repo.forkyard_dir, manifest.run_id)  # the dead process's
+        tip = repo.rev_parse(manifest.target_ref)
+        view = load_view(paths)
+        records = records_for_resume(repo, view, tip)
+        log = EventLog(paths.events)
+        for listener in listeners:
+            log.subscribe(listener)
+        _close_interrupted_batch(log, view, records, tip)
+        rerun = [t for t, rec in records.items() if rec.state == "pending"]
+        log.emit("run_resumed", run_id=manifest.run_id, tip=tip, pid=os.getpid(),
+                 tasks=list(records), rerun=rerun)
+        for t in rerun:
+            log.emit("task_queued", task=t)
+        first_batch = max((b.index for b in view.batches), default=-1) + 1
+        return _execute(repo, manifest, paths, log, taskfile, the_plan, be, tip, integrator,
+                        records=records, first_batch=first_batch, retry_backoff_s=retry_backoff_s)
+    finally:
+        lock.release()
+
+
+def records_for_resume(repo: Repo, view: RunView, tip: str) -> dict[str, TaskRecord]:
+    """Loop state for a resumed run.
+
+    A task's work counts as integrated when its commit is an ancestor of the target tip:
+    the journal may lack the ``batch_committed`` line (a crash just after the ref moved),
+    but the commit graph cannot lie, and so no task's work is integrated twice.  Finished
+    work not yet integrated is integrated; everything else (failed, cancelled, cut off
+    mid-run, skipped) runs again on a fresh branch.
+    """
+    records: dict[str, TaskRecord] = {}
+    for tid, t in view.tasks.items():
+        rec = TaskRecord(tid, attempts=0, agent=t.agent, base=t.base, needs_fresh_branch=True)
+        if t.status == "succeeded" and t.commit:
+            if _is_ancestor(repo, t.commit, tip):
+                rec.state, rec.status, rec.integrated = "done", "succeeded", True
+            elif t.branch and repo.try_rev_parse(f"refs/heads/{t.branch}") == t.commit:
+                # (its branch must still hold the work: `forkyard gc --prune-unmerged` may
+                # have removed it, and then the task simply runs again)
+                from sandbox.backends.base import ExecResult
+
+                rec.state, rec.status = "done", "succeeded"
+                rec.result = ExecResult("succeeded", t.exit_code, t.duration_s, t.log_tail,
+                                        t.commit)
+        elif t.status == "succeeded":
+            rec.state, rec.status, rec.integrated = "done", "succeeded", True
+        records[tid] = rec
+    return records
+
+
+def _close_interrupted_batch(log: EventLog, view: RunView, records: dict[str, TaskRecord],
+                             tip: str) -> None:
+    """Journal the outcome of the batch a crash interrupted (at most one: batches are
+    sequential), as the commit graph tells it after the merge engine's recovery."""
+    for b in view.batches:
+        if b.outcome != "integrating":
+            continue
+        landed = [t for t in b.tasks if t in records and records[t].integrated]
+        if landed:
+            log.emit("batch_committed", index=b.index, tasks=b.tasks, landed=landed,
+                     rejected=[t for t in b.tasks if t not in landed], old_tip=b.old_tip,
+                     new_tip=tip, conflicts=[], recovered=True)
+        else:
+            log.emit("batch_rolled_back", index=b.index, tasks=b.tasks, tip=b.old_tip,
+                     conflicts=[], error="interrupted by a crash; rolled back by recovery",
+                     recovered=True)
+
+
+def _is_ancestor(repo: Repo, commit: str, tip: str) -> bool:
+    return repo.git("merge-base", "--is-ancestor", commit, tip, check=False).returncode == 0

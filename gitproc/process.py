@@ -1,0 +1,192 @@
+"""The one process wrapper: every child process forkyard starts goes through here.
+
+Children start in a new session (their own process group), so a timeout or an
+interrupt can kill the whole tree, not just the direct child.  Errors carry the argv,
+exit code and both streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from gitproc.errors import EXIT_BAD_INPUT, ForkyardError
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished process: its argv, exit code and both streams (bytes)."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+class ProcessError(ForkyardError, RuntimeError):
+    """A process exited non-zero (or timed out) where success was required."""
+
+    def __init__(self, result: Completed) -> None:
+        self.argv = result.argv
+        self.returncode = result.returncode
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.timed_out = result.timed_out
+        what = "timed out" if result.timed_out else f"exited {result.returncode}"
+        detail = result.err.strip().splitlines()
+        tail = f": {detail[-1]}" if detail else ""
+        super().__init__(f"{' '.join(result.argv)} {what}{tail}")
+
+
+class ExecutableNotFoundError(ForkyardError, FileNotFoundError):
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, argv0: str) -> None:
+        super().__init__(f"executable not found: {argv0}")
+        self.argv0 = argv0
+
+
+#: Niceness of work nobody is waiting for: its processes yield the CPU to agents starting.
+BACKGROUND_NICE = 10
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> int | None:
+    """Give the calling thread (Linux: per thread, inherited by the processes it starts)
+    niceness ``nice`` if that is lower priority; its previous niceness, None if unchanged."""
+    try:
+        tid = threading.get_native_id()
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        if old >= nice:
+            return None
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return old
+    except (AttributeError, OSError):
+        return None
+
+
+@contextlib.contextmanager
+def background_priority(nice: int = BACKGROUND_NICE) -> Iterator[None]:
+    """The calling thread at lower priority for the block, and back afterwards -- which
+    only a privileged process may do, so for anyone else the block runs as it is."""
+    old = lower_thread_priority(nice) if can_raise_priority() else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), old)
+
+
+def can_raise_priority() -> bool:
+    """May this process take niceness back down (root)?  Else lowering is for good."""
+    return os.geteuid() == 0
+
+
+def raise_priority(pids: Callable[[], set[int]], nice: int) -> None:
+    """Give every process ``pids()`` lists niceness ``nice`` where it has more (a process
+    tree started at background priority, now to run at ours).  Twice over: a process
+    forked meanwhile inherits the niceness its parent had.  Needs :func:`can_raise_priority`;
+    processes that are gone or not ours are left alone."""
+    for _ in range(2):
+        for pid in pids():
+            with contextlib.suppress(OSError):
+                if os.getpriority(os.PRIO_PROCESS, pid) > nice:
+                    os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
+def kill_group(pid: int, grace_s: float = 2.0) -> None:
+    """SIGTERM the process group led by ``pid``, wait ``grace_s``, then SIGKILL it."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session and return the Popen (the caller owns it)."""
+    try:
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except FileNotFoundError as exc:
+        raise ExecutableNotFoundError(argv[0]) from exc
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> Completed:
+    """Run ``argv`` to completion; on timeout kill its whole process group.
+
+    Returns a :class:`Completed`; with ``check`` a non-zero exit (or a timeout) raises
+    :class:`ProcessError` carrying the argv and both streams.
+    """
+    proc = spawn(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill_group(proc.pid, grace_s=1.0)
+        out, err = proc.communicate()
+    except BaseException:
+        # Ctrl-C or any other interruption: never leave the child's tree running.
+        kill_group(proc.pid, grace_s=0.5)
+        proc.wait()
+        raise
+    result = Completed(tuple(argv), proc.returncode, out or b"", err or b"", timed_out)
+    if check and (timed_out or proc.returncode != 0):
+        raise ProcessError(result)
+    return result

@@ -1,0 +1,177 @@
+"""Scheduling logic of the run loop, on the dummy backend with a fake integrator.
+
+Only *when* things happen is under test here (stream vs waves, strategies, retries,
+mutual exclusion of conflicting tasks); real git, sandboxes and merges are in test_run.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from forkyard.journal.events import Event, RunPaths, read_events
+from forkyard.run.integrate import FakeIntegrator
+from forkyard.run.workflow import run_workflow
+from gitproc.git import Repo
+from planner import TaskFile
+from sandbox.backends.base import ExecResult, Sandbox
+from sandbox.backends.dummy import DummyBackend, DummyConfig
+
+
+def taskfile(*tasks: dict[str, Any]) -> TaskFile:
+    full = [{"command": "true", **t} for t in tasks]
+    return TaskFile.model_validate({"tasks": full})
+
+
+def dummy(default: dict[str, Any] | None = None, **outcomes: dict[str, Any]) -> DummyBackend:
+    return DummyBackend(None, DummyConfig.model_validate({
+        "default": {"duration_s": 0.05, "commit": "c0ffee", **(default or {})},
+        "outcomes": {k: {"commit": "c0ffee", **v} for k, v in outcomes.items()},
+    }))
+
+
+def events(repo: Repo, run_id: str) -> list[Event]:
+    return read_events(RunPaths.of(repo, run_id).events)
+
+
+def at(evs: list[Event], type: str, task: str) -> float:
+    return next(e.ts for e in evs if e.type == type and e.task == task)
+
+
+def test_stream_starts_dependent_once_dependency_is_integrated(webapp: Repo) -> None:
+    tf = taskfile({"id": "a"}, {"id": "b"}, {"id": "c", "depends_on": ["a"]})
+    res = run_workflow(webapp, tf, agents=2, backend=dummy(b={"duration_s": 0.6}),
+                       integrator=FakeIntegrator(), use_history=False)
+    assert res.outcome == "succeeded"
+    evs = events(webapp, res.run_id)
+    # c waited for a's batch, not for b (still running): that is stream mode.
+    a_landed = next(e.ts for e in evs if e.type == "batch_committed" and "a" in e.get("landed"))
+    assert at(evs, "task_started", "c") >= a_landed
+    assert at(evs, "task_started", "c") < at(evs, "task_finished", "b")
+    assert all(r.integrated for r in res.results)
+
+
+def test_waves_run_one_after_another_each_one_transaction(webapp: Repo) -> None:
+    tf = taskfile({"id": "a"}, {"id": "b"}, {"id": "c", "depends_on": ["a"]})
+    fake = FakeIntegrator()
+    res = run_workflow(webapp, tf, agents=2, mode="waves", backend=dummy(b={"duration_s": 0.4}),
+                       integrator=fake, use_history=False)
+    assert res.outcome == "succeeded"
+    evs = events(webapp, res.run_id)
+    assert at(evs, "task_started", "c") > at(evs, "task_finished", "b")
+    assert fake.calls == [("a", "b"), ("c",)]
+    assert [b.tasks for b in res.batches] == [["a", "b"], ["c"]]
+
+
+def test_conservative_stops_at_first_failure(webapp: Repo) -> None:
+    tf = taskfile({"id": "bad"}, {"id": "slow"}, {"id": "after", "depends_on": ["bad"]})
+    backend = dummy(bad={"status": "failed"}, slow={"duration_s": 5.0})
+    res = run_workflow(webapp, tf, agents=2, backend=backend, integrator=FakeIntegrator(),
+                       use_history=False)
+    by = {r.task: r for r in res.results}
+    assert by["bad"].status == "failed"
+    assert by["slow"].status == "cancelled"  # running agent stopped, not waited for
+    assert by["after"].status == "cancelled"
+    assert res.metrics.wall_s < 3
+    assert res.outcome == "failed" and res.exit_code() == 1
+
+
+def test_aggressive_skips_dependents_of_failures(webapp: Repo) -> None:
+    tf = taskfile({"id": "bad"}, {"id": "good"}, {"id": "child", "depends_on": ["bad"]},
+                  {"id": "grandchild", "depends_on": ["child"]})
+    res = run_workflow(webapp, tf, agents=2, strategy="aggressive",
+                       backend=dummy(bad={"status": "failed"}), integrator=FakeIntegrator(),
+                       use_history=False)
+    by = {r.task: r for r in res.results}
+    assert by["bad"].status == "failed"
+    assert by["good"].status == "succeeded" and by["good"].integrated
+    assert by["child"].status == "skipped" and by["grandchild"].status == "skipped"
+    assert res.outcome == "partial"
+
+
+def test_aggressive_skips_dependents_of_rejected_work(webapp: Repo) -> None:
+    tf = taskfile({"id": "x"}, {"id": "y", "depends_on": ["x"]}, {"id": "z"})
+    res = run_workflow(webapp, tf, agents=2, strategy="aggressive", backend=dummy(),
+                       integrator=FakeIntegrator(reject={"x"}), use_history=False)
+    by = {r.task: r for r in res.results}
+    assert by["x"].status == "succeeded" and not by["x"].integrated
+    assert by["y"].status == "skipped"
+    assert by["z"].integrated
+
+
+def test_conservative_stops_when_a_batch_is_rejected(webapp: Repo) -> None:
+    tf = taskfile({"id": "x"}, {"id": "later", "depends_on": ["x"]})
+    res = run_workflow(webapp, tf, agents=2, backend=dummy(),
+                       integrator=FakeIntegrator(reject={"x"}), use_history=False)
+    by = {r.task: r for r in res.results}
+    assert not by["x"].integrated and by["later"].status == "cancelled"
+    assert res.batches[0].outcome == "rolled_back" and res.batches[0].conflicts
+
+
+class Flaky(DummyBackend):
+    """Times out (or OOMs) the first ``fail`` attempts of each task, then succeeds."""
+
+    def __init__(self, fail: int, status: str = "timed_out") -> None:
+        super().__init__(None, DummyConfig.model_validate(
+            {"default": {"duration_s": 0.02, "commit": "c0ffee"}}))
+        self.fail, self.status = fail, status
+        self.attempts: dict[str, int] = {}
+        self._alock = threading.Lock()
+
+    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
+                on_exit: Any = None) -> ExecResult:
+        with self._alock:
+            n = self.attempts[sandbox.spec.task_id] = self.attempts.get(sandbox.spec.task_id, 0) + 1
+        if n <= self.fail:
+            return ExecResult(self.status, 137, 0.01, "", None)  # type: ignore[arg-type]
+        return super().execute(sandbox, on_line, cancel, on_exit)
+
+
+def test_retries_with_backoff_after_timeout_and_oom(webapp: Repo) -> None:
+    tf = taskfile({"id": "t", "retries": 2}, {"id": "o", "retries": 2})
+    backend = Flaky(fail=2)
+    res = run_workflow(webapp, tf, agents=2, backend=backend, integrator=FakeIntegrator(),
+                       use_history=False, retry_backoff_s=0.05)
+    assert res.outcome == "succeeded"
+    assert backend.attempts == {"t": 3, "o": 3}
+    evs = events(webapp, res.run_id)
+    retries = [e for e in evs if e.type == "task_retry" and e.task == "t"]
+    assert [e.get("delay_s") for e in retries] == [0.05, 0.1]  # doubling backoff
+
+    oom = Flaky(fail=1, status="oom_killed")
+    res = run_workflow(webapp, taskfile({"id": "m", "retries": 1}), agents=1, backend=oom,
+                       integrator=FakeIntegrator(), use_history=False, retry_backoff_s=0.01)
+    assert res.outcome == "succeeded" and oom.attempts == {"m": 2}
+
+
+def test_no_retry_without_retries_or_for_plain_failures(webapp: Repo) -> None:
+    backend = Flaky(fail=1)
+    res = run_workflow(webapp, taskfile({"id": "t"}), agents=1, backend=backend,
+                       integrator=FakeIntegrator(), use_history=False, retry_backoff_s=0.01)
+    assert res.results[0].status == "timed_out" and backend.attempts == {"t": 1}
+    failing = Flaky(fail=1, status="failed")
+    res = run_workflow(webapp, taskfile({"id": "f", "retries": 3}), agents=1, backend=failing,
+                       integrator=FakeIntegrator(), use_history=False, retry_backoff_s=0.01)
+    assert res.results[0].status == "failed" and failing.attempts == {"f": 1}
+
+
+def test_tasks_touching_the_same_files_never_overlap(webapp: Repo) -> None:
+    tf = taskfile({"id": "p", "files": ["src/config.py"]}, {"id": "q", "files": ["src/config.py"]},
+                  {"id": "r", "files": ["src/ui/**"]})
+    res = run_workflow(webapp, tf, agents=3, backend=dummy(default={"duration_s": 0.2}),
+                       integrator=FakeIntegrator(), use_history=False)
+    evs = events(webapp, res.run_id)
+    first, second = sorted(["p", "q"], key=lambda t: at(evs, "task_started", t))
+    landed = next(e.ts for e in evs if e.type == "batch_committed" and first in e.get("landed"))
+    assert at(evs, "task_started", second) >= landed
+    assert res.outcome == "succeeded"
+
+
+def test_agent_slots_are_bounded(webapp: Repo) -> None:
+    tf = taskfile(*({"id": f"t{i}"} for i in range(10)))
+    backend = dummy(default={"duration_s": 0.05})
+    res = run_workflow(webapp, tf, agents=3, backend=backend, integrator=FakeIntegrator(),
+                       use_history=False)
+    assert backend.max_running <= 3
+    assert {r.agent for r in res.results} <= {0, 1, 2}
+    assert res.outcome == "succeeded"
