@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PACKAGES := forkyard sandbox merge planner gitproc
 
 .PHONY: demo test system-deps docker-up lint typecheck bench clean
 
@@ -25,13 +26,12 @@ docker-up: system-deps
 	@bash scripts/docker-up.sh
 	@if docker info >/dev/null 2>&1; then bash scripts/test-image.sh; fi
 
-test: $(STAMP) system-deps docker-up
-	$(BIN)/ruff check planner sandbox merge tests bench fixtures/repos/__init__.py
-	$(BIN)/mypy
+test: $(STAMP) system-deps docker-up lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check planner sandbox merge tests bench
+	$(BIN)/ruff check $(PACKAGES) tests bench fixtures/repos/__init__.py
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

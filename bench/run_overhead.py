@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.repos import build_synthetic
+from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from gitproc.git import Repo
 from planner import TaskFile
@@ -58,8 +59,7 @@ def measure(n_tasks: int, agents: int, files: int = 2000, where: str | None = No
     with tempfile.TemporaryDirectory(prefix="forkyard-bench-", dir=where) as tmp:
         repo = _repo(Path(tmp) / "repo", files)
         start = time.perf_counter()
-        result = run_workflow(repo, tasks(n_tasks), agents=agents, use_history=False,
-                              backend_options={"confinement": confinement, "limits": limits})
+        result = run_workflow(repo, tasks(n_tasks), RunOptions(agents=agents, use_history=False, backend_options={"confinement": confinement, "limits": limits}))
         wall = time.perf_counter() - start
         ideal = SLEEP_S * -(-n_tasks // agents)
         landed = sum(1 for r in result.results if r.integrated)

@@ -1,6 +1,6 @@
 """The ``forkyard`` command line: argument parsing, then a call into the library.
 
-Each command lives in ``sandbox/commands/<name>.py`` as a plain function returning an
+Each command lives in ``forkyard/commands/<name>.py`` as a plain function returning an
 exit code.  One handler (:func:`main`) maps errors to exit codes: an error's
 ``exit_code`` attribute (2 bad input, 3 internal), Ctrl-C to 130, anything else to 3
 with the traceback logged, so bad input never shows a traceback.
@@ -88,6 +88,7 @@ def run(
     backend: Annotated[str, typer.Option(help="worktree|docker")] = "worktree",
     strategy: Annotated[str, typer.Option(help="conservative|aggressive")] = "conservative",
     mode: Annotated[str, typer.Option(help="stream|waves")] = "stream",
+    goal: Annotated[str, typer.Option(help="minimize-time|minimize-conflicts|balance-load")] = "minimize-time",
     into: Annotated[str | None, typer.Option("--into", help="Target branch (default: current).")] = None,
     validate: Annotated[str | None, typer.Option("--validate")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Docker image for --backend docker.")] = None,
@@ -100,10 +101,12 @@ def run(
 ) -> int:
     """Plan and run a task file with parallel agents, integrating their work."""
     from forkyard.commands.run import run_command
+    from forkyard.run.options import RunOptions
 
-    return run_command(repo, tasks, agents=agents, backend=backend, strategy=strategy, mode=mode,
-                       into=into, validate=validate, image=image, keep=keep, resume=resume,
-                       confine=not no_confine, agent=agent, as_json=as_json)
+    options = bad_input_from(RunOptions, agents=agents, backend=backend, strategy=strategy,
+                             mode=mode, goal=goal, into=into, validate_command=validate,
+                             image=image, keep=keep, confine=not no_confine, agent=agent)
+    return run_command(repo, tasks, options, resume=resume, as_json=as_json)
 
 
 @app.command()
@@ -183,6 +186,21 @@ def demo(
     from forkyard.commands.demo import demo_command
 
     return demo_command(keep=keep, as_json=as_json)
+
+
+def bad_input_from(model: Any, **values: Any) -> Any:
+    """``model(**values)``, its validation errors turned into one line of bad input."""
+    from pydantic import ValidationError
+
+    from gitproc.errors import BadInputError
+
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        flag = {"validate_command": "validate"}.get(where, where).replace("_", "-")
+        raise BadInputError(f"--{flag}: {first['msg']}") from None
 
 
 def _error_json(exc: BaseException) -> dict[str, Any]:

@@ -22,8 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gitproc.errors import EXIT_BAD_INPUT, BadInputError, ForkyardError
-from gitproc.process import Completed, ProcessError, run
+from gitproc.errors import (  # noqa: F401  (re-exported: the git wrapper's errors)
+    GitError,
+    GitVersionError,
+    NotARepositoryError,
+    ProcessError,
+    RefMovedError,
+    UnknownRefError,
+)
+from gitproc.process import Completed, run
 
 if TYPE_CHECKING:
     import pygit2
@@ -57,43 +64,6 @@ _CONFIG = (
 
 #: Held around `git worktree add/remove/prune` in this process (see Repo.worktree_add).
 WORKTREE_ADMIN_LOCK = threading.RLock()
-
-
-class GitError(ProcessError):
-    """A git command failed; carries argv, exit code and both streams."""
-
-
-class UnknownRefError(BadInputError, LookupError):
-    """A ref or commit-ish does not resolve to a commit."""
-
-    def __init__(self, ref: str, repo: str = "") -> None:
-        where = f" in {repo}" if repo else ""
-        super().__init__(f"unknown ref or commit: {ref!r}{where}")
-        self.ref = ref
-
-
-class NotARepositoryError(BadInputError, FileNotFoundError):
-    """The path is not a git repository."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"not a git repository: {path}")
-        self.path = path
-
-
-class GitVersionError(ForkyardError, RuntimeError):
-    """The installed git is too old for forkyard."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-class RefMovedError(ForkyardError):
-    """A compare-and-swap ref update found the ref somewhere other than expected."""
-
-    def __init__(self, ref: str, expected: str, actual: str | None) -> None:
-        super().__init__(f"{ref} moved: expected {expected[:12]}, found {(actual or 'nothing')[:12]}")
-        self.ref = ref
-        self.expected = expected
-        self.actual = actual
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from gitproc.errors import EXIT_BAD_INPUT, ForkyardError
+from gitproc.errors import ExecutableNotFoundError, ProcessError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -36,29 +36,6 @@ class Completed:
     @property
     def err(self) -> str:
         return self.stderr.decode("utf-8", "replace")
-
-
-class ProcessError(ForkyardError, RuntimeError):
-    """A process exited non-zero (or timed out) where success was required."""
-
-    def __init__(self, result: Completed) -> None:
-        self.argv = result.argv
-        self.returncode = result.returncode
-        self.stdout = result.stdout
-        self.stderr = result.stderr
-        self.timed_out = result.timed_out
-        what = "timed out" if result.timed_out else f"exited {result.returncode}"
-        detail = result.err.strip().splitlines()
-        tail = f": {detail[-1]}" if detail else ""
-        super().__init__(f"{' '.join(result.argv)} {what}{tail}")
-
-
-class ExecutableNotFoundError(ForkyardError, FileNotFoundError):
-    exit_code = EXIT_BAD_INPUT
-
-    def __init__(self, argv0: str) -> None:
-        super().__init__(f"executable not found: {argv0}")
-        self.argv0 = argv0
 
 
 #: Niceness of work nobody is waiting for: its processes yield the CPU to agents starting.

@@ -22,7 +22,8 @@ from merge.models import (
     SourceMerge,
     Validation,
 )
-from merge.transaction import Transaction, detect_conflicts, merge_sources, recover
+from merge.porcelain import detect_conflicts, merge_sources, recover
+from merge.transaction import Transaction
 
 __all__ = [
     "Conflict",

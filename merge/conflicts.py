@@ -1,7 +1,7 @@
 """Conflict classification and detection.
 
 merge-ort reports each logical conflict with a stable type string (``type_short_descriptions``
-in git's merge-ort.c); :func:`classify` maps those to DESIGN.md's kinds.  Two kinds need
+in git's merge-ort.c); :func:`classify` maps those to forkyard's conflict kinds (docs/architecture.md).  Two kinds need
 more than the type string: add/add is reported as ``CONFLICT (contents)`` with an
 ``add/add`` message, and a 100644/100755 mode clash has no message at all (merge-ort
 leaves the path unmerged silently), so it is recognised from the index stages.
@@ -44,7 +44,7 @@ TYPE_KINDS: dict[str, ConflictKind] = {
 
 
 def kind_of(type_string: str, text: str) -> ConflictKind | None:
-    """The DESIGN kind for one merge-ort message; None for informational messages."""
+    """The conflict kind for one merge-ort message; None for informational messages."""
     if not type_string.startswith("CONFLICT"):
         return None
     kind = TYPE_KINDS.get(type_string)

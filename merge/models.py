@@ -1,6 +1,6 @@
 """The merge engine's boundary models: what ``forkyard merge --json`` prints.
 
-``MergeReport.model_dump(mode="json")`` is exactly the shape in DESIGN.md (plus the
+``MergeReport.model_dump(mode="json")`` is exactly the shape in docs/architecture.md (plus the
 ``landed`` and ``culprits`` extras), so the CLI, the MCP server and the run loop all
 serialise the same object.
 """

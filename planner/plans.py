@@ -1,6 +1,6 @@
 """The plan: :func:`plan` turns tasks into a :class:`Plan` (graph + schedule + analysis).
 
-``Plan.model_dump(mode="json")`` is the ``forkyard plan --json`` document of DESIGN.md
+``Plan.model_dump(mode="json")`` is the ``forkyard plan --json`` document of docs/architecture.md
 (plus extras: risks, recommendation, score_factors, speedup_bounds, dependencies,
 conflicts, durations).  The run loop reads ``batches``, ``assignments``,
 ``dependencies`` and ``conflicts`` from it.
@@ -88,7 +88,7 @@ class Plan(BaseModel):
     implicit_dependencies: list[ImplicitDependency]
     batches: list[Batch]
     assignments: list[Assignment]
-    # Extras beyond DESIGN.md's fields.
+    # Extras beyond the documented fields.
     speedup_bounds: tuple[float, float] = Field(description="(low, high) estimated speedup")
     score_factors: dict[str, float]
     max_parallelism: int = Field(description="Most tasks running at once in this schedule.")

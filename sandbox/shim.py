@@ -12,7 +12,7 @@ sandbox: the CPU quota, applied last so that the set-up above is not throttled),
 replaces itself with ``ARGV``.
 
 With ``--gate FD`` the shim is started ahead of the agent's turn (a *warm* start: see
-``sandbox/backends/worktree.py``): everything above but the writes is done, then it
+``sandbox/backends/worktree/backend.py``): everything above but the writes is done, then it
 blocks reading FD to its end.  What it reads is the command and the whole environment,
 as NUL-terminated ``A<arg>`` and ``E<NAME=VALUE>`` entries (known only when the task
 starts: its base, for one); ``ARGV`` is empty.  Nothing read (the run gave the start

@@ -1,4 +1,4 @@
-"""``forkyard demo``: six scripted agents on the webapp fixture (see sandbox/demo.py)."""
+"""``forkyard demo``: six scripted agents on the webapp fixture (see forkyard/demo/demo.py)."""
 
 from __future__ import annotations
 

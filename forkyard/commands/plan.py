@@ -1,6 +1,6 @@
 """``forkyard plan``: load a task file, plan it, show the plan.
 
-With ``--json`` the plan document (DESIGN.md) goes to stdout; otherwise a table, a text
+With ``--json`` the plan document (docs/architecture.md) goes to stdout; otherwise a table, a text
 Gantt chart and the analysis go to stderr.  Bad input raises a planner error, which the
 CLI's one handler turns into exit code 2 and a one-line message.
 """

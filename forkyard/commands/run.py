@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from forkyard.journal.models import RunResult
+from forkyard.run.options import RunOptions
 from sandbox.errors import SandboxBadInputError
 
 
@@ -62,29 +63,26 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_command(
-    repo: Path, tasks: Path | None, *, agents: int = 4, backend: str = "worktree",
-    strategy: str = "conservative", mode: str = "stream", into: str | None = None,
-    validate: str | None = None, image: str | None = None, keep: bool = False,
-    resume: str | None = None, confine: bool = True, as_json: bool = False,
-    retry_backoff_s: float = 1.0, agent: str | None = None,
-) -> int:
+def run_command(repo: Path, tasks: Path | None, options: RunOptions, *,
+                resume: str | None = None, as_json: bool = False) -> int:
     """Run a task file (or resume a run); print the run JSON or a summary; exit code."""
-    from forkyard.run.workflow import run_workflow
+    from forkyard.run.workflow import resume_run, run_workflow
     from gitproc.git import Repo
 
     if tasks is None and resume is None:
         raise SandboxBadInputError("give a task file, or --resume RUN")
+    if tasks is not None and resume is not None:
+        raise SandboxBadInputError("give a task file or --resume RUN, not both")
     r = Repo(repo)
-    display = make_display(agents, repo=r)
+    display = make_display(options.agents, repo=r)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     display.start()
     try:
-        result = run_workflow(
-            r, tasks, agents=agents, backend=backend, strategy=strategy, mode=mode, into=into,
-            validate=validate, image=image, keep=keep, confine=confine, resume=resume,
-            listeners=(display,), retry_backoff_s=retry_backoff_s, agent=agent,
-        )
+        if resume is not None:
+            result = resume_run(r, resume, listeners=(display,))
+        else:
+            assert tasks is not None
+            result = run_workflow(r, tasks, options, listeners=(display,))
     finally:
         display.stop()
         signal.signal(signal.SIGTERM, previous)

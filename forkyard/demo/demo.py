@@ -93,6 +93,7 @@ def run_demo(*, keep: bool = False, as_json: bool = False) -> int:
 
     from forkyard.commands.run import make_display, print_summary
     from forkyard.demo.repo import build_webapp
+    from forkyard.run.options import RunOptions
     from forkyard.run.workflow import run_workflow
     from forkyard.views.report import write_report
     from planner import parse_tasks
@@ -112,9 +113,10 @@ def run_demo(*, keep: bool = False, as_json: bool = False) -> int:
         display = make_display(6, repo=repo)
         display.start()
         try:
-            result = run_workflow(repo, taskfile, agents=6, strategy="aggressive", confine=confine,
-                                  validate=shlex.join([sys.executable, "tools/check.py"]),
-                                  listeners=(display,), use_history=False)
+            options = RunOptions(
+                agents=6, strategy="aggressive", confine=confine, use_history=False,
+                validate_command=shlex.join([sys.executable, "tools/check.py"]))
+            result = run_workflow(repo, taskfile, options, listeners=(display,))
         finally:
             display.stop()
         report = write_report(repo, result.run_id, tmp / "report.html")

@@ -15,7 +15,7 @@ from forkyard.journal.events import RunPaths
 from forkyard.journal.state import RunManifest, load_view
 from gitproc.git import Repo
 
-# The subject sandbox/integrate.py gives each merge commit of a batch.
+# The subject forkyard/run/integrate.py gives each merge commit of a batch.
 _SUBJECT = re.compile(r"^forkyard (?P<run>\S+): batch (?P<index>\d+): merge (?P<source>\S+)")
 
 

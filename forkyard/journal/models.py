@@ -1,5 +1,5 @@
 """What a run returns (pydantic, at the boundary): ``forkyard run --json`` is exactly
-``RunResult.model_dump(mode="json")`` (the run JSON in DESIGN.md)."""
+``RunResult.model_dump(mode="json")`` (the run JSON of docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: st
         for b in sorted(view.batches, key=lambda b: b.index)
     ]
     deps = {t.id: list(plan.dependencies.get(t.id, t.depends_on)) for t in taskfile.tasks}
-    agents = int(manifest.options.get("agents", plan.agents))
+    agents = manifest.options.agents
     metrics = compute(
         wall_s=view.wall_s,
         busy_s={t.id: t.busy_s for t in view.tasks.values()},

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from forkyard.journal.events import Event, RunPaths, read_events
+from forkyard.run.options import RunOptions
 
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "oom_killed", "cancelled", "skipped"})
 
@@ -28,7 +29,7 @@ class RunManifest(BaseModel):
     target: str                 # short name, as the run JSON shows it
     target_ref: str             # refs/heads/...
     target_sha_before: str
-    options: dict[str, Any]
+    options: RunOptions
     taskfile: dict[str, Any]
     plan: dict[str, Any]
 

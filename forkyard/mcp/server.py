@@ -50,11 +50,14 @@ def create_server(repo: str | os.PathLike[str]) -> Any:
                   validate: str | None = None) -> dict[str, Any]:
         """Run a task file with parallel agents and integrate their work into a branch
         (default: the current one).  Returns the `forkyard run --json` document."""
+        from forkyard.run.options import RunOptions
         from forkyard.run.workflow import run_workflow
 
         def go() -> dict[str, Any]:
-            return run_workflow(root, _path(tasks), agents=agents, strategy=strategy, mode=mode,
-                                into=into, validate=validate).model_dump(mode="json")
+            options = RunOptions.model_validate({
+                "agents": agents, "strategy": strategy, "mode": mode, "into": into,
+                "validate_command": validate})
+            return run_workflow(root, _path(tasks), options).model_dump(mode="json")
 
         # A run takes minutes: keep the server's event loop answering meanwhile.
         result: dict[str, Any] = await anyio.to_thread.run_sync(go)

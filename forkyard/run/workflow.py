@@ -2,12 +2,12 @@
 
 The Python API behind ``forkyard run``::
 
+    from forkyard import RunOptions, resume_run, run_workflow
     from planner import load_tasks, plan
-    from sandbox import run_workflow
 
-    result = run_workflow("path/to/repo", "tasks.yaml", agents=4)      # plans for you
-    result = run_workflow(repo, plan(tf, agents=4), tasks=tf)           # or bring a plan
-    result = run_workflow(repo, None, resume="20261122-0412-ab12")      # continue a run
+    result = run_workflow("path/to/repo", "tasks.yaml", RunOptions(agents=4))  # plans for you
+    result = run_workflow(repo, tf, RunOptions(agents=4), plan=plan(tf, agents=4))  # or bring one
+    result = resume_run(repo, "20261122-0412-ab12")                     # continue a run
     result.model_dump(mode="json")                                      # the run JSON
 
 Everything that can be bad input is checked before anything changes (exit code 2): the
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
 from forkyard.run.integrate import Integrator, merge_integrator
+from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
 from forkyard.views.history import History
 from gitproc.git import Repo, require_git
@@ -39,9 +40,6 @@ from sandbox import overlay
 from sandbox.agents import check_agent
 from sandbox.backends.base import Backend
 from sandbox.errors import SandboxBadInputError
-
-STRATEGIES = ("conservative", "aggressive")
-MODES = ("stream", "waves")
 
 Listener = Callable[[Any], None]
 
@@ -78,15 +76,15 @@ def resolve_target(repo: Repo, into: str | None) -> tuple[str, str]:
     return full.removeprefix("refs/heads/"), full
 
 
-def make_backend(repo: Repo, name: str, *, image: str | None = None,
-                 options: Mapping[str, Any] | None = None) -> Backend:
-    """The named backend; a docker image that is missing is bad input now, not later."""
+def make_backend(repo: Repo, options: RunOptions) -> Backend:
+    """The backend ``options`` name; a docker image that is missing is bad input now, not
+    later."""
     from sandbox.backends import get_backend
 
-    opts = dict(options or {})
-    if name == "docker" and image:
-        opts["image"] = image
-    backend = get_backend(name, repo, **opts)
+    opts = dict(options.backend_options)
+    if options.backend == "docker" and options.image:
+        opts["image"] = options.image
+    backend = get_backend(options.backend, repo, **opts)
     check = getattr(backend, "check_image", None)
     if check is not None:
         check(backend.config.image)  # type: ignore[attr-defined]
@@ -119,68 +117,45 @@ def _order(the_plan: Plan, taskfile: TaskFile) -> list[str]:
 
 def run_workflow(
     repo: Repo | str | os.PathLike[str],
-    tasks: TaskFile | Plan | str | os.PathLike[str] | None,
+    tasks: TaskFile | Plan | str | os.PathLike[str],
+    options: RunOptions | None = None,
     *,
     plan: Plan | None = None,
-    agents: int = 4,
-    backend: str | Backend = "worktree",
-    strategy: str = "conservative",
-    mode: str = "stream",
-    into: str | None = None,
-    validate: str | None = None,
-    image: str | None = None,
-    keep: bool = False,
-    confine: bool = True,
-    resume: str | None = None,
-    goal: str = "minimize-time",
-    agent: str | None = None,
-    use_history: bool = True,
-    retry_backoff_s: float = 1.0,
-    backend_options: Mapping[str, Any] | None = None,
+    backend: Backend | None = None,
     integrator: Integrator | None = None,
     listeners: tuple[Listener, ...] = (),
 ) -> RunResult:
-    """Plan and run ``tasks`` in ``repo``; see the module docstring.
+    """Plan and run ``tasks`` in ``repo`` with ``options``; see the module docstring.
 
-    ``tasks`` is a task file (path or :class:`TaskFile`), or a :class:`Plan` together with
-    ``tasks=`` via ``plan=``.  ``agent`` (a preset or a command template) replaces the task
-    file's default agent.  ``listeners`` receive every :class:`~forkyard.journal.events.Event`
-    (the live display is one).  Raises bad-input errors (exit code 2) before anything
-    changes; returns the :class:`RunResult` otherwise, also for a run Ctrl-C stopped
-    (outcome ``cancelled``).
+    ``tasks`` is a task file (path or :class:`TaskFile`), or a :class:`Plan` together
+    with the task file as ``plan=``'s source.  ``backend`` replaces the backend
+    ``options.backend`` names with one already made (tests, benchmarks); ``listeners``
+    receive every :class:`~forkyard.journal.events.Event` (the live display is one).
+    Raises bad-input errors (exit code 2) before anything changes; returns the
+    :class:`RunResult` otherwise, also for a run Ctrl-C stopped (outcome ``cancelled``).
     """
+    opts = options or RunOptions()
     r = open_repo(repo)
-    if resume is not None:
-        return _resume(r, resume, backend=backend, backend_options=backend_options,
-                       integrator=integrator, listeners=listeners,
-                       retry_backoff_s=retry_backoff_s)
     if isinstance(tasks, Plan):
-        plan, tasks = tasks, None
-    if tasks is None:
-        raise SandboxBadInputError("a task file is needed (or resume=RUN)")
-    if strategy not in STRATEGIES:
-        raise SandboxBadInputError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
-    if mode not in MODES:
-        raise SandboxBadInputError(f"unknown mode {mode!r} ({', '.join(MODES)})")
-    if agents < 1:
-        raise SandboxBadInputError("agents must be at least 1")
+        raise SandboxBadInputError("give the task file as tasks= and the plan as plan=")
     require_git()  # before any agent runs, not at the first integration
     taskfile = tasks if isinstance(tasks, TaskFile) else load_tasks(Path(tasks))
-    if agent is not None:
-        taskfile = with_default_agent(taskfile, agent)
+    if not taskfile.tasks:
+        raise SandboxBadInputError("the task file has no tasks")
+    if opts.agent is not None:
+        taskfile = with_default_agent(taskfile, opts.agent)
     for task in taskfile.tasks:
         check_agent(taskfile.agent_for(task), task)
-    target, target_ref = resolve_target(r, into)
+    target, target_ref = resolve_target(r, opts.into)
     if not r.bare and r.current_branch() == target and r.is_dirty():
         raise SandboxBadInputError(
             f"{r.path} has uncommitted changes on {target}, the branch this run integrates "
             "into: commit or stash them first")
-    history = History(r)
     if plan is None:
-        durations = history.durations_for(taskfile.tasks) if use_history else {}
-        plan = make_plan(taskfile, agents=agents, goal=goal, durations=durations or None)
-    be = backend if isinstance(backend, Backend) else make_backend(
-        r, backend, image=image, options=backend_options)
+        durations = History(r).durations_for(taskfile.tasks) if opts.use_history else {}
+        plan = make_plan(taskfile, agents=opts.agents, goal=opts.goal,
+                         durations=durations or None)
+    be = backend or make_backend(r, opts)
     _recover(r)  # a crashed run's half-done batch: finish or roll back before we read the tip
     tip = r.rev_parse(target_ref)
 
@@ -188,12 +163,10 @@ def run_workflow(
     paths = RunPaths.of(r, run_id)
     lock = _run_lock(paths)
     try:
-        options = {"agents": agents, "backend": be.name, "strategy": strategy, "mode": mode,
-                   "validate": validate, "image": image, "keep": keep, "confine": confine,
-                   "goal": goal}
         manifest = RunManifest(
             run_id=run_id, created=time.time(), repo=str(r.path), target=target,
-            target_ref=target_ref, target_sha_before=tip, options=options,
+            target_ref=target_ref, target_sha_before=tip,
+            options=opts.model_copy(update={"backend": be.name}),
             taskfile=taskfile.model_dump(mode="json", by_alias=True),
             plan=plan.model_dump(mode="json"),
         )
@@ -203,11 +176,11 @@ def run_workflow(
             log.subscribe(listener)
         order = _order(plan, taskfile)
         log.emit("run_started", run_id=run_id, target=target, tip=tip, tasks=order,
-                 agents=agents, strategy=strategy, mode=mode, pid=os.getpid())
+                 agents=opts.agents, strategy=opts.strategy, mode=opts.mode, pid=os.getpid())
         for t in order:
             log.emit("task_queued", task=t)
         return _execute(r, manifest, paths, log, taskfile, plan, be, tip, integrator,
-                        records=None, first_batch=0, retry_backoff_s=retry_backoff_s)
+                        records=None, first_batch=0)
     finally:
         lock.release()
 
@@ -221,18 +194,19 @@ def _recover(repo: Repo) -> None:
 def _execute(
     repo: Repo, manifest: RunManifest, paths: RunPaths, log: EventLog, taskfile: TaskFile,
     the_plan: Plan, backend: Backend, tip: str, integrator: Integrator | None,
-    records: dict[str, TaskRecord] | None, first_batch: int, retry_backoff_s: float,
+    records: dict[str, TaskRecord] | None, first_batch: int,
 ) -> RunResult:
     opts = manifest.options
     config = RunnerConfig(
-        run_id=manifest.run_id, agents=int(opts["agents"]), strategy=opts["strategy"],
-        mode=opts["mode"], keep=bool(opts["keep"]), confine=bool(opts["confine"]),
-        image=opts.get("image"), retry_backoff_s=retry_backoff_s,
+        run_id=manifest.run_id, agents=opts.agents, strategy=opts.strategy,
+        mode=opts.mode, keep=opts.keep, confine=opts.confine,
+        image=opts.image, retry_backoff_s=opts.retry_backoff_s,
         setup_command=taskfile.setup.command, copy_files=tuple(taskfile.setup.copy_files),
     )
     if integrator is None:
         integrator = merge_integrator(
-            repo, manifest.target_ref, run_id=manifest.run_id, validate=opts.get("validate"),
+            repo, manifest.target_ref, run_id=manifest.run_id,
+            validate=opts.validate_command,
             mode="bisect" if config.strategy == "aggressive" else "conservative")
     runner = Runner(
         repo, _specs(taskfile, the_plan), _order(the_plan, taskfile),
@@ -257,25 +231,25 @@ def _execute(
     return result
 
 
-def _resume(
-    repo: Repo, run_id: str, *, backend: str | Backend, backend_options: Mapping[str, Any] | None,
-    integrator: Integrator | None, listeners: tuple[Listener, ...], retry_backoff_s: float,
+def resume_run(
+    repo: Repo | str | os.PathLike[str], run_id: str, *, backend: Backend | None = None,
+    integrator: Integrator | None = None, listeners: tuple[Listener, ...] = (),
 ) -> RunResult:
-    """Continue a stopped or crashed run from its journal."""
-    paths = resolve_run(repo, run_id)
+    """Continue a stopped or crashed run from its journal, on the options it was started
+    with (its manifest stores them whole)."""
+    r = open_repo(repo)
+    paths = resolve_run(r, run_id)
     lock = _run_lock(paths)
     try:
         manifest = RunManifest.load(paths)
         taskfile = TaskFile.model_validate(manifest.taskfile)
         the_plan = Plan.model_validate(manifest.plan)
-        name = backend if isinstance(backend, str) and backend != "worktree" else manifest.options["backend"]
-        be = backend if isinstance(backend, Backend) else make_backend(
-            repo, name, image=manifest.options.get("image"), options=backend_options)
-        _recover(repo)
-        overlay.unmount_run(repo.forkyard_dir, manifest.run_id)  # the dead process's
-        tip = repo.rev_parse(manifest.target_ref)
+        be = backend or make_backend(r, manifest.options)
+        _recover(r)
+        overlay.unmount_run(r.forkyard_dir, manifest.run_id)  # the dead process's
+        tip = r.rev_parse(manifest.target_ref)
         view = load_view(paths)
-        records = records_for_resume(repo, view, tip)
+        records = records_for_resume(r, view, tip)
         log = EventLog(paths.events)
         for listener in listeners:
             log.subscribe(listener)
@@ -286,8 +260,8 @@ def _resume(
         for t in rerun:
             log.emit("task_queued", task=t)
         first_batch = max((b.index for b in view.batches), default=-1) + 1
-        return _execute(repo, manifest, paths, log, taskfile, the_plan, be, tip, integrator,
-                        records=records, first_batch=first_batch, retry_backoff_s=retry_backoff_s)
+        return _execute(r, manifest, paths, log, taskfile, the_plan, be, tip, integrator,
+                        records=records, first_batch=first_batch)
     finally:
         lock.release()
 

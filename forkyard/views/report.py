@@ -87,7 +87,7 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> 
         f"</code> &rarr; <code>{_e(result.target_sha_after[:12])}</code></td></tr>",
         f"<tr><td>started</td><td>{_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(t0)))}"
         "</td></tr>",
-        f"<tr><td>options</td><td><code>{_e(manifest.options)}</code></td></tr>",
+        f"<tr><td>options</td><td><code>{_e(_options(manifest))}</code></td></tr>",
         f"<tr><td>wall time</td><td>{m.wall_s:.1f}s (task time {m.total_task_s:.1f}s, "
         f"overhead {m.overhead_s:.1f}s)</td></tr>",
         f"<tr><td>speedup</td><td>{m.actual_speedup:.2f}x actual, {m.estimated_speedup:.2f}x "
@@ -96,7 +96,7 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> 
         "<h2>Planned schedule</h2>",
         gantt(planned, plan.agents, " min"),
         "<h2>Actual schedule</h2>",
-        gantt(actual, int(manifest.options.get("agents", plan.agents)), "s"),
+        gantt(actual, manifest.options.agents, "s"),
         "<p>" + " ".join(f"<span style='color:{c}'>&#9632;</span> {_e(k)}"
                          for k, c in _COLORS.items()) + "</p>",
         "<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>integrated</th>"
@@ -127,6 +127,13 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> 
                      f"<td>{_e(', '.join(b.rejected))}</td><td>{conflicts}</td></tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
+
+
+def _options(manifest: RunManifest) -> str:
+    """The options the run was asked for that differ from the defaults, as a person
+    would write them."""
+    asked = manifest.options.model_dump(exclude_defaults=True)
+    return ", ".join(f"{k} = {v}" for k, v in asked.items()) or "defaults"
 
 
 def write_report(repo: Repo, run_id: str | None, output: Path | None = None) -> Path:

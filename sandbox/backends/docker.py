@@ -8,6 +8,7 @@ network unless the task allows it, no capabilities, no-new-privileges, a read-on
 with a tmpfs ``/tmp``, and an init process as PID 1 (so signals reach the agent and
 zombies are reaped).  It runs as the worktree owner's uid:gid, so what the agent writes
 is owned by whoever owns the repository and our host-side ``git add`` can read it.
+(The container's name, environment and options are made in ``docker_spec.py``.)
 
 The run deadline is ours: docker-py's ``wait(timeout=...)`` is only an HTTP timeout, so
 a waiter thread blocks on the engine's wait while this thread watches our own clock and
@@ -24,7 +25,6 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import os
-import re
 import shutil
 import threading
 import time
@@ -45,22 +45,21 @@ from sandbox.backends.base import (
     SandboxSpec,
     Status,
 )
+from sandbox.backends.docker_spec import run_options
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
+from sandbox.backends.worktree.harvest import collect
 from sandbox.confine import GitPaths
 from sandbox.errors import BackendUnavailableError, ImageNotFoundError, SandboxError
-from sandbox.ports import PortLease
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-WORKDIR = "/work"
 # A bound on the tail in characters too: one megabyte-long "line" must not bloat results.
 LOG_TAIL_CHARS = 16000
 # Exit status of a process killed by SIGKILL (128 + 9), which is what the kernel's OOM
 # killer sends; tini (the init) passes its child's death by signal on as 128 + signal.
 EXIT_SIGKILL = 137
-_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
 class DockerConfig(BaseModel):
@@ -103,49 +102,6 @@ class DockerBackendError(SandboxError, RuntimeError):
         self.operation = operation
         self.task = task
         self.detail = detail
-
-
-def container_name(spec: SandboxSpec) -> str:
-    """``forkyard-<run-id>-<task-id>``, with anything Docker refuses in a name replaced."""
-    return _NAME_BAD.sub("_", f"forkyard-{spec.run_id}-{spec.task_id}")
-
-
-def worktree_path(repo: Repo, spec: SandboxSpec) -> Path:
-    """Where the sandbox's worktree lives: ``.git/forkyard/worktrees/<run>/<task>``."""
-    return repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
-
-
-def agent_env(spec: SandboxSpec, port: int | None = None) -> dict[str, str]:
-    """The environment the agent sees inside the container (``spec.env`` wins).
-
-    ``port`` is the sandbox's leased port when the spec names none.
-    """
-    env = {
-        "FORKYARD_RUN_ID": spec.run_id,
-        "FORKYARD_TASK_ID": spec.task_id,
-        "FORKYARD_DESCRIPTION": spec.description,
-        "FORKYARD_BRANCH": spec.branch,
-        "FORKYARD_BASE": spec.base,
-        "FORKYARD_WORKTREE": WORKDIR,
-        "FORKYARD_COMMAND": spec.command,
-        "FORKYARD_SANDBOX": "docker",
-        # The root filesystem is read-only; tools that write to $HOME need somewhere.
-        "HOME": "/tmp",
-    }
-    port = spec.port if spec.port is not None else port
-    if port is not None:
-        env["PORT"] = env["FORKYARD_PORT"] = str(port)
-    env.update(spec.env)
-    return env
-
-
-def _command(spec: SandboxSpec) -> list[str]:
-    if spec.setup_command is None:
-        return ["/bin/sh", "-c", spec.command]
-    # Both command lines travel in the environment, so neither needs quoting into the
-    # other; the set-up's failure fails the task without running the agent.
-    return ["/bin/sh", "-c",
-            '/bin/sh -c "$FORKYARD_SETUP_COMMAND" && exec /bin/sh -c "$FORKYARD_COMMAND"']
 
 
 class _LogPump:
@@ -390,54 +346,12 @@ class DockerBackend(Backend):
         st = os.stat(worktree)
         return f"{st.st_uid}:{st.st_gid}"
 
-    def _run_options(self, sandbox: Sandbox) -> dict[str, Any]:
-        """docker-py ``containers.create`` keyword arguments for the task's sandbox."""
-        from docker.types import Mount
-
-        spec = sandbox.spec
-        limits = spec.limits
-        lease = sandbox.state.get("lease")
-        env = agent_env(spec, lease.port if isinstance(lease, PortLease) else None)
-        if spec.setup_command is not None:
-            env["FORKYARD_SETUP_COMMAND"] = spec.setup_command
-        tmpfs = "rw,nosuid,nodev,mode=1777"
-        options: dict[str, Any] = {
-            "command": _command(spec),
-            "name": container_name(spec),
-            "labels": {"forkyard.run": spec.run_id, "forkyard.task": spec.task_id,
-                       "forkyard.repo": str(self.repo.path)},
-            "environment": env,
-            "working_dir": WORKDIR,
-            "user": self._user(sandbox.worktree),
-            "mounts": [Mount(target=WORKDIR, source=str(sandbox.worktree), type="bind",
-                             read_only=False)],
-            "init": True,
-            "read_only": True,
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "network_mode": None if limits.network else "none",
-            "detach": True,
-        }
-        if limits.memory_mb is not None:
-            memory = limits.memory_mb * 1024 * 1024
-            # memswap equal to memory: no swap, so a hog meets the OOM killer instead
-            # of thrashing; /tmp is tmpfs and counts against the same limit.
-            options["mem_limit"] = memory
-            options["memswap_limit"] = memory
-            tmpfs += f",size={memory}"
-        if limits.cpus is not None:
-            options["nano_cpus"] = int(limits.cpus * 1e9)
-        if limits.pids is not None:
-            options["pids_limit"] = limits.pids
-        options["tmpfs"] = {"/tmp": tmpfs}
-        return options
-
     def _create(self, sandbox: Sandbox) -> Container:
         import docker
 
         spec = sandbox.spec
         image = str(sandbox.state.get("image") or self.image_for(spec))
-        options = self._run_options(sandbox)
+        options = run_options(sandbox, self.repo.path, self._user(sandbox.worktree))
         try:
             return self.client.containers.create(image, **options)
         except docker.errors.ImageNotFound:
@@ -505,7 +419,7 @@ class DockerBackend(Backend):
             else:
                 dotgit.unlink(missing_ok=True)
             dotgit.write_bytes(pinned)
-        return self._worktrees._collect(sandbox, {})
+        return collect(self.repo, sandbox, {})
 
 
 def remove_containers(

@@ -11,6 +11,7 @@ from pathlib import Path
 from forkyard.journal.events import RunPaths
 from forkyard.journal.models import TaskResult
 from forkyard.journal.state import RunManifest
+from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from forkyard.views.history import History
 from gitproc.git import Repo
@@ -23,7 +24,7 @@ def test_measured_durations_become_estimates(webapp: Repo) -> None:
          "estimated_minutes": 45},
         {"id": "b", "description": "write b", "command": "echo b > b.txt"},
     ]})
-    first = run_workflow(webapp, tf, agents=2)
+    first = run_workflow(webapp, tf, RunOptions(agents=2))
     assert first.outcome == "succeeded"
     measured = History(webapp).durations_for(tf.tasks)
     assert set(measured) == {"a", "b"}
@@ -34,7 +35,7 @@ def test_measured_durations_become_estimates(webapp: Repo) -> None:
          "estimated_minutes": 45},
         {"id": "b2", "description": "write b", "command": "echo b2 > b.txt"},  # same description
     ]})
-    second = run_workflow(webapp, renamed, agents=2)
+    second = run_workflow(webapp, renamed, RunOptions(agents=2))
     plan = RunManifest.load(RunPaths.of(webapp, second.run_id)).plan
     assert plan["durations"]["a"] == measured["a"]
     assert plan["durations"]["b2"] == measured["b"]

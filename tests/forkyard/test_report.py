@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from forkyard.views.report import write_report
 from gitproc.git import Repo
@@ -20,7 +21,7 @@ def test_report_has_gantt_results_and_rollbacks(webapp: Repo, tmp_path: Path) ->
         {"id": "rebrand", "command": "sleep 0.4; " + edit.format(v="store")},
         {"id": "docs", "command": "echo '# docs' > DOCS.md"},
     ]})
-    res = run_workflow(webapp, tf, agents=3, strategy="aggressive", use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=3, strategy="aggressive", use_history=False))
     path = write_report(webapp, res.run_id, tmp_path / "r.html")
     html = path.read_text()
     assert html.startswith("<!doctype html>") and html.count("<svg") == 2
@@ -41,7 +42,7 @@ def test_report_shows_the_tip_the_run_left_not_a_later_one(webapp: Repo, tmp_pat
     from fixtures.repos import commit_all
 
     tf = TaskFile.model_validate({"tasks": [{"id": "docs", "command": "echo hi > DOCS.md"}]})
-    res = run_workflow(webapp, tf, agents=1, use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False))
     assert res.target_sha_after != res.target_sha_before
     (webapp.path / "LATER.md").write_text("someone else's work\n")
     later = commit_all(webapp, "a later commit on main")

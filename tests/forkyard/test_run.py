@@ -14,6 +14,7 @@ import yaml
 
 from forkyard.journal.audit import audit_run
 from forkyard.journal.events import RunPaths, list_runs, read_events
+from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from gitproc.git import Repo
 from planner import TaskFile
@@ -45,7 +46,7 @@ def test_dependent_task_starts_from_the_integrated_tip(webapp: Repo) -> None:
                     " > src/api/roles.py"},
     )
     before = webapp.rev_parse("main")
-    res = run_workflow(webapp, tf, agents=2, use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False))
     assert res.outcome == "succeeded", res.model_dump_json(indent=1)
     assert all(r.integrated for r in res.results)
     assert res.target_sha_before == before and res.target_sha_after == webapp.rev_parse("main")
@@ -68,7 +69,7 @@ def test_planted_conflict_is_rolled_back_and_the_rest_lands(webapp: Repo) -> Non
         {"id": "docs", "command": "sleep 0.6; echo more >> README.md"},
         {"id": "after-dev", "depends_on": ["dev"], "command": "echo x > x.txt"},
     )
-    res = run_workflow(webapp, tf, agents=3, strategy="aggressive", use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=3, strategy="aggressive", use_history=False))
     by = {r.task: r for r in res.results}
     assert by["bump"].integrated and by["docs"].integrated
     assert by["dev"].status == "succeeded" and not by["dev"].integrated
@@ -89,7 +90,7 @@ def test_conservative_conflict_stops_the_run_with_nothing_half_merged(webapp: Re
         {"id": "off", "command": "sleep 0.5; " + edit.format(v="None")},
         {"id": "next", "depends_on": ["off"], "command": "echo n > n.txt"},
     )
-    res = run_workflow(webapp, tf, agents=2, use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False))
     by = {r.task: r for r in res.results}
     assert by["on"].integrated and not by["off"].integrated
     assert by["next"].status == "cancelled"
@@ -104,7 +105,7 @@ def test_waves_mode_integrates_each_wave_as_one_transaction(webapp: Repo) -> Non
         {"id": "b", "command": "sleep 0.3; echo b > b.txt"},
         {"id": "c", "depends_on": ["a"], "command": "cat a.txt b.txt > c.txt"},
     )
-    res = run_workflow(webapp, tf, agents=2, mode="waves", use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, mode="waves", use_history=False))
     assert res.outcome == "succeeded", res.model_dump_json(indent=1)
     assert [sorted(b.tasks) for b in res.batches] == [["a", "b"], ["c"]]
     assert webapp.out("show", "main:c.txt") == "a\nb"  # c started after the whole wave
@@ -140,7 +141,7 @@ def test_templates_and_environment_reach_the_agent(webapp: Repo) -> None:
                    "command": 'printf "%s|%s|%s" "$FORKYARD_TASK_ID" "$FORKYARD_BRANCH" '
                               '"$FORKYARD_WORKTREE" > env.txt'}],
     })
-    res = run_workflow(webapp, tf, agents=1, use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False))
     assert res.outcome == "succeeded", res.results[0].log_tail
     task_id, branch, worktree = webapp.out("show", "main:env.txt").split("|")
     assert task_id == "t1" and branch == f"forkyard/{res.run_id}/t1"
@@ -181,7 +182,7 @@ def test_bad_input_exits_2_and_changes_nothing(webapp: Repo, tmp_path: Path, cas
 
 def test_events_journal_every_state_change(webapp: Repo) -> None:
     tf = taskfile({"id": "a", "command": "echo 'step 1/2'; echo a > a.txt; echo 'step 2/2'"})
-    res = run_workflow(webapp, tf, agents=1, use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False))
     types = [e.type for e in read_events(RunPaths.of(webapp, res.run_id).events)]
     for expected in ("run_started", "task_queued", "task_started", "task_output",
                      "task_finished", "batch_started", "batch_committed", "run_finished"):
@@ -197,8 +198,7 @@ def test_agent_option_gives_spec_kit_tasks_an_agent(webapp: Repo, tmp_path: Path
         "## Phase 1\n- [ ] T001 [P] Write the notes file `NOTES.md`\n"
         "- [ ] T002 Extend the notes (depends on T001)\n")
     template = "echo {id}: {description} >> NOTES.md"
-    res = run_workflow(webapp, tmp_path / "tasks.md", agent=template, agents=2,
-                       use_history=False)
+    res = run_workflow(webapp, tmp_path / "tasks.md", RunOptions(agent=template, agents=2, use_history=False))
     assert res.outcome == "succeeded", res.model_dump_json(indent=1)
     notes = webapp.out("show", "main:NOTES.md").splitlines()
     assert notes[0].startswith("T001: Write the notes file") and notes[1].startswith("T002")
@@ -212,8 +212,7 @@ def test_timed_out_task_is_retried_on_a_fresh_branch(webapp: Repo) -> None:
          "command": 'echo "attempt $FORKYARD_ATTEMPT" > attempt.txt; '
                     'if [ "$FORKYARD_ATTEMPT" = 1 ]; then sleep 30; fi'},
     ]})
-    res = run_workflow(webapp, tf, agents=1, use_history=False, retry_backoff_s=0.1,
-                       backend_options={"grace_s": 0.2})
+    res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False, retry_backoff_s=0.1, backend_options={"grace_s": 0.2}))
     assert res.outcome == "succeeded", res.model_dump_json(indent=1)
     assert webapp.out("show", "main:attempt.txt") == "attempt 2"
     evs = read_events(RunPaths.of(webapp, res.run_id).events)

@@ -11,6 +11,7 @@ from typing import Any
 
 from forkyard.journal.events import Event, RunPaths, read_events
 from forkyard.run.integrate import FakeIntegrator
+from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from gitproc.git import Repo
 from planner import TaskFile
@@ -40,8 +41,7 @@ def at(evs: list[Event], type: str, task: str) -> float:
 
 def test_stream_starts_dependent_once_dependency_is_integrated(webapp: Repo) -> None:
     tf = taskfile({"id": "a"}, {"id": "b"}, {"id": "c", "depends_on": ["a"]})
-    res = run_workflow(webapp, tf, agents=2, backend=dummy(b={"duration_s": 0.6}),
-                       integrator=FakeIntegrator(), use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=dummy(b={"duration_s": 0.6}), integrator=FakeIntegrator())
     assert res.outcome == "succeeded"
     evs = events(webapp, res.run_id)
     # c waited for a's batch, not for b (still running): that is stream mode.
@@ -54,8 +54,7 @@ def test_stream_starts_dependent_once_dependency_is_integrated(webapp: Repo) -> 
 def test_waves_run_one_after_another_each_one_transaction(webapp: Repo) -> None:
     tf = taskfile({"id": "a"}, {"id": "b"}, {"id": "c", "depends_on": ["a"]})
     fake = FakeIntegrator()
-    res = run_workflow(webapp, tf, agents=2, mode="waves", backend=dummy(b={"duration_s": 0.4}),
-                       integrator=fake, use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, mode="waves", use_history=False), backend=dummy(b={"duration_s": 0.4}), integrator=fake)
     assert res.outcome == "succeeded"
     evs = events(webapp, res.run_id)
     assert at(evs, "task_started", "c") > at(evs, "task_finished", "b")
@@ -66,8 +65,7 @@ def test_waves_run_one_after_another_each_one_transaction(webapp: Repo) -> None:
 def test_conservative_stops_at_first_failure(webapp: Repo) -> None:
     tf = taskfile({"id": "bad"}, {"id": "slow"}, {"id": "after", "depends_on": ["bad"]})
     backend = dummy(bad={"status": "failed"}, slow={"duration_s": 5.0})
-    res = run_workflow(webapp, tf, agents=2, backend=backend, integrator=FakeIntegrator(),
-                       use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=backend, integrator=FakeIntegrator())
     by = {r.task: r for r in res.results}
     assert by["bad"].status == "failed"
     assert by["slow"].status == "cancelled"  # running agent stopped, not waited for
@@ -79,9 +77,7 @@ def test_conservative_stops_at_first_failure(webapp: Repo) -> None:
 def test_aggressive_skips_dependents_of_failures(webapp: Repo) -> None:
     tf = taskfile({"id": "bad"}, {"id": "good"}, {"id": "child", "depends_on": ["bad"]},
                   {"id": "grandchild", "depends_on": ["child"]})
-    res = run_workflow(webapp, tf, agents=2, strategy="aggressive",
-                       backend=dummy(bad={"status": "failed"}), integrator=FakeIntegrator(),
-                       use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="aggressive", use_history=False), backend=dummy(bad={"status": "failed"}), integrator=FakeIntegrator())
     by = {r.task: r for r in res.results}
     assert by["bad"].status == "failed"
     assert by["good"].status == "succeeded" and by["good"].integrated
@@ -91,8 +87,7 @@ def test_aggressive_skips_dependents_of_failures(webapp: Repo) -> None:
 
 def test_aggressive_skips_dependents_of_rejected_work(webapp: Repo) -> None:
     tf = taskfile({"id": "x"}, {"id": "y", "depends_on": ["x"]}, {"id": "z"})
-    res = run_workflow(webapp, tf, agents=2, strategy="aggressive", backend=dummy(),
-                       integrator=FakeIntegrator(reject={"x"}), use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="aggressive", use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
     by = {r.task: r for r in res.results}
     assert by["x"].status == "succeeded" and not by["x"].integrated
     assert by["y"].status == "skipped"
@@ -101,8 +96,7 @@ def test_aggressive_skips_dependents_of_rejected_work(webapp: Repo) -> None:
 
 def test_conservative_stops_when_a_batch_is_rejected(webapp: Repo) -> None:
     tf = taskfile({"id": "x"}, {"id": "later", "depends_on": ["x"]})
-    res = run_workflow(webapp, tf, agents=2, backend=dummy(),
-                       integrator=FakeIntegrator(reject={"x"}), use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
     by = {r.task: r for r in res.results}
     assert not by["x"].integrated and by["later"].status == "cancelled"
     assert res.batches[0].outcome == "rolled_back" and res.batches[0].conflicts
@@ -130,8 +124,7 @@ class Flaky(DummyBackend):
 def test_retries_with_backoff_after_timeout_and_oom(webapp: Repo) -> None:
     tf = taskfile({"id": "t", "retries": 2}, {"id": "o", "retries": 2})
     backend = Flaky(fail=2)
-    res = run_workflow(webapp, tf, agents=2, backend=backend, integrator=FakeIntegrator(),
-                       use_history=False, retry_backoff_s=0.05)
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False, retry_backoff_s=0.05), backend=backend, integrator=FakeIntegrator())
     assert res.outcome == "succeeded"
     assert backend.attempts == {"t": 3, "o": 3}
     evs = events(webapp, res.run_id)
@@ -139,27 +132,23 @@ def test_retries_with_backoff_after_timeout_and_oom(webapp: Repo) -> None:
     assert [e.get("delay_s") for e in retries] == [0.05, 0.1]  # doubling backoff
 
     oom = Flaky(fail=1, status="oom_killed")
-    res = run_workflow(webapp, taskfile({"id": "m", "retries": 1}), agents=1, backend=oom,
-                       integrator=FakeIntegrator(), use_history=False, retry_backoff_s=0.01)
+    res = run_workflow(webapp, taskfile({"id": "m", "retries": 1}), RunOptions(agents=1, use_history=False, retry_backoff_s=0.01), backend=oom, integrator=FakeIntegrator())
     assert res.outcome == "succeeded" and oom.attempts == {"m": 2}
 
 
 def test_no_retry_without_retries_or_for_plain_failures(webapp: Repo) -> None:
     backend = Flaky(fail=1)
-    res = run_workflow(webapp, taskfile({"id": "t"}), agents=1, backend=backend,
-                       integrator=FakeIntegrator(), use_history=False, retry_backoff_s=0.01)
+    res = run_workflow(webapp, taskfile({"id": "t"}), RunOptions(agents=1, use_history=False, retry_backoff_s=0.01), backend=backend, integrator=FakeIntegrator())
     assert res.results[0].status == "timed_out" and backend.attempts == {"t": 1}
     failing = Flaky(fail=1, status="failed")
-    res = run_workflow(webapp, taskfile({"id": "f", "retries": 3}), agents=1, backend=failing,
-                       integrator=FakeIntegrator(), use_history=False, retry_backoff_s=0.01)
+    res = run_workflow(webapp, taskfile({"id": "f", "retries": 3}), RunOptions(agents=1, use_history=False, retry_backoff_s=0.01), backend=failing, integrator=FakeIntegrator())
     assert res.results[0].status == "failed" and failing.attempts == {"f": 1}
 
 
 def test_tasks_touching_the_same_files_never_overlap(webapp: Repo) -> None:
     tf = taskfile({"id": "p", "files": ["src/config.py"]}, {"id": "q", "files": ["src/config.py"]},
                   {"id": "r", "files": ["src/ui/**"]})
-    res = run_workflow(webapp, tf, agents=3, backend=dummy(default={"duration_s": 0.2}),
-                       integrator=FakeIntegrator(), use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=3, use_history=False), backend=dummy(default={"duration_s": 0.2}), integrator=FakeIntegrator())
     evs = events(webapp, res.run_id)
     first, second = sorted(["p", "q"], key=lambda t: at(evs, "task_started", t))
     landed = next(e.ts for e in evs if e.type == "batch_committed" and first in e.get("landed"))
@@ -170,8 +159,22 @@ def test_tasks_touching_the_same_files_never_overlap(webapp: Repo) -> None:
 def test_agent_slots_are_bounded(webapp: Repo) -> None:
     tf = taskfile(*({"id": f"t{i}"} for i in range(10)))
     backend = dummy(default={"duration_s": 0.05})
-    res = run_workflow(webapp, tf, agents=3, backend=backend, integrator=FakeIntegrator(),
-                       use_history=False)
+    res = run_workflow(webapp, tf, RunOptions(agents=3, use_history=False), backend=backend, integrator=FakeIntegrator())
     assert backend.max_running <= 3
     assert {r.agent for r in res.results} <= {0, 1, 2}
     assert res.outcome == "succeeded"
+
+
+def test_the_manifest_keeps_the_options_whole_and_resume_builds_the_backend_from_them(
+        webapp: Repo) -> None:
+    from forkyard.journal.state import RunManifest
+    from forkyard.run.workflow import make_backend
+
+    opts = RunOptions(agents=1, backend="dummy", use_history=False, backend_options={
+        "default": {"duration_s": 0.07, "commit": "c0ffee"}})
+    res = run_workflow(webapp, taskfile({"id": "a"}), opts, integrator=FakeIntegrator())
+    manifest = RunManifest.load(RunPaths.of(webapp, res.run_id))
+    assert manifest.options == opts
+    backend = make_backend(webapp, manifest.options)
+    assert isinstance(backend, DummyBackend)
+    assert backend.config.default.duration_s == 0.07

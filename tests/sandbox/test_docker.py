@@ -22,13 +22,8 @@ import pytest
 from gitproc.git import Repo
 from planner.tasks import Limits
 from sandbox.backends.base import ExecResult, SandboxSpec
-from sandbox.backends.docker import (
-    EXIT_SIGKILL,
-    DockerBackend,
-    DockerConfig,
-    agent_env,
-    worktree_path,
-)
+from sandbox.backends.docker import EXIT_SIGKILL, DockerBackend, DockerConfig
+from sandbox.backends.docker_spec import agent_env, worktree_path
 from sandbox.errors import BackendUnavailableError, ImageNotFoundError
 from tests.conftest import require
 

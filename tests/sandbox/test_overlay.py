@@ -13,7 +13,8 @@ import pytest
 from fixtures import repos
 from gitproc.git import Repo
 from sandbox import overlay
-from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig, _index_ours, _untouched
+from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
+from sandbox.backends.worktree.harvest import _index_ours, _untouched
 from tests.conftest import require
 from tests.sandbox.conftest import has_bwrap, make_spec, prepared
 

@@ -1,0 +1,55 @@
+"""``RunOptions``: everything a run is asked to do besides its tasks.
+
+One frozen model that ``run_workflow`` takes, that the run's manifest (``run.json``)
+stores whole, and that the CLI, the MCP server and ``resume_run`` build, so a run resumed
+from anywhere runs on exactly the options it started with (backend options included).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Strategy = Literal["conservative", "aggressive"]
+Mode = Literal["stream", "waves"]
+Goal = Literal["minimize-time", "minimize-conflicts", "balance-load"]
+BackendName = Literal["worktree", "docker", "dummy"]
+
+
+class RunOptions(BaseModel):
+    """How to run a task file: agents, backend, strategy, target, validation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    agents: int = Field(4, ge=1)
+    """How many agents run at once."""
+    backend: BackendName = "worktree"
+    """Where agents run: git worktrees on this machine (default), Docker containers, or
+    the dummy backend (tests of scheduling logic only)."""
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the chosen backend's configuration model (e.g. ``{"extra_rw": [...]}``
+    for the worktree backend); checked by that model when the backend is made."""
+    image: str | None = None
+    """Docker image for the docker backend."""
+    strategy: Strategy = "conservative"
+    """conservative: stop at the first failure; aggressive: bisect a bad batch, land the
+    rest and skip the culprits' dependents."""
+    mode: Mode = "stream"
+    """stream: integrate finished work as it comes; waves: one batch per planned wave."""
+    goal: Goal = "minimize-time"
+    """What the planner optimises."""
+    into: str | None = None
+    """The branch work lands on (default: the checked-out branch)."""
+    validate_command: str | None = None
+    """A command run on each merged batch before it lands (``--validate``)."""
+    keep: bool = False
+    """Keep the sandboxes after the run."""
+    confine: bool = True
+    """Confine agents (bubblewrap, Landlock); False is the explicit opt-out."""
+    agent: str | None = None
+    """A preset name or command template replacing the task file's default agent."""
+    use_history: bool = True
+    """Plan with durations measured by earlier runs where a task matches."""
+    retry_backoff_s: float = Field(1.0, ge=0)
+    """Seconds before a task's first retry; each later retry waits twice as long."""

@@ -1,0 +1,486 @@
+"""The worktree backend itself: prepare a sandbox, run its agent, harvest, clean up.
+
+Everything costly is deferred to :meth:`WorktreeBackend.execute`; the package docstring
+(``sandbox/backends/worktree/__init__.py``) has the whole story.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from gitproc.git import Repo, clean_env
+from gitproc.process import background_priority, raise_priority
+from sandbox import cgroups, confine, limits, overlay, setup
+from sandbox.backends.base import (
+    Backend,
+    ExecResult,
+    ExitCallback,
+    LineCallback,
+    Sandbox,
+    SandboxSpec,
+    Status,
+)
+from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
+from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
+from sandbox.backends.worktree.layout import (
+    _materialize,
+    _rmdir_quiet,
+    _spare_mount_point,
+    drop_dangling,
+    prepare_overlay,
+    remove_worktree,
+)
+from sandbox.backends.worktree.supervise import (
+    _Agent,
+    _Lines,
+    _members,
+    _Prepared,
+    _Warm,
+    kill_tree,
+    launch,
+    wait,
+)
+from sandbox.errors import SandboxBadInputError, SandboxError
+from sandbox.liveness import RunLock
+from sandbox.ports import PortLease, lease_port
+
+
+class WorktreeBackend(Backend):
+    """Agents in git worktrees under ``.git/forkyard/worktrees/<run-id>/<task-id>``."""
+
+    name = "worktree"
+
+    def __init__(self, repo: Repo, config: WorktreeConfig | None = None, **options: object) -> None:
+        super().__init__(repo)
+        self.config = config or WorktreeConfig.model_validate(options)
+        self._hier: cgroups.Hierarchies | None = None
+        self._locks: dict[str, tuple[RunLock, int]] = {}
+        self._bases: dict[str, overlay.Bases] = {}
+        self._lock = threading.Lock()
+
+    # -- prepare ------------------------------------------------------------------
+
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        """A worktree on a new branch ``forkyard/<run>/<task>`` at the base -- an overlay
+        (:func:`layout.prepare_overlay`) or ``git worktree add`` -- plus set-up."""
+        path = self.repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+        if path.exists() and not _spare_mount_point(path):
+            raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
+        self._hold(spec.run_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            drop_dangling(self.repo, spec.branch)
+            state: dict[str, object] = {"made_at": spec.base}  # where the branch was made
+            if self._overlays():
+                with self._lock:
+                    bases = self._bases.setdefault(spec.run_id,
+                                                   overlay.Bases(self.repo, spec.run_id))
+                prepare_overlay(self.repo, bases, spec, path, state,
+                                required=self.config.layers == "overlay")
+            else:
+                self.repo.worktree_add(path, spec.branch, spec.base)
+                state["at"] = spec.base
+            patterns = setup.include_patterns(self.repo.path, spec.copy_files)
+            if patterns:
+                state["copied"] = setup.copy_ignored(self.repo.path, path, patterns)
+            if spec.port is None and self.config.lease_ports:
+                state["lease"] = lease_port(self.repo.forkyard_dir / "ports", self.config.port_range)
+        except BaseException:
+            self._release(spec.run_id)
+            raise
+        return Sandbox(spec, path, spec.branch, state)
+
+    def _overlays(self) -> bool:
+        if self.config.layers == "checkout":
+            return False
+        if overlay.usable():
+            return True
+        if self.config.layers == "overlay":
+            raise SandboxError("layers='overlay' but this process cannot mount an overlay "
+                               "here (it needs root and overlayfs)")
+        return False
+
+    def _hold(self, run_id: str) -> None:
+        # A shared flock per live run: `forkyard gc` leaves runs alone while it is held.
+        with self._lock:
+            lock, n = self._locks.get(run_id, (None, 0))
+            if lock is None:
+                lock = RunLock(self.repo.forkyard_dir, run_id)
+                lock.acquire_shared()
+            self._locks[run_id] = (lock, n + 1)
+
+    def _release(self, run_id: str) -> None:
+        with self._lock:
+            lock, n = self._locks.get(run_id, (None, 0))
+            if lock is None:
+                return
+            if n <= 1:
+                lock.release()
+                del self._locks[run_id]
+                bases = self._bases.pop(run_id, None)
+                if bases is not None:
+                    bases.close()  # the run's last sandbox is gone
+            else:
+                self._locks[run_id] = (lock, n - 1)
+
+    # -- execute ------------------------------------------------------------------
+
+    def to_base(self, sandbox: Sandbox) -> None:
+        """Bring the sandbox's files and branch to ``spec.base`` if they are elsewhere
+        (an overlay starts at the run's base checkout; a sandbox made ahead of time is at
+        an older tip).  ``read-tree -m -u`` from where the files are writes only the files
+        in between and, unlike ``reset --hard``, does not re-stat every other file."""
+        spec = sandbox.spec
+        at, made = sandbox.state.get("at"), sandbox.state.get("made_at", spec.base)
+        if at != spec.base:
+            moved = isinstance(at, str) and self.repo.git(
+                "read-tree", "-m", "-u", at, spec.base, cwd=sandbox.worktree,
+                check=False).returncode == 0
+            if moved and made != spec.base:
+                self.repo.update_ref(f"refs/heads/{spec.branch}", spec.base, str(made),
+                                     "forkyard: sandbox moved to the current tip", durable=False)
+            elif not moved:  # files not as expected: the sure way
+                self.repo.git("reset", "--quiet", "--hard", spec.base, cwd=sandbox.worktree)
+        sandbox.state["at"] = sandbox.state["made_at"] = spec.base
+        gitdir = sandbox.state.get("gitdir")
+        if isinstance(gitdir, Path) and "index" in sandbox.state:
+            sandbox.state["index"] = _stat_key(gitdir / "index")
+
+    def move(self, sandbox: Sandbox, base: str) -> None:
+        sandbox.spec = replace(sandbox.spec, base=base)
+        self.to_base(sandbox)
+
+    def _enforcement(self, spec: SandboxSpec, defer_cpu: bool = False) -> limits.Enforcement:
+        mode = self.config.limits
+        if mode == "none":
+            return limits.Enforcement("none")
+        if mode in ("auto", "cgroup"):
+            if self._hier is None:
+                self._hier = cgroups.detect()
+            if self._hier.layout != "none":
+                try:
+                    group = cgroups.Cgroup.create(
+                        self._hier, spec.run_id, spec.task_id, spec.limits,
+                        scope=cgroups.repo_scope(self.repo.common_dir), defer_cpu=defer_cpu)
+                    return limits.Enforcement(self._hier.enforced_by, group,
+                                              limits.cgroup_args(group))
+                except cgroups.CgroupUnavailable:
+                    if mode == "cgroup":
+                        raise
+            elif mode == "cgroup":
+                raise SandboxError("limits='cgroup' but no writable cgroup hierarchy here")
+        return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
+
+    def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
+        spec = sandbox.spec
+        env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
+        if "LC_ALL" in os.environ:
+            env["LC_ALL"] = os.environ["LC_ALL"]
+        else:
+            env.pop("LC_ALL", None)
+        env.update({
+            "FORKYARD_TASK_ID": spec.task_id, "FORKYARD_RUN_ID": spec.run_id,
+            "FORKYARD_BRANCH": spec.branch, "FORKYARD_BASE": spec.base,
+            "FORKYARD_WORKTREE": str(sandbox.worktree), "FORKYARD_DESCRIPTION": spec.description,
+            "TMPDIR": str(tmpdir), limits.TOKEN_VAR: token,
+        })
+        port = spec.port if spec.port is not None else _lease_port(sandbox)
+        if port is not None:
+            env["PORT"] = env["FORKYARD_PORT"] = str(port)
+        env.update(spec.env)
+        return env
+
+    def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
+              status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
+        """The agent's argv; ``command`` None with ``gate_fd``: a warm start's, whose
+        command comes through the gate (``sandbox/shim.py``)."""
+        spec, conf, enf = sandbox.spec, prep.conf, prep.enf
+        opts = enf.shim_args
+        if all(o == "--procs" for o in opts[::2]):
+            # Only cgroup joins (or nothing): the shell does that ~10x cheaper than a Python.
+            argv = ["/bin/sh", "-c", JOIN_SH, "forkyard-shim", *opts[1::2], "--"]
+        else:
+            argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
+        if conf.bwrap:
+            argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
+                                       git=prep.gitpaths, network=spec.limits.network,
+                                       extra_rw=self.config.extra_rw, status_fd=status_fd)
+        if conf.landlock or gate_fd is not None:
+            # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
+            argv += [sys.executable, "-I", "-S", SHIM]
+            if conf.landlock:
+                ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
+                                           git=prep.gitpaths, network=spec.limits.network,
+                                           inside_bwrap=conf.bwrap)
+                ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
+                argv += confine.landlock_shim_args(ll)
+            if prep.cpu_fd is not None and enf.cgroup is not None and enf.cgroup.cpu_quota:
+                argv += ["--write-fd", f"{prep.cpu_fd}={enf.cgroup.cpu_quota[1]}"]
+            if gate_fd is not None:
+                argv += ["--gate", str(gate_fd)]
+            argv += ["--"]
+        return argv if command is None else [*argv, "/bin/sh", "-c", command]
+
+    def _prepare_run(self, sandbox: Sandbox, gated: bool = False) -> _Prepared:
+        """What the agent runs in and under: temp and object dirs, limits, confinement.
+        ``gated``: a warm start (the CPU quota is then always left to the inner shim)."""
+        spec = sandbox.spec
+        conf = confine.resolve(self.config.confinement, spec.confine)
+        tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        sandbox.state["tmpdir"] = tmpdir
+        # Beside the temp dir, not in it: an agent emptying its $TMPDIR keeps its commits.
+        objects = tmpdir.with_name(f"{spec.task_id}.objects")
+        shutil.rmtree(objects, ignore_errors=True)  # a crashed run's
+        objects.mkdir()
+        sandbox.state["objects"] = objects
+        gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
+                                       objects)
+        pinned = _pin_git_files(gitpaths, spec.branch)
+        sandbox.state["gitdir"] = gitpaths.gitdir
+        # The CPU quota is written by the inner shim, last, when there is one.
+        enf = self._enforcement(spec, defer_cpu=conf.landlock or gated)
+        sandbox.state["cgroup"] = enf.cgroup
+        cpu_fd = None
+        if enf.cgroup is not None and enf.cgroup.cpu_quota is not None:
+            cpu_fd = os.open(enf.cgroup.cpu_quota[0], os.O_WRONLY | os.O_CLOEXEC)
+        token = uuid.uuid4().hex
+        sandbox.state["token"] = token
+        return _Prepared(conf, tmpdir, objects, gitpaths, pinned, enf, cpu_fd, token)
+
+    def _agent_env(self, sandbox: Sandbox, prep: _Prepared) -> dict[str, str]:
+        return {**self._env(sandbox, prep.tmpdir, prep.token), **odb_env(self.repo, prep.objects)}
+
+    def warm(self, sandbox: Sandbox) -> None:
+        """Start the agent's process chain ahead of its turn, up to its last ``exec``.
+        Called from a background-priority thread where the niceness can be taken back
+        (root): the chain is re-niced to the agent thread's when the task starts.
+
+        Joining cgroups, bubblewrap's namespaces and mounts and the Landlock ruleset cost
+        tens of milliseconds of CPU per agent, paid at the worst moment when several
+        agents start together.  A sandbox prepared ahead (``forkyard/run/sandboxes.py``) has
+        them done while the agents before it run: the chain waits in the exec shim on a
+        pipe (``--gate``) for the command and environment, which :meth:`execute` writes
+        once the sandbox is at its base.  Failing here only means a cold start later.
+        """
+        if sandbox.state.get("warm") is not None or sandbox.state.get("cgroup") is not None:
+            return
+        try:
+            prep = self._prepare_run(sandbox, gated=True)
+        except Exception:
+            return
+        gate_r, gate_w = os.pipe()
+        os.set_inheritable(gate_w, False)
+        status_r, status_w = os.pipe() if prep.conf.bwrap else (-1, -1)
+        fds = tuple(fd for fd in (gate_r, status_w, prep.cpu_fd) if fd is not None and fd >= 0)
+        try:
+            agent = launch(self._argv(sandbox, prep, None, status_w if prep.conf.bwrap
+                                      else None, gate_r),
+                           fds, sandbox.worktree, self._agent_env(sandbox, prep),
+                           _Lines(self.config.log_tail_lines))
+        except Exception:
+            for fd in (gate_w, status_r):
+                if fd >= 0:
+                    os.close(fd)
+            self._unprepare(sandbox, prep)
+            return
+        finally:
+            for fd in (gate_r, status_w):
+                if fd >= 0:
+                    os.close(fd)
+        agent.gate, agent.status = gate_w, status_r
+        sandbox.state["warm"] = _Warm(prep, agent)
+
+    def _unprepare(self, sandbox: Sandbox, prep: _Prepared) -> None:
+        """Undo :meth:`_prepare_run` (a warm start that did not happen)."""
+        if prep.cpu_fd is not None:
+            os.close(prep.cpu_fd)
+        group = sandbox.state.pop("cgroup", None)
+        if isinstance(group, cgroups.Cgroup):
+            with contextlib.suppress(Exception):
+                group.remove()
+        sandbox.state.pop("token", None)
+
+    def _abandon(self, sandbox: Sandbox) -> None:
+        """Stop a warm start's waiting chain (its shim exits on the closed gate)."""
+        warm = sandbox.state.pop("warm", None)
+        if not isinstance(warm, _Warm):
+            return
+        kill_tree(warm.agent.proc, warm.prep.enf, warm.prep.token)
+        warm.agent.discard()
+        if warm.prep.cpu_fd is not None:
+            os.close(warm.prep.cpu_fd)
+
+    def execute(
+        self, sandbox: Sandbox, on_line: LineCallback | None = None,
+        cancel: threading.Event | None = None, on_exit: ExitCallback | None = None,
+    ) -> ExecResult:
+        """Run setup command and agent confined and limited; commit what it left."""
+        spec = sandbox.spec
+        started = time.monotonic()
+        self.to_base(sandbox)
+        warm = sandbox.state.pop("warm", None)
+        prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
+        env = self._agent_env(sandbox, prep)
+        lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
+        lines.on_line = on_line
+        deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
+        reason: str | None = None
+        rc: int | None = None
+        message = ""
+
+        def phase(command: str, until: float | None, ready: _Agent | None = None,
+                  last: bool = True) -> tuple[int | None, str | None]:
+            return self._run_phase(
+                lambda fd: self._argv(sandbox, prep, command, fd), command, prep.conf.bwrap,
+                sandbox, env, prep, until, cancel, lines,
+                () if prep.cpu_fd is None else (prep.cpu_fd,), ready, settle=not last)
+
+        try:
+            ready = warm.agent if isinstance(warm, _Warm) else None
+            if spec.setup_command:
+                setup_deadline = time.monotonic() + self.config.setup_timeout_s
+                rc, reason = phase(spec.setup_command,
+                                   min(d for d in (deadline, setup_deadline) if d), ready,
+                                   last=False)
+                ready = None
+                if rc != 0 and reason is None:
+                    message = f"setup command failed with exit code {rc}"
+            if rc in (None, 0) and reason is None:
+                rc, reason = phase(spec.command, deadline, ready)
+        finally:
+            if prep.cpu_fd is not None:
+                os.close(prep.cpu_fd)
+        if on_exit is not None:
+            on_exit()  # the agent's processes are killed: its slot can take the next one
+        enf = prep.enf
+        if enf.cgroup is not None:
+            enf.cgroup.wait_empty()  # ...and gone, before anything reads what they left
+        status = self._status(rc, reason, enf)
+        if status == "timed_out":
+            message = f"killed after the {spec.limits.timeout_s:g}s timeout"
+        elif status == "oom_killed":
+            message = f"killed by the OOM killer at the {spec.limits.memory_mb} MiB memory limit"
+        elif status == "cancelled":
+            message = "cancelled"
+        if enf.name == "rlimit":
+            # Say so: rlimits are per process and weaker (see sandbox/limits.py).
+            message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
+                                            "writable cgroup here") if m)
+        with background_priority():  # the agent is gone: agents starting come first
+            commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
+        if broken:
+            status = "failed"
+        return ExecResult(
+            status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
+            log_tail="\n".join(lines.tail), commit=commit, files_modified=tuple(files),
+            enforced_by=enf.name, confinement=prep.conf.name,
+            message="; ".join(m for m in (message, commit_msg) if m),
+        )
+
+    def _status(self, rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:
+        if reason == "cancelled":
+            return "cancelled"
+        if reason == "timed_out":
+            return "timed_out"
+        # OOM: the group's kernel counter, cross-checked with a failed exit (a kill signal
+        # shows up as 137 through sh/bwrap, or -9 directly).
+        if enf.cgroup is not None and rc not in (0, None) and enf.cgroup.oom_kills() > 0:
+            return "oom_killed"
+        return "succeeded" if rc == 0 else "failed"
+
+    def _run_phase(
+        self, build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
+        sandbox: Sandbox, env: dict[str, str], prep: _Prepared, deadline: float | None,
+        cancel: threading.Event | None, lines: _Lines, fds: tuple[int, ...] = (),
+        ready: _Agent | None = None, settle: bool = True,
+    ) -> tuple[int | None, str | None]:
+        """Run one process tree to the end, a timeout or a cancel; (exit code, reason).
+        ``fds``: more file descriptors the process inherits; ``ready``: a warm start's
+        waiting chain (:meth:`warm`), given the command here, else a cold start;
+        ``settle``: see :func:`supervise.wait`.
+
+        bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
+        read-only, and a mount that vanishes meanwhile (a container engine tearing one
+        down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
+        if not, the phase is retried (the command never ran, so this is safe).  A warm
+        chain that did not survive until its turn is just such a failed attempt.
+        """
+        enf, token = prep.enf, prep.token
+        if ready is not None:
+            # Warmed on a background thread (see warm()): the agent runs at our priority.
+            raise_priority(lambda: _members(ready.proc.pid, enf, token),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            if ready.go(["/bin/sh", "-c", command], env):
+                rc, reason = wait(ready, enf, token, deadline, cancel, self.config.grace_s, settle)
+                if ready.started() or reason is not None:
+                    return rc, reason
+            else:
+                kill_tree(ready.proc, enf, token)
+                ready.discard()
+        for attempt in range(BWRAP_ATTEMPTS):
+            status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
+            try:
+                agent = launch(build(status_w if uses_bwrap else None),
+                               ((status_w,) if uses_bwrap else ()) + fds, sandbox.worktree,
+                               env, lines)
+            finally:
+                if uses_bwrap:
+                    os.close(status_w)
+            agent.status = status_r
+            rc, reason = wait(agent, enf, token, deadline, cancel, self.config.grace_s, settle)
+            if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
+                return rc, reason
+            time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- cleanup ------------------------------------------------------------------
+
+    def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:
+        """Kill leftovers, remove cgroups, release the port, remove the worktree unless keep."""
+        spec = sandbox.spec
+        try:
+            self._abandon(sandbox)  # prepared ahead, never run
+            group = sandbox.state.pop("cgroup", None)
+            if isinstance(group, cgroups.Cgroup):
+                group.remove()
+            token = sandbox.state.get("token")
+            if isinstance(token, str):
+                limits.signal_token(token)
+            lease = sandbox.state.pop("lease", None)
+            if isinstance(lease, PortLease):
+                lease.release()
+            objects = sandbox.state.pop("objects", None)
+            if isinstance(objects, Path):
+                shutil.rmtree(objects, ignore_errors=True)
+            tmpdir = sandbox.state.pop("tmpdir", None)
+            layers = sandbox.state.pop("layers", None)
+            if isinstance(layers, overlay.Layers):
+                if keep:
+                    _materialize(sandbox.worktree)
+                layers.unmount()
+            if isinstance(tmpdir, Path):
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                _rmdir_quiet(tmpdir.parent)
+            if not keep and sandbox.worktree.exists():
+                # An overlay's mount point stays until the run's base goes (see overlay.py).
+                remove_worktree(self.repo, sandbox,
+                                keep_dir=isinstance(layers, overlay.Layers))
+                _rmdir_quiet(sandbox.worktree.parent)
+        finally:
+            self._release(spec.run_id)
+
+
+def _lease_port(sandbox: Sandbox) -> int | None:
+    lease = sandbox.state.get("lease")
+    return lease.port if isinstance(lease, PortLease) else None
+

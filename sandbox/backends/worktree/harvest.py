@@ -1,0 +1,218 @@
+"""What an agent leaves, brought home: its objects imported into the shared store and
+verified there, its uncommitted changes committed with forkyard's identity, and the
+result's branch tip and changed files (the worktree backend's results).
+
+The shared object store (``.git/objects``) is read-only to the agent: its git writes new
+objects to a private object directory (:func:`odb_env`), and :func:`gather` copies what
+the branch needs into the shared store before anyone reads the branch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import NoReturn
+
+from gitproc.git import GitError, RefMovedError, Repo
+from sandbox import confine, overlay
+from sandbox.backends.base import Sandbox
+from sandbox.backends.worktree.config import UNPACK_LIMIT
+from sandbox.errors import SandboxError
+
+
+def collect(repo: Repo, sandbox: Sandbox, pinned: dict[Path, bytes]
+            ) -> tuple[str | None, list, str]:
+    """Commit leftovers; (commit or None, numstat, message about a failed commit)."""
+    commit, files, note, _ = gather(repo, sandbox, pinned)
+    return commit, files, note
+
+
+def gather(repo: Repo, sandbox: Sandbox, pinned: dict[Path, bytes]
+           ) -> tuple[str | None, list, str, bool]:
+    """:func:`collect`, plus whether the branch was broken (the task has failed)."""
+    spec = sandbox.spec
+    for path, data in pinned.items():  # undo tampering Landlock alone cannot stop
+        try:
+            if not path.is_symlink() and path.is_file() and path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        path.write_bytes(data)
+    ref = repo.common_dir / "refs" / "heads" / spec.branch
+    gitdir = sandbox.state.get("gitdir")
+    locks = [ref.with_name(ref.name + ".lock")]
+    if isinstance(gitdir, Path):
+        locks.append(gitdir / "index.lock")
+    for lock in locks:
+        lock.unlink(missing_ok=True)  # a killed agent's git can leave these behind
+    objects = sandbox.state.get("objects")
+    branch = f"refs/heads/{spec.branch}"
+    ours = _index_ours(sandbox)  # before our add rewrites it
+    imported = False
+    if isinstance(objects, Path):
+        try:
+            # First: our commit below then writes straight into the shared store and
+            # never leaves the branch on objects that exist only in the sandbox's.
+            imported = import_objects(repo, objects, branch, spec.base)
+        except _BrokenBranch as exc:
+            return None, [], str(exc), True
+    message = f"forkyard: {spec.task_id}\n\n{spec.description or 'Changes left by the agent.'}"
+    note = ""
+    tip: str | None = None
+    try:
+        repo.stage_all(sandbox.worktree, untouched=_untouched(sandbox))
+        tip = repo.commit_staged(
+            sandbox.worktree, message, ref=branch,
+            gitdir=gitdir if isinstance(gitdir, Path) else None)
+    except (GitError, RefMovedError) as exc:
+        note = f"could not commit leftover changes: {exc}"
+    # With our own index, no objects of the agent's and the branch where we left it,
+    # every object of the commit is one our add wrote, or the base's: nothing to check.
+    if isinstance(objects, Path) and (imported or not ours):
+        try:
+            verify(repo, branch, spec.base)
+        except _BrokenBranch as exc:
+            return None, [], "; ".join(m for m in (note, str(exc)) if m), True
+    if tip is None:  # the agent may have committed itself
+        tip = repo.try_rev_parse(branch)
+    if tip is None or tip == spec.base:
+        return None, [], note, False
+    return tip, repo.numstat(spec.base, tip), note, False
+
+
+def import_objects(repo: Repo, objects: Path, ref: str, base: str) -> bool:
+    """Copy the objects the agent made into the shared store, verified; False when
+    there were none and the branch is still at ``base`` or gone.
+
+    Everything in the sandbox's object directory (its reflog and index name those,
+    not only the branch), plus whatever ``base..tip`` needs; ``pack-objects --local``
+    leaves out what the shared store already has.  Unpacking re-hashes every object,
+    so an object whose content does not match its name cannot get in under that
+    name (:func:`verify` then finds it missing).  Failure: :class:`_BrokenBranch`.
+    """
+    _tidy_objects(objects)
+    tip = repo.ref_target(ref)
+    try:
+        made = any(os.scandir(objects))
+    except OSError:
+        made = False
+    if not made and tip in (None, base):
+        return False  # the agent wrote nothing: the cheap common case
+    try:
+        own = repo.git("cat-file", "--batch-all-objects", "--unordered",
+                       "--batch-check=%(objectname)",
+                       env={"GIT_OBJECT_DIRECTORY": str(objects)}).out.split()
+        revs = [*own, *((tip, f"^{base}") if tip not in (None, base) else ())]
+        if not revs:
+            return True
+        pack = repo.git("pack-objects", "--revs", "--local", "--stdout", "-q",
+                        input="".join(f"{r}\n" for r in revs).encode(),
+                        env=odb_env(repo, objects)).stdout
+        count = int.from_bytes(pack[8:12], "big") if len(pack) >= 12 else 0
+        if count >= UNPACK_LIMIT:
+            repo.git("index-pack", "--stdin", input=pack)
+        elif count:
+            repo.git("unpack-objects", "-q", input=pack)
+    except GitError as exc:
+        reset_broken(repo, ref, base, tip, exc)
+    return True
+
+
+def verify(repo: Repo, ref: str, base: str) -> None:
+    """Check that the whole branch is in the shared store; else :func:`reset_broken`."""
+    tip = repo.ref_target(ref)
+    if tip in (None, base):
+        return
+    try:
+        repo.git("rev-list", "--objects", "--quiet", f"{tip}^{{commit}}", "--not", base)
+    except GitError as exc:
+        reset_broken(repo, ref, base, tip, exc)
+
+
+def reset_broken(repo: Repo, ref: str, base: str, tip: str | None, exc: GitError) -> NoReturn:
+    """Reset a branch the shared store cannot hold to ``base`` (compare-and-swap: a
+    ref naming objects the repository lacks breaks fsck, gc and every reader) and
+    raise :class:`_BrokenBranch`: the task fails."""
+    detail = exc.stderr.decode("utf-8", "replace").strip().splitlines()
+    fate = ""
+    if tip is not None and tip != base:
+        try:
+            repo.update_ref(ref, base, tip, "forkyard: reset a broken branch")
+            fate = f"; {ref} was reset to the base {base[:12]}"
+        except (GitError, RefMovedError):
+            fate = f"; {ref} was left at {tip[:12]}"
+    raise _BrokenBranch(
+        f"the agent's branch tip {(tip or 'none')[:12]} is missing objects or has corrupt "
+        f"ones ({detail[-1] if detail else 'git failed'}){fate}") from None
+
+
+class _BrokenBranch(SandboxError):
+    """The agent left its branch on a commit whose objects are missing or corrupt."""
+
+
+def odb_env(repo: Repo, objects: Path) -> dict[str, str]:
+    """Git environment for a sandbox: new objects go to ``objects``; everything else is
+    read from the shared store (an alternate, which the sandbox cannot write)."""
+    shared = str(repo.common_dir / "objects")
+    if ":" in shared or shared.startswith('"'):  # the list is ':'-separated; C-quote it
+        shared = '"' + shared.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return {"GIT_OBJECT_DIRECTORY": str(objects), "GIT_ALTERNATE_OBJECT_DIRECTORIES": shared}
+
+
+def _tidy_objects(objects: Path) -> None:
+    """Before our git writes to a sandbox's object directory: no symlinked fan-out or
+    ``pack`` dirs (our writes would follow them out of it), no alternates of the agent's
+    choosing (our git reads only the shared store besides)."""
+    try:
+        for entry in os.scandir(objects):
+            if entry.is_symlink():
+                os.unlink(entry.path)
+        (objects / "info" / "alternates").unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _index_ours(sandbox: Sandbox) -> bool:
+    """Whether an overlay sandbox's index is still the one we wrote: the agent's git
+    neither staged nor unstaged anything (its stat data, ``ctime`` included, which no
+    one can set back)."""
+    gitdir, key = sandbox.state.get("gitdir"), sandbox.state.get("index")
+    return (isinstance(sandbox.state.get("layers"), overlay.Layers)
+            and isinstance(gitdir, Path) and key is not None
+            and _stat_key(gitdir / "index") == key)
+
+
+def _untouched(sandbox: Sandbox) -> list[str]:
+    """Top-level entries of an overlay sandbox that the agent provably left alone: nothing
+    under them is in the upper layer (every write, delete or rename puts something there)
+    and the index is the one we wrote (:func:`_index_ours`).  ``git add -A`` need not
+    look at them (on a large tree, most of what it does).  Empty (look at everything)
+    when in doubt."""
+    layers = sandbox.state.get("layers")
+    if not isinstance(layers, overlay.Layers) or not _index_ours(sandbox):
+        return []
+    try:
+        touched = set(os.listdir(layers.upper))
+        return sorted(n for n in os.listdir(layers.lower) if n not in touched and n != ".git")
+    except OSError:
+        return []
+
+
+def _pin_git_files(gitpaths: confine.GitPaths, branch: str) -> dict[Path, bytes]:
+    """Contents restored before our commit: the ``.git`` file, HEAD and the pointers."""
+    pinned = {p: p.read_bytes() for p in gitpaths.ro if p.is_file()}
+    pinned[gitpaths.gitdir / "HEAD"] = f"ref: refs/heads/{branch}\n".encode()
+    return pinned

@@ -1,0 +1,240 @@
+"""Process supervision for the worktree backend: an agent's process tree started with its
+output pumped, waited for until it exits, times out or is cancelled, and then killed
+whole (its cgroup, else its process group and the processes carrying its token)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitproc.process import spawn
+from sandbox import confine, limits, shim
+from sandbox.backends.base import LineCallback
+
+
+def _pump(proc: subprocess.Popen[bytes], lines: _Lines) -> None:
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        lines(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    proc.stdout.close()
+
+
+class _Lines:
+    """An agent's output: the trailing lines kept, and where each line goes as it comes
+    (set when the task starts: a warm start's chain is pumped before it has a task)."""
+
+    def __init__(self, keep: int) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=keep)
+        self.on_line: LineCallback | None = None
+
+    def __call__(self, line: str) -> None:
+        self.tail.append(line)
+        if self.on_line is not None:
+            try:
+                self.on_line(line)
+            except Exception:  # a broken display must not kill the agent's pump
+                pass
+
+
+@dataclass
+class _Agent:
+    """A started process tree: its process, output pump, and (warm start) gate pipe and
+    (bubblewrap) status pipe."""
+
+    proc: subprocess.Popen[bytes]
+    pump: threading.Thread
+    lines: _Lines
+    gate: int = -1
+    status: int = -1
+
+    def go(self, argv: list[str], env: dict[str, str]) -> bool:
+        """Give a waiting chain its command and environment; False if it is gone."""
+        try:
+            if self.proc.poll() is not None:
+                return False
+            payload = memoryview(shim.gate_payload(argv, env))
+            while payload:
+                payload = payload[os.write(self.gate, payload):]
+            return True
+        except OSError:  # EPIPE: the chain died meanwhile
+            return False
+        finally:
+            self._close("gate")
+
+    def started(self) -> bool:
+        """Did bubblewrap start its child (its ``--json-status-fd``)?  True without one."""
+        if self.status < 0:
+            return True
+        os.set_blocking(self.status, False)
+        try:
+            ok = b"child-pid" in os.read(self.status, 65536)
+        except BlockingIOError:
+            ok = False
+        self._close("status")
+        return ok
+
+    def finish(self) -> None:
+        """After the tree was killed: reap, drain the output, close the gate."""
+        self.proc.wait()
+        self.pump.join(timeout=5)
+        self._close("gate")
+
+    def discard(self) -> None:
+        self.finish()
+        self._close("status")
+
+    def _close(self, which: str) -> None:
+        fd = getattr(self, which)
+        if fd >= 0:
+            setattr(self, which, -1)
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What :meth:`WorktreeBackend._prepare_run` set up for one sandbox's agent."""
+
+    conf: confine.Confinement
+    tmpdir: Path
+    objects: Path
+    gitpaths: confine.GitPaths
+    pinned: dict[Path, bytes]
+    enf: limits.Enforcement
+    cpu_fd: int | None
+    token: str
+
+
+@dataclass(frozen=True)
+class _Warm:
+    """A warm start: the set-up and the chain waiting at its gate."""
+
+    prep: _Prepared
+    agent: _Agent
+
+
+class _ExitWaiter:
+    """``waiter(timeout)``: True once the process has exited, waiting up to ``timeout``.
+
+    With a pidfd the wait ends the moment the process exits; ``Popen.wait(timeout)``
+    polls with growing sleeps instead (up to tens of milliseconds late).
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        try:
+            self.pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel): poll
+            self.pidfd = None
+
+    def __call__(self, timeout: float) -> bool:
+        if self.pidfd is None or self.proc.returncode is not None:
+            try:
+                self.proc.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        ready, _, _ = select.select([self.pidfd], [], [], timeout)
+        if ready:
+            self.proc.wait()
+        return bool(ready)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _members(pid: int, enf: limits.Enforcement, token: str) -> set[int]:
+    """The process tree from ``pid``: its cgroup's members, else the processes carrying
+    the sandbox's token."""
+    found = enf.cgroup.pids() if enf.cgroup is not None else limits.pids_with_token(token)
+    return found | {pid}
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def launch(argv: list[str], pass_fds: tuple[int, ...], cwd: Path, env: dict[str, str],
+           lines: _Lines) -> _Agent:
+    """Start ``argv`` in the sandbox (``cwd``: its worktree), its output pumped into
+    ``lines``."""
+    proc = spawn(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, pass_fds=pass_fds)
+    pump = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+    pump.start()
+    return _Agent(proc, pump, lines)
+
+
+def wait(agent: _Agent, enf: limits.Enforcement, token: str, deadline: float | None,
+         cancel: threading.Event | None, grace_s: float, settle: bool = True,
+         ) -> tuple[int | None, str | None]:
+    """Wait for the agent to exit, time out or be cancelled (then :func:`stop` it with
+    ``grace_s``); then kill its tree (``settle``: and wait for all of it to be gone; see
+    :func:`kill_tree`)."""
+    proc = agent.proc
+    reason: str | None = None
+    exited = _ExitWaiter(proc)
+    try:
+        while True:
+            # Wakes the moment the agent exits (a pidfd); cancel and timeout are
+            # checked every 50 ms.
+            if exited(0.05):
+                break
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+            elif deadline is not None and time.monotonic() >= deadline:
+                reason = "timed_out"
+            if reason:
+                stop(proc, enf, token, grace_s)
+                break
+    finally:
+        exited.close()
+    # Whatever the agent left behind (daemons, double forks) dies with it: no orphans.
+    kill_tree(proc, enf, token, settle)
+    agent.finish()
+    rc = proc.returncode
+    return (128 - rc if rc < 0 else rc), reason
+
+
+def stop(proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str,
+         grace_s: float) -> None:
+    """SIGTERM the tree, wait ``grace_s`` for it to go, then kill it."""
+    if enf.cgroup is not None:
+        enf.cgroup.signal(signal.SIGTERM)
+    else:
+        _killpg(proc.pid, signal.SIGTERM)
+        limits.signal_token(token, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        alive = enf.cgroup.pids() if enf.cgroup is not None else limits.pids_with_token(token)
+        if proc.poll() is not None and not alive:
+            return
+        time.sleep(0.05)
+    kill_tree(proc, enf, token)
+
+
+def kill_tree(proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str,
+              settle: bool = True) -> None:
+    """SIGKILL the agent's whole tree; ``settle``: and wait until it is gone (else
+    the caller waits with ``Cgroup.wait_empty`` before touching the sandbox)."""
+    _killpg(proc.pid, signal.SIGKILL)
+    if enf.cgroup is not None:
+        # cgroup.kill / freezer: nothing in the group can escape
+        enf.cgroup.kill(wait_s=5.0 if settle else 0.0)
+        return
+    # Without a cgroup, descendants that left the process group are found by token.
+    for _ in range(50):
+        if limits.signal_token(token) == 0:
+            break
+        time.sleep(0.02)
