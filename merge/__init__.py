@@ -22,18 +22,22 @@ from merge.models import (
     SourceMerge,
     Validation,
 )
+from merge.matrix import ConflictMatrix, PairMerge, conflict_matrix
 from merge.porcelain import detect_conflicts, merge_sources, recover
 from merge.transaction import Transaction
 
 __all__ = [
     "Conflict",
+    "ConflictMatrix",
     "MergeReport",
     "Overlap",
+    "PairMerge",
     "RecoveryAction",
     "SemanticFinding",
     "SourceMerge",
     "Transaction",
     "Validation",
+    "conflict_matrix",
     "detect_conflicts",
     "merge_sources",
     "recover",
