@@ -74,6 +74,10 @@ class Subtask(StrictCamel):
         # Only an estimate that was given: the planner flags defaulted ones as a risk.
         if self.estimated_minutes is not None:
             fields["estimated_minutes"] = self.estimated_minutes
+        if self.command is not None:
+            fields["command"] = self.command
+        if self.agent is not None:
+            fields["agent"] = self.agent
         return Task(**fields)
 
 
@@ -126,6 +130,9 @@ class AnalysisResult(Camel):
     reasoning: str
     excluded_tasks: list[str] = Field(
         default_factory=list, description="Tasks on or behind a cycle, left out of the batches.")
+    subtasks: list[Subtask] = Field(
+        default_factory=list, description="The subtasks analyzed, as given: pass this whole "
+                                          "result to execute_parallel_workflow to run them.")
 
 
 class DependencyGraphResult(Camel):

@@ -174,7 +174,8 @@ def analyze_task_parallelizability(
     batches and listed in excludedTasks.
     """
     del context  # part of the contract; the planner works from the subtasks alone
-    tasks = _tasks_from(subtasks, "subtasks")
+    given = subtasks_from(subtasks, "subtasks")
+    tasks = [s.to_task() for s in given]
     kept, cycles, excluded = _acyclic_part(tasks)
     p = plan(kept, agents=agents_or_default(maxParallelAgents))
     risks = list(p.risks)
@@ -193,6 +194,7 @@ def analyze_task_parallelizability(
         risks=risks,
         reasoning=_reasoning(p, taskDescription, cycles, excluded),
         excluded_tasks=excluded,
+        subtasks=given,
     )
 
 
