@@ -5,7 +5,8 @@ merged with each other, in memory: which pairs conflict textually or semanticall
 integration (every branch merged onto the target in a stable order, a dry-run
 transaction), and the validation command on the integrated tree.
 
-Branches are names, globs over local branches (``'feature/*'``, expanded in name order),
+Branches are names, globs over local and remote-tracking branches (``'feature/*'``,
+``'origin/forkyard/*'``, expanded in name order),
 or, when none are given, every ``forkyard/`` branch the target does not contain yet (the
 branches of open runs).  Output: a table on stderr, ``--json`` (the
 :class:`~forkyard.views.check_report.CheckReport`), ``--junit FILE``, and a Markdown
@@ -45,8 +46,9 @@ def open_branches(repo: Repo, into: str) -> list[str]:
 
 def select_branches(repo: Repo, into: str, patterns: Sequence[str]) -> list[str]:
     """The branches to check, in a stable order: names as given, each glob's matches in
-    name order, duplicates dropped; none given: :func:`open_branches`.  A glob matching
-    nothing is bad input (a typo in a CI job must not pass as "nothing to check")."""
+    name order (local branches, then remote-tracking ones such as ``origin/x``),
+    duplicates dropped; none given: :func:`open_branches`.  A glob matching nothing is bad
+    input (a typo in a CI job must not pass as "nothing to check")."""
     if not patterns:
         return open_branches(repo, into)
     local: list[str] | None = None
@@ -56,8 +58,13 @@ def select_branches(repo: Repo, into: str, patterns: Sequence[str]) -> list[str]
             names.append(pattern)
             continue
         if local is None:
+            # Local branches, and remote-tracking ones as "origin/x": a CI checkout has
+            # the other branches only as the latter.
             local = sorted(repo.out("for-each-ref", "--format=%(refname:lstrip=2)",
                                     "refs/heads/").splitlines())
+            local += sorted(line for line in repo.out(
+                "for-each-ref", "--format=%(refname:lstrip=2)", "refs/remotes/").splitlines()
+                if not line.endswith("/HEAD"))
         hits = [b for b in local if fnmatch.fnmatchcase(b, pattern)]
         if not hits:
             raise BadInputError(f"no local branch matches {pattern!r}")
@@ -74,7 +81,7 @@ def run_check(repo: Repo | str | Path, *, into: str = "HEAD", branches: Sequence
     matrix = conflict_matrix(r, names, semantic=semantic)
     integration = (Transaction(r, into, names, dry_run=True, validate=validate,
                                semantic=semantic).run() if names else None)
-    return CheckReport.build(into, target_sha, matrix, integration)
+    return CheckReport.build(into, target_sha, matrix, integration, validate)
 
 
 def print_check(report: CheckReport, stream: object = None) -> None:

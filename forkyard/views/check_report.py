@@ -83,6 +83,8 @@ class CheckReport(BaseModel):
     integration: MergeReport | None
     """The dry-run merge of every branch onto the target (None: no branch to check)."""
     validation: Validation | None
+    validate_command: str | None = None
+    """The validation command asked for (it does not run when the branches conflict)."""
 
     @property
     def exit_code(self) -> int:
@@ -90,11 +92,12 @@ class CheckReport(BaseModel):
 
     @classmethod
     def build(cls, target: str, target_sha: str, matrix: ConflictMatrix,
-              integration: MergeReport | None) -> CheckReport:
+              integration: MergeReport | None, validate: str | None = None) -> CheckReport:
         """The report of a check from its matrix and its integration."""
         branches = [_verdict(m) for m in integration.merges] if integration else []
         validation = integration.validation if integration else None
         ok = (not matrix.conflicting and all(b.status == "clean" for b in branches)
               and (validation is None or validation.passed))
         return cls(target=target, target_sha=target_sha, ok=ok, branches=branches,
-                   matrix=matrix, integration=integration, validation=validation)
+                   matrix=matrix, integration=integration, validation=validation,
+                   validate_command=validate)

@@ -151,8 +151,8 @@ def check_cases(report: CheckReport) -> list[JUnitCase]:
                            message=f"validation {why} on the integrated tree",
                            details=v.log_tail)
         cases.append(case)
-    elif report.integration is not None and not all(b.status == "clean" for b in report.branches):
-        cases.append(JUnitCase(name="validation", classname=f"{CLASS_PREFIX}.validation",
+    elif report.validate_command is not None and report.branches:
+        cases.append(JUnitCase(name=report.validate_command, classname=f"{CLASS_PREFIX}.validation",
                                suite="validation", outcome="skipped",
                                message="not run: the branches do not integrate"))
     return cases

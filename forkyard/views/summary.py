@@ -80,8 +80,8 @@ def validation_section(report: CheckReport) -> str:
     """The validation verdict, its log tail folded away when it failed."""
     v = report.validation
     if v is None:
-        if report.integration is not None and any(b.status != "clean" for b in report.branches):
-            return "_Not run: the branches do not integrate._"
+        if report.validate_command is not None and report.branches:
+            return f"_{_code(report.validate_command)} not run: the branches do not integrate._"
         return "_Not run (no validation command)._"
     if v.passed:
         return f"{OK} {_code(v.command)} passed."
