@@ -86,7 +86,7 @@ def start_detached_run(repo: Repo | str | os.PathLike[str], tasks: TaskFile,
     (d / "repo").write_text(str(r.path))
     with open(d / "output.log", "wb") as log:
         proc = spawn([sys.executable, "-m", "forkyard.detached", str(d)],
-                     cwd=r.path, stdout=log, stderr=subprocess.STDOUT)
+                     cwd=r.path, stdout=log.fileno(), stderr=subprocess.STDOUT)
     _children[rid] = proc
     (d / "pid").write_text(str(proc.pid))
     manifest = RunPaths.of(r, rid).manifest

@@ -14,6 +14,7 @@ fails with a clear message below that.
 from __future__ import annotations
 
 from merge.journal import RecoveryAction
+from merge.matrix import ConflictMatrix, PairMerge, conflict_matrix
 from merge.models import (
     Conflict,
     MergeReport,
@@ -22,7 +23,6 @@ from merge.models import (
     SourceMerge,
     Validation,
 )
-from merge.matrix import ConflictMatrix, PairMerge, conflict_matrix
 from merge.porcelain import detect_conflicts, merge_sources, recover
 from merge.transaction import Transaction
 

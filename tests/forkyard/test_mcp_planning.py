@@ -18,7 +18,6 @@ from forkyard.mcp.planning import (
     optimize_batch_distribution,
 )
 
-
 CHAIN: list[dict[str, Any]] = [  # 1 <- 2 <- {3, 4}
     {"id": "1", "description": "schema"},
     {"id": "2", "description": "api", "dependsOn": ["1"]},
