@@ -199,3 +199,24 @@ def test_the_documented_github_actions_step_runs_as_written(
     SCHEMA.validate(str(report))
     validation = ET.parse(report).getroot().find(".//testcase[@classname='forkyard.check.validation']")
     assert validation is not None and validation.find("failure") is None
+
+
+def test_hostile_logs_and_names_stay_valid_junit_and_markdown(
+    repo: Repo, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    commit_files(repo, "feat|x`y", {"a.txt": "a\n"}, base="main")
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    junit = tmp_path / "j.xml"
+    nasty = r"printf '\033[31mred\033[0m \001 ```\n</details>\n'; exit 1"
+    code, _, _ = cli(capsys, "check", "feat|x`y", "--into", "main", "--validate", nasty,
+                     "--junit", str(junit), "--repo", str(repo.path))
+    assert code == 1
+    SCHEMA.validate(str(junit))  # the control character and the escape codes are gone
+    failure = ET.parse(junit).getroot().find(".//failure")
+    assert failure is not None and "red" in (failure.text or "")
+    assert "\x1b" not in (failure.text or "")
+    text = summary.read_text()
+    assert "| ``feat\\|x`y`` | ✓ yes |" in text  # a pipe cannot end the cell
+    assert "````text\nred  ```\n</details>\n````" in text  # the log cannot close its fence
