@@ -61,7 +61,8 @@ def detached_dir(repo: Repo, run_id: str) -> Path:
     return repo.forkyard_dir / "detached" / run_id
 
 
-def _reap() -> None:
+def reap_finished() -> None:
+    """Collect the exit status of finished runs this process started (no zombies)."""
     for run_id, proc in list(_children.items()):
         if proc.poll() is not None:
             del _children[run_id]
@@ -76,7 +77,7 @@ def start_detached_run(repo: Repo | str | os.PathLike[str], tasks: TaskFile,
     checks.  After ``timeout_s`` without either outcome the run is returned as started.
     """
     r = repo if isinstance(repo, Repo) else Repo(repo)
-    _reap()
+    reap_finished()
     rid = run_id or new_run_id()
     check_new_run_id(r, rid)
     d = detached_dir(r, rid)
@@ -107,7 +108,7 @@ def start_detached_run(repo: Repo | str | os.PathLike[str], tasks: TaskFile,
 
 
 def start_error(d: Path) -> ForkyardError | None:
-    """The error a detached run failed to start with, as the exception it was."""
+    """The error a detached run ended with, as the exception it was (None: none)."""
     try:
         doc = json.loads((d / "error.json").read_text())
     except (OSError, ValueError):
@@ -149,7 +150,7 @@ def cancel_run(repo: Repo | str | os.PathLike[str], run_id: str, *,
         return True
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        _reap()
+        reap_finished()
         if not held_elsewhere(paths.lock):
             return True
         time.sleep(0.1)

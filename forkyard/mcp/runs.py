@@ -18,7 +18,13 @@ from typing import Annotated, Any, Literal
 import anyio
 from pydantic import ConfigDict, Field
 
-from forkyard.detached import cancel_run, detached_dir, start_detached_run, start_error
+from forkyard.detached import (
+    cancel_run,
+    detached_dir,
+    reap_finished,
+    start_detached_run,
+    start_error,
+)
 from forkyard.mcp.errors import ToolInputError
 from forkyard.mcp.models import MAX_AGENTS, Camel, StrictCamel, Subtask
 from forkyard.mcp.planning import subtasks_from
@@ -177,9 +183,12 @@ def _agents(st: RunStatus) -> list[AgentRow]:
 
 def status(repo: Repo, run_id: str) -> WorkflowStatus:
     """A run's progress from its journal; with the run JSON once it has finished."""
-    err = start_error(detached_dir(repo, run_id))
-    if err is not None:
-        raise err
+    reap_finished()
+    if not (repo.forkyard_dir / "runs" / run_id).exists():
+        # Not started (yet): a background start that failed says why.
+        err = start_error(detached_dir(repo, run_id))
+        if err is not None:
+            raise err
     st = run_status(repo, run_id)
     result = None
     result_file = repo.forkyard_dir / "runs" / st.run_id / "result.json"

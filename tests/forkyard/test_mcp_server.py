@@ -130,6 +130,9 @@ def test_analyse_execute_follow_detect_roll_back(webapp: Repo) -> None:
         rolled = ok(await client.call_tool("rollback_run", {"runId": run_id}))
         assert rolled["restoredSha"] == before
         assert webapp.rev_parse("main") == before
+        # The checkout of main moved with it: no file of the run left, nothing dirty.
+        assert rolled["worktreesSynced"] == [str(webapp.path)]
+        assert not (webapp.path / "two.txt").exists() and not webapp.is_dirty()
         # No work is lost: the undone tip stays reachable.
         assert webapp.rev_parse(rolled["keptRef"]) == rolled["undoneSha"]
         assert "has moved since run" in error(
