@@ -110,6 +110,9 @@ def print_check(report: CheckReport, stream: object = None) -> None:
                       f"(exit {v.exit_code})", highlight=False)
         if not v.passed and v.log_tail:
             console.print(v.log_tail, markup=False, highlight=False)
+    elif report.validate_command is not None:
+        console.print(f"validation: {report.validate_command!r} not run: the branches do "
+                      "not integrate", highlight=False)
     console.print("all integrate" if report.ok else "does NOT integrate",
                   style="green" if report.ok else "red")
 
