@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := forkyard sandbox merge planner gitproc
 
-.PHONY: demo test system-deps docker-up lint typecheck bench clean
+.PHONY: demo test system-deps docker-up mcp-inspector lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ docker-up: system-deps
 	@bash scripts/docker-up.sh
 	@if docker info >/dev/null 2>&1; then bash scripts/test-image.sh; fi
 
-test: $(STAMP) system-deps docker-up lint typecheck
+mcp-inspector: system-deps
+	@bash scripts/mcp-inspector.sh
+
+test: $(STAMP) system-deps docker-up mcp-inspector lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -40,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -67,18 +67,20 @@ def merge(
 
 @app.command()
 def check(
-    sources: Annotated[list[str], typer.Argument(help="Branches to check (default: all open forkyard branches).")] = [],  # noqa: B006
+    sources: Annotated[list[str], typer.Argument(help="Branches or globs to check (default: every open forkyard branch).")] = [],  # noqa: B006
     into: Annotated[str, typer.Option("--into")] = "HEAD",
     validate: Annotated[str | None, typer.Option("--validate")] = None,
     no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
-    """CI: dry-run merge of SOURCES into a target; exit 1 on any conflict or failure."""
-    from forkyard.commands.merge import check_command
+    """CI: do SOURCES integrate into a target?  Pairwise matrix, integration, validation;
+    never moves a ref.  Exit 1 on any conflict or failed validation."""
+    from forkyard.commands.check import check_command
 
     return check_command(repo, into=into, sources=sources, validate=validate,
-                         semantic=not no_semantic, as_json=as_json)
+                         semantic=not no_semantic, as_json=as_json, junit=junit)
 
 
 @app.command()
@@ -96,6 +98,7 @@ def run(
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a stopped run.")] = None,
     no_confine: Annotated[bool, typer.Option("--no-confine", help="Run agents unconfined (opt-out).")] = False,
     agent: Annotated[str | None, typer.Option("--agent", help="Default agent: a preset (claude, codex, aider, gemini, shell) or a command template.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Name the new run (must be unused).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -106,7 +109,7 @@ def run(
     options = bad_input_from(RunOptions, agents=agents, backend=backend, strategy=strategy,
                              mode=mode, goal=goal, into=into, validate_command=validate,
                              image=image, keep=keep, confine=not no_confine, agent=agent)
-    return run_command(repo, tasks, options, resume=resume, as_json=as_json)
+    return run_command(repo, tasks, options, resume=resume, as_json=as_json, run_id=run_id)
 
 
 @app.command()

@@ -21,6 +21,7 @@ for exe in dockerd docker containerd runc docker-init; do
 done
 command -v iptables >/dev/null || add iptables
 [ -x /bin/busybox ] || add busybox-static
+command -v npm >/dev/null || add npm  # the MCP Inspector (scripts/mcp-inspector.sh)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2
