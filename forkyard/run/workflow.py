@@ -236,10 +236,13 @@ def _execute(
         tip_after = repo.try_rev_parse(manifest.target_ref) or runner.tip
         view = load_view(paths)
         result = build_result(manifest, view, the_plan, tip_after)
+        # The result first (whole, by rename): a reader that sees run_finished can read it.
+        tmp = paths.result.with_suffix(".tmp")
+        tmp.write_text(result.model_dump_json(indent=1))
+        tmp.replace(paths.result)
         log.emit("run_finished", outcome=result.outcome, tip=tip_after,
                  reason=runner.stop_reason)
         log.close()
-        paths.result.write_text(result.model_dump_json(indent=1))
         try:
             History(repo).record(manifest.run_id, result.results,
                                  {t.id: t for t in taskfile.tasks}, the_plan.durations)
