@@ -55,6 +55,7 @@ def merge(
     no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
     squash: Annotated[bool, typer.Option("--squash", help="One commit per source, no merge commits.")] = False,
     mode: Annotated[str, typer.Option("--mode", help="conservative|bisect")] = "conservative",
+    setup: Annotated[str | None, typer.Option("--setup", help="Command run in the validation sandbox first (e.g. an install).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -62,7 +63,8 @@ def merge(
     from forkyard.commands.merge import merge_command
 
     return merge_command(repo, into=into, sources=sources, dry_run=dry_run, validate=validate,
-                         semantic=not no_semantic, squash=squash, mode=mode, as_json=as_json)
+                         semantic=not no_semantic, squash=squash, mode=mode, as_json=as_json,
+                         setup=setup)
 
 
 @app.command()
@@ -71,6 +73,7 @@ def check(
     into: Annotated[str, typer.Option("--into")] = "HEAD",
     validate: Annotated[str | None, typer.Option("--validate")] = None,
     no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
+    setup: Annotated[str | None, typer.Option("--setup", help="Command run in the validation sandbox first.")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -78,7 +81,7 @@ def check(
     from forkyard.commands.merge import check_command
 
     return check_command(repo, into=into, sources=sources, validate=validate,
-                         semantic=not no_semantic, as_json=as_json)
+                         semantic=not no_semantic, as_json=as_json, setup=setup)
 
 
 @app.command()
@@ -86,7 +89,7 @@ def run(
     tasks: Annotated[Path | None, typer.Argument(help="Task file.")] = None,
     agents: Annotated[int, typer.Option("--agents", "-n", min=1)] = 4,
     backend: Annotated[str, typer.Option(help="worktree|docker")] = "worktree",
-    strategy: Annotated[str, typer.Option(help="conservative|aggressive")] = "conservative",
+    strategy: Annotated[str, typer.Option(help="aggressive (keep independent work going) | conservative (stop at the first failure)")] = "aggressive",
     mode: Annotated[str, typer.Option(help="stream|waves")] = "stream",
     goal: Annotated[str, typer.Option(help="minimize-time|minimize-conflicts|balance-load")] = "minimize-time",
     into: Annotated[str | None, typer.Option("--into", help="Target branch (default: current).")] = None,

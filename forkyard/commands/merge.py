@@ -16,6 +16,18 @@ from rich.table import Table
 
 from gitproc.git import Repo
 from merge import MergeReport, Transaction, recover
+from merge.validate import Validator, failure_summary
+
+#: Validations of one merge run at once (candidate prefixes of a bisect, sources alone).
+_SLOTS = 4
+
+
+def _validator(repo: Repo, command: str | None, setup: str | None) -> Validator | None:
+    if command is None:
+        return None
+    from forkyard.run.validation import command_validator
+
+    return command_validator(repo, command, setup_command=setup)
 
 
 def _print_report(report: MergeReport) -> None:
@@ -27,6 +39,8 @@ def _print_report(report: MergeReport) -> None:
     table.add_column("semantic")
     for m in report.merges:
         status = m.status + (" (culprit)" if m.source in report.culprits else "")
+        if m.source in report.blame:
+            status += "\nvalidation: " + failure_summary(report.blame[m.source].log_tail, 2)
         conflicts = "\n".join(f"{c.kind}: {c.path}" for c in m.conflicts) or "-"
         semantic = "\n".join(f"{f.severity} {f.kind}: {f.symbol} ({f.path}:{f.line})"
                              for f in m.semantic) or "-"
@@ -38,7 +52,7 @@ def _print_report(report: MergeReport) -> None:
         v = report.validation
         console.print(f"validation: {v.command!r} {'passed' if v.passed else 'FAILED'} "
                       f"(exit {v.exit_code})")
-        if not v.passed and v.log_tail:
+        if v.log_tail:  # a passing log too: it shows what was tested
             console.print(v.log_tail, markup=False, highlight=False)
     new = f" -> {report.new_sha[:12]}" if report.new_sha else ""
     console.print(f"outcome: {report.outcome}{new}")
@@ -55,11 +69,14 @@ def _emit(report: MergeReport, as_json: bool) -> int:
 def merge_command(
     repo: Path, *, into: str, sources: Sequence[str], dry_run: bool = False,
     validate: str | None = None, semantic: bool = True, squash: bool = False,
-    mode: str = "conservative", as_json: bool = False,
+    mode: str = "conservative", as_json: bool = False, setup: str | None = None,
 ) -> int:
-    """``forkyard merge --into TARGET SOURCE...``"""
-    report = Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
-                         semantic=semantic, squash=squash, mode=mode).run()
+    """``forkyard merge --into TARGET SOURCE...``; ``--validate`` runs in a sandbox of
+    the merged commit (after ``--setup``), never on this host unconfined."""
+    r = Repo(repo)
+    report = Transaction(r, into, sources, dry_run=dry_run, validate=validate,
+                         semantic=semantic, squash=squash, mode=mode,
+                         validator=_validator(r, validate, setup), validate_slots=_SLOTS).run()
     return _emit(report, as_json)
 
 
@@ -74,6 +91,7 @@ def open_branches(repo: Repo, into: str) -> list[str]:
 def check_command(
     repo: Path, *, into: str = "HEAD", sources: Sequence[str] = (),
     validate: str | None = None, semantic: bool = True, as_json: bool = False,
+    setup: str | None = None,
 ) -> int:
     """``forkyard check``: a dry run for CI; exit 1 on any conflict or failure."""
     r = Repo(repo)
@@ -87,7 +105,8 @@ def check_command(
             return 0
         return _emit(report, as_json)
     report = Transaction(r, into, names, dry_run=True, validate=validate,
-                         semantic=semantic).run()
+                         semantic=semantic, validator=_validator(r, validate, setup),
+                         validate_slots=_SLOTS).run()
     return _emit(report, as_json)
 
 

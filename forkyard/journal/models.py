@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TaskStatus = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled", "skipped"]
+TaskStatus = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled", "skipped",
+                     "rejected"]
 RunOutcome = Literal["succeeded", "partial", "failed", "cancelled"]
 Strategy = Literal["conservative", "aggressive"]
 Mode = Literal["stream", "waves"]
@@ -32,6 +33,18 @@ class LimitsReport(BaseModel):
     enforced_by: str = "none"
 
 
+class Attempt(BaseModel):
+    """One attempt at a task; ``ref`` keeps its commit reachable whatever becomes of the
+    task's branch (``refs/forkyard/attempts/<run>/<task>/<n>``)."""
+
+    n: int
+    status: str
+    agent: int | None = None
+    duration_s: float = 0.0
+    commit: str | None = None
+    ref: str | None = None
+
+
 class TaskResult(BaseModel):
     """One task's outcome in a run."""
 
@@ -43,6 +56,8 @@ class TaskResult(BaseModel):
     branch: str | None = None
     commit: str | None = None
     integrated: bool = False
+    reason: str = Field("", description="Why its work did not land (rejected, failed...).")
+    attempts: list[Attempt] = Field(default_factory=list)
     files_modified: list[FileChange] = Field(default_factory=list)
     limits: LimitsReport = Field(default_factory=LimitsReport)
     log_tail: str = ""

@@ -70,6 +70,9 @@ class TaskView:
     last_line: str = ""
     progress: float | None = None
     skip_reason: str = ""
+    reason: str = ""            # why its work did not land (its batch said so)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Every attempt: n, agent, start, end, status, commit, ref (the Gantt, the run JSON)."""
 
     @property
     def done(self) -> bool:
@@ -168,7 +171,9 @@ def _task_event(t: TaskView, ev: Event) -> None:
         t.started = ev.ts
         t.first_started = t.first_started or ev.ts
         t.progress, t.last_line = None, ""
-        t.commit, t.integrated, t.rejected = None, False, False
+        t.commit, t.integrated, t.rejected, t.reason = None, False, False, ""
+        t.history.append({"n": len(t.history) + 1, "agent": t.agent, "start": ev.ts,
+                          "end": None, "status": "running", "commit": None, "ref": None})
     elif kind == "task_output":
         t.last_line = ev.get("line", "")
         if ev.get("progress") is not None:
@@ -184,6 +189,9 @@ def _task_event(t: TaskView, ev: Event) -> None:
                 setattr(t, key, ev.data[key])
         if t.status == "succeeded" and not t.commit:
             t.integrated = True  # nothing to integrate
+        if t.history and t.history[-1]["end"] is None:
+            t.history[-1].update(end=ev.ts, status=t.status, commit=ev.get("commit"),
+                                 ref=ev.get("attempt_ref"))
     elif kind == "task_retry":
         t.status = "retry_wait"
     elif kind == "task_skipped":
@@ -216,6 +224,9 @@ def _batch_event(view: RunView, ev: Event) -> None:
     for tid in b.rejected:
         if tid in view.tasks:
             view.tasks[tid].rejected = True
+    for tid, why in (ev.get("reasons") or {}).items():
+        if tid in view.tasks:
+            view.tasks[tid].reason = why
 
 
 def load_view(paths: RunPaths) -> RunView:

@@ -45,7 +45,7 @@ def create_server(repo: str | os.PathLike[str]) -> Any:
                          durations=durations or None).model_dump(mode="json")
 
     @server.tool()
-    async def run(tasks: str, agents: int = 4, strategy: str = "conservative",
+    async def run(tasks: str, agents: int = 4, strategy: str = "aggressive",
                   mode: str = "stream", into: str | None = None,
                   validate: str | None = None) -> dict[str, Any]:
         """Run a task file with parallel agents and integrate their work into a branch

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forkyard.journal.events import EventLog
+from forkyard.run.attempts import keep_attempt
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
 from gitproc.git import Repo
@@ -76,6 +77,7 @@ class TaskRecord:
     integrated: bool = False
     rejected: bool = False      # its batch would not take it (conflict, validation)
     needs_fresh_branch: bool = False  # a previous attempt (or crashed run) left the branch
+    attempt_offset: int = 0     # attempts an earlier session of the run made (resume)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -313,7 +315,8 @@ class Runner:
         if kind == "finished":
             self._on_finished(*payload)
         elif kind == "exited":
-            self._free_slot(*payload)
+            task, attempt = payload
+            self._free_slot(task, attempt, kind_exit=True)
         elif kind == "integrated":
             self._on_integrated(payload)
         elif kind == "retry":
@@ -322,10 +325,12 @@ class Runner:
             if rec.state == "retry_wait":
                 rec.state = "pending"
 
-    def _free_slot(self, t: str, attempt: int) -> None:
+    def _free_slot(self, t: str, attempt: int, kind_exit: bool = False) -> None:
         """The agent of ``t`` is gone: its slot takes the next task, while this one's
         work is still being committed (once per attempt: exit, then finish)."""
         rec = self.records[t]
+        if kind_exit and self.config.strategy == "conservative":
+            return  # the result may be a failure that stops the run: start nothing meanwhile
         if rec.agent is not None and rec.attempts == attempt and not rec.slot_free:
             rec.slot_free = True
             self.free_slots.append(rec.agent)
@@ -339,13 +344,15 @@ class Runner:
         status = result.status
         if self.stopping and status != "succeeded":
             status = "cancelled"  # killed by our stop, whatever the backend saw
+        ref = keep_attempt(self.repo, self.config.run_id, t, rec.attempt_offset + attempt,
+                           result.commit)
         self.log.emit(
             "task_finished", task=t, attempt=attempt, status=status, exit_code=result.exit_code,
             duration_s=round(result.duration_s, 4), agent=rec.agent, base=rec.base,
             branch=branch_name(self.config.run_id, t), commit=result.commit,
             files_modified=[[f.path, f.added, f.removed] for f in result.files_modified],
             enforced_by=result.enforced_by, confinement=result.confinement,
-            log_tail=result.log_tail[-2000:], message=result.message,
+            log_tail=result.log_tail[-2000:], message=result.message, attempt_ref=ref,
         )
         spec = self.specs[t]
         if (status in RETRYABLE and attempt <= spec.task.retries and not self.stopping):
@@ -442,10 +449,12 @@ class Runner:
         if outcome.committed:
             self.log.emit("batch_committed", index=index, tasks=tasks, landed=list(outcome.landed),
                           rejected=list(outcome.rejected), old_tip=outcome.old_tip,
-                          new_tip=outcome.new_tip, conflicts=list(outcome.conflicts))
+                          new_tip=outcome.new_tip, conflicts=list(outcome.conflicts),
+                          reasons=dict(outcome.reasons))
         else:
             self.log.emit("batch_rolled_back", index=index, tasks=tasks, tip=outcome.old_tip,
-                          conflicts=list(outcome.conflicts), error=outcome.error)
+                          conflicts=list(outcome.conflicts), error=outcome.error,
+                          reasons=dict(outcome.reasons))
         self._q.put(("integrated", outcome))
 
     def _on_integrated(self, outcome: BatchOutcome) -> None:
@@ -480,3 +489,4 @@ class Runner:
                 rec.status = "cancelled" if self.stopping else "skipped"
                 self.log.emit("task_skipped", task=t, status=rec.status,
                               reason=self.stop_reason or "dependencies not integrated")
+

@@ -11,7 +11,7 @@ from forkyard.cli import main
 from gitproc.git import Repo
 
 TOP = {"target", "target_sha", "outcome", "new_sha", "merges", "overlaps", "validation",
-       "landed", "culprits"}
+       "landed", "culprits", "blame"}
 MERGE = {"source", "source_sha", "base_sha", "status", "tree", "conflicts", "semantic"}
 
 

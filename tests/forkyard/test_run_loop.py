@@ -65,7 +65,7 @@ def test_waves_run_one_after_another_each_one_transaction(webapp: Repo) -> None:
 def test_conservative_stops_at_first_failure(webapp: Repo) -> None:
     tf = taskfile({"id": "bad"}, {"id": "slow"}, {"id": "after", "depends_on": ["bad"]})
     backend = dummy(bad={"status": "failed"}, slow={"duration_s": 5.0})
-    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=backend, integrator=FakeIntegrator())
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="conservative", use_history=False), backend=backend, integrator=FakeIntegrator())
     by = {r.task: r for r in res.results}
     assert by["bad"].status == "failed"
     assert by["slow"].status == "cancelled"  # running agent stopped, not waited for
@@ -89,14 +89,15 @@ def test_aggressive_skips_dependents_of_rejected_work(webapp: Repo) -> None:
     tf = taskfile({"id": "x"}, {"id": "y", "depends_on": ["x"]}, {"id": "z"})
     res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="aggressive", use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
     by = {r.task: r for r in res.results}
-    assert by["x"].status == "succeeded" and not by["x"].integrated
+    assert by["x"].status == "rejected" and not by["x"].integrated
+    assert by["x"].reason == "conflict (planted)"
     assert by["y"].status == "skipped"
     assert by["z"].integrated
 
 
 def test_conservative_stops_when_a_batch_is_rejected(webapp: Repo) -> None:
     tf = taskfile({"id": "x"}, {"id": "later", "depends_on": ["x"]})
-    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="conservative", use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
     by = {r.task: r for r in res.results}
     assert not by["x"].integrated and by["later"].status == "cancelled"
     assert res.batches[0].outcome == "rolled_back" and res.batches[0].conflicts

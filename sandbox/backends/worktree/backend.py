@@ -21,6 +21,7 @@ from gitproc.git import Repo, clean_env
 from gitproc.process import background_priority, raise_priority
 from sandbox import cgroups, confine, limits, overlay, setup
 from sandbox.backends.base import (
+    MINIMAL_ENV,
     Backend,
     ExecResult,
     ExitCallback,
@@ -183,6 +184,8 @@ class WorktreeBackend(Backend):
     def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
         spec = sandbox.spec
         env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
+        if spec.env_policy == "minimal":  # no secrets: see SandboxSpec.env_policy
+            env = {k: v for k, v in env.items() if k in MINIMAL_ENV or k.startswith("GIT_")}
         if "LC_ALL" in os.environ:
             env["LC_ALL"] = os.environ["LC_ALL"]
         else:
