@@ -71,6 +71,8 @@ class BatchResult(BaseModel):
     tasks: list[str]
     outcome: Literal["committed", "rolled_back"]
     conflicts: list[dict[str, Any]] = Field(default_factory=list)
+    validation: dict[str, Any] | None = Field(
+        None, description="The --validate command's outcome on the batch (also when it passed).")
 
 
 class Metrics(BaseModel):

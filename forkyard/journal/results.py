@@ -59,7 +59,7 @@ def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: st
     batches = [
         BatchResult(index=b.index, tasks=b.tasks,
                     outcome="committed" if b.outcome == "committed" else "rolled_back",
-                    conflicts=b.conflicts)
+                    conflicts=b.conflicts, validation=b.validation)
         for b in sorted(view.batches, key=lambda b: b.index)
     ]
     deps = {t.id: list(plan.dependencies.get(t.id, t.depends_on)) for t in taskfile.tasks}

@@ -92,6 +92,7 @@ class BatchView:
     old_tip: str | None = None
     new_tip: str | None = None
     error: str | None = None
+    validation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -224,6 +225,8 @@ def _batch_event(view: RunView, ev: Event) -> None:
     for tid in b.rejected:
         if tid in view.tasks:
             view.tasks[tid].rejected = True
+    if ev.get("validation") is not None:
+        b.validation = ev.get("validation")
     for tid, why in (ev.get("reasons") or {}).items():
         if tid in view.tasks:
             view.tasks[tid].reason = why

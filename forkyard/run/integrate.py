@@ -34,6 +34,8 @@ class BatchOutcome:
     new_tip: str
     conflicts: tuple[dict[str, Any], ...] = ()
     error: str | None = None        # the merge engine failed outright (nothing moved)
+    validation: Mapping[str, Any] | None = None
+    """The batch's validation (command, passed, exit_code, log_tail), passing or not."""
     reasons: Mapping[str, str] = field(default_factory=dict)
     """Why each rejected task did not land, in its own words (its conflict, the
     validation that failed with it, or "held back" naming the culprit)."""
@@ -157,6 +159,8 @@ def merge_integrator(
         # (merge_sources also brings a checkout of the target along with the ref.)
         return BatchOutcome(index, tasks, landed, rejected, old, new_tip,
                             tuple(conflicts_of(report, task_of)),
+                            validation=(report.validation.model_dump(mode="json")
+                                        if report.validation is not None else None),
                             reasons=reasons_of(report, task_of, rejected))
 
     return integrate

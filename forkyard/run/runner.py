@@ -450,11 +450,11 @@ class Runner:
             self.log.emit("batch_committed", index=index, tasks=tasks, landed=list(outcome.landed),
                           rejected=list(outcome.rejected), old_tip=outcome.old_tip,
                           new_tip=outcome.new_tip, conflicts=list(outcome.conflicts),
-                          reasons=dict(outcome.reasons))
+                          reasons=dict(outcome.reasons), validation=outcome.validation)
         else:
             self.log.emit("batch_rolled_back", index=index, tasks=tasks, tip=outcome.old_tip,
                           conflicts=list(outcome.conflicts), error=outcome.error,
-                          reasons=dict(outcome.reasons))
+                          reasons=dict(outcome.reasons), validation=outcome.validation)
         self._q.put(("integrated", outcome))
 
     def _on_integrated(self, outcome: BatchOutcome) -> None:
