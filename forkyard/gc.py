@@ -84,12 +84,17 @@ def _finished(repo: Repo, run_id: str) -> bool:
         return False
 
 
-def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
-    """Remove stale worktrees, temp dirs, cgroups and merged branches of runs not live."""
+def gc(repo: Repo, prune_unmerged: bool = False, *, only: str | None = None,
+       branches: bool = True) -> GcReport:
+    """Remove stale worktrees, temp dirs, cgroups and merged branches of runs not live.
+
+    ``only``: just that run (``--resume`` clears what its dead process left -- agents'
+    and validations' processes, cgroups, sandboxes -- before going on); ``branches``
+    False leaves every branch alone."""
     from sandbox import cgroups
 
     report = GcReport()
-    branches = repo.branches("forkyard/")
+    all_branches = repo.branches("forkyard/")
     # Only this repository's groups: cgroups are host-wide (see cgroups.repo_scope).
     prefix = cgroups.repo_scope(repo.common_dir) + "."
     groups = [(name.removeprefix(prefix), task, dirs)
@@ -98,7 +103,9 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
     held: list[RunLock] = []
     stale: set[str] = set()
     try:
-        for run_id in sorted(_run_ids(repo, branches) | {g[0] for g in groups}):
+        for run_id in sorted(_run_ids(repo, all_branches) | {g[0] for g in groups}):
+            if only is not None and run_id != only:
+                continue
             lock = RunLock(repo.forkyard_dir, run_id)
             if lock.try_exclusive():
                 held.append(lock)
@@ -123,7 +130,8 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
         _gc_containers(repo, stale, report)
         for run_id in stale:  # a run killed in the middle of moving one of its branches
             repo.drop_ref_locks(f"refs/heads/forkyard/{run_id}/")
-        _gc_branches(repo, branches, stale, prune_unmerged, report)
+        if branches:
+            _gc_branches(repo, all_branches, stale, prune_unmerged, report)
     finally:
         for lock in held:
             lock.release()

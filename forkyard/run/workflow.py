@@ -270,7 +270,12 @@ def resume_run(
         the_plan = Plan.model_validate(manifest.plan)
         be = backend or make_backend(r, manifest.options)
         _recover(r)
-        overlay.unmount_run(r.forkyard_dir, manifest.run_id)  # the dead process's
+        # What the dead process left -- agents' and validations' processes (killed by
+        # cgroup), their sandboxes and temp dirs -- goes before anything runs again.
+        from forkyard.gc import gc
+
+        gc(r, only=manifest.run_id, branches=False)
+        overlay.unmount_run(r.forkyard_dir, manifest.run_id)
         tip = r.rev_parse(manifest.target_ref)
         view = load_view(paths)
         records = records_for_resume(r, view, tip)

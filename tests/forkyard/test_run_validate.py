@@ -4,9 +4,18 @@ the real worktree backend, real merges."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
-from forkyard.journal.events import RunPaths, read_events
+import yaml
+
+from forkyard.journal.events import RunPaths, list_runs, read_events
 from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from gitproc.git import Repo
@@ -88,3 +97,45 @@ def test_a_retried_attempts_commit_stays_reachable(webapp: Repo) -> None:
     assert webapp.rev_parse(first.ref) == first.commit
     assert webapp.out("show", f"{first.ref}:attempt.txt") == "1"
     assert webapp.out("show", "main:attempt.txt") == "2"
+
+
+def test_kill_9_during_validation_leaves_no_orphan_after_resume(webapp: Repo,
+                                                                 tmp_path: Path) -> None:
+    from tests.forkyard.test_resume import resume
+    from tests.sandbox.conftest import processes_with_arg
+
+    flag = Path("/var/tmp") / f"forkyard-hold-{uuid.uuid4().hex[:8]}"
+    flag.write_text("hold")
+    pause = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 997 + 1}"
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump({"defaults": {"limits": FAST}, "tasks": [
+        {"id": "one", "command": "echo 1 > one.txt"}]}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forkyard.cli", "run", str(tasks), "--json", "--validate",
+         f"if [ -f {flag} ]; then sleep {pause}; fi; true"],
+        cwd=webapp.path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_with_arg(pause) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with_arg(pause), "the validation never started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # The sandbox's process tree dies with the run (an unconfined host validation
+        # outlived it); its worktree stays registered until someone cleans up.
+        deadline = time.monotonic() + 10
+        while processes_with_arg(pause) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with_arg(pause) == []
+        assert any("validate-" in w.get("worktree", "") for w in webapp.worktrees())
+        flag.unlink()
+        run_id = list_runs(webapp)[-1]
+        code, doc = resume(webapp, run_id)
+        assert code == 0 and doc["outcome"] == "succeeded", doc
+        assert processes_with_arg(pause) == []
+        assert [w for w in webapp.worktrees() if "validate-" in w.get("worktree", "")] == []
+    finally:
+        flag.unlink(missing_ok=True)
+        for pid in processes_with_arg(pause):
+            os.kill(pid, signal.SIGKILL)
