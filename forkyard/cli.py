@@ -38,12 +38,16 @@ def plan(
     agents: Annotated[int, typer.Option("--agents", "-n", min=1)] = 4,
     goal: Annotated[str, typer.Option(help="minimize-time|minimize-conflicts|balance-load")] = "minimize-time",
     optimal: Annotated[bool, typer.Option("--optimal", help="Use OR-Tools CP-SAT (small plans).")] = False,
+    no_history: Annotated[bool, typer.Option("--no-history", help="Plan with the task file's estimates only.")] = False,
+    repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
-    """Plan a task file onto N agents and show the schedule."""
+    """Plan a task file onto N agents and show the schedule (with durations earlier runs
+    in --repo measured, as `run` plans)."""
     from forkyard.commands.plan import plan_command
 
-    return plan_command(tasks, agents=agents, goal=goal, optimal=optimal, as_json=as_json)
+    return plan_command(tasks, agents=agents, goal=goal, optimal=optimal, as_json=as_json,
+                        repo=repo, use_history=not no_history)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from gitproc.errors import BadInputError
 from gitproc.git import Repo
 
 
@@ -40,7 +41,7 @@ def create_server(repo: str | os.PathLike[str]) -> Any:
         from planner import plan as make_plan
 
         tf = load_tasks(_path(tasks))
-        durations = History(root).durations_for(tf.tasks)
+        durations = History.measured(root, tf.tasks)
         return make_plan(tf, agents=agents, goal=goal,
                          durations=durations or None).model_dump(mode="json")
 
@@ -60,7 +61,12 @@ def create_server(repo: str | os.PathLike[str]) -> Any:
             return run_workflow(root, _path(tasks), options).model_dump(mode="json")
 
         # A run takes minutes: keep the server's event loop answering meanwhile.
-        result: dict[str, Any] = await anyio.to_thread.run_sync(go)
+        try:
+            result: dict[str, Any] = await anyio.to_thread.run_sync(go)
+        except BadInputError as exc:  # the caller's mistake, said in one line
+            from mcp.server.mcpserver.exceptions import ToolError
+
+            raise ToolError(f"bad input: {exc}") from None
         return result
 
     @server.tool()

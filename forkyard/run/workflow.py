@@ -155,7 +155,7 @@ def run_workflow(
             f"{r.path} has uncommitted changes on {target}, the branch this run integrates "
             "into: commit or stash them first")
     if plan is None:
-        durations = History(r).durations_for(taskfile.tasks) if opts.use_history else {}
+        durations = History.measured(r, taskfile.tasks) if opts.use_history else {}
         plan = make_plan(taskfile, agents=opts.agents, goal=opts.goal,
                          durations=durations or None)
     be = backend or make_backend(r, opts)
