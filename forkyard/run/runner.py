@@ -26,6 +26,7 @@ from typing import Any
 
 from forkyard.journal.events import EventLog
 from forkyard.run.attempts import keep_attempt
+from forkyard.run.hints import private_tmp_hint
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
 from gitproc.git import Repo
@@ -346,13 +347,17 @@ class Runner:
             status = "cancelled"  # killed by our stop, whatever the backend saw
         ref = keep_attempt(self.repo, self.config.run_id, t, rec.attempt_offset + attempt,
                            result.commit)
+        message = result.message
+        if status == "failed" and self.backend.name != "dummy":
+            hint = private_tmp_hint(self.maker.spec(self.specs[t], rec.base or self.tip).command)
+            message = "; ".join(m for m in (message, hint) if m)
         self.log.emit(
             "task_finished", task=t, attempt=attempt, status=status, exit_code=result.exit_code,
             duration_s=round(result.duration_s, 4), agent=rec.agent, base=rec.base,
             branch=branch_name(self.config.run_id, t), commit=result.commit,
             files_modified=[[f.path, f.added, f.removed] for f in result.files_modified],
             enforced_by=result.enforced_by, confinement=result.confinement,
-            log_tail=result.log_tail[-2000:], message=result.message, attempt_ref=ref,
+            log_tail=result.log_tail[-2000:], message=message, attempt_ref=ref,
         )
         spec = self.specs[t]
         if (status in RETRYABLE and attempt <= spec.task.retries and not self.stopping):
