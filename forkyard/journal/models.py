@@ -65,11 +65,14 @@ class TaskResult(BaseModel):
 
 class BatchResult(BaseModel):
     """One integration transaction.  ``outcome`` is ``committed`` when anything landed;
-    the tasks that did not land are those whose result says ``integrated: false``."""
+    ``landed`` and ``rejected`` say which of its tasks did (a task rolled back here may
+    land in a later batch, e.g. after ``--resume``)."""
 
     index: int
     tasks: list[str]
     outcome: Literal["committed", "rolled_back"]
+    landed: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
     conflicts: list[dict[str, Any]] = Field(default_factory=list)
     validation: dict[str, Any] | None = Field(
         None, description="The --validate command's outcome on the batch (also when it passed).")

@@ -59,6 +59,7 @@ def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: st
     batches = [
         BatchResult(index=b.index, tasks=b.tasks,
                     outcome="committed" if b.outcome == "committed" else "rolled_back",
+                    landed=b.landed, rejected=b.rejected if b.outcome == "committed" else b.tasks,
                     conflicts=b.conflicts, validation=b.validation)
         for b in sorted(view.batches, key=lambda b: b.index)
     ]

@@ -137,9 +137,10 @@ def replay(run_id: str, events: Iterable[Event]) -> RunView:
 def apply_event(view: RunView, ev: Event) -> None:
     """Fold one event into ``view`` (the live display does this as events happen)."""
     view.last_ts = ev.ts
-    if view.segments:
-        view.segments[-1][1] = ev.ts
     kind = ev.type
+    if view.segments and kind != "run_resumed":
+        # (a resume opens a new segment: the time the run lay dead counts in neither)
+        view.segments[-1][1] = ev.ts
     if kind in ("run_started", "run_resumed"):
         view.segments.append([ev.ts, ev.ts])
         view.finished = False

@@ -282,10 +282,12 @@ def resume_run(
         log = EventLog(paths.events)
         for listener in listeners:
             log.subscribe(listener)
-        _close_interrupted_batch(log, view, records, tip)
         rerun = [t for t, rec in records.items() if rec.state == "pending"]
+        # run_resumed first: it opens this session's segment of wall time, so the time
+        # the run lay dead is not counted (the closing events below belong to it).
         log.emit("run_resumed", run_id=manifest.run_id, tip=tip, pid=os.getpid(),
                  tasks=list(records), rerun=rerun)
+        _close_interrupted_batch(log, view, records, tip)
         for t in rerun:
             log.emit("task_queued", task=t)
         first_batch = max((b.index for b in view.batches), default=-1) + 1

@@ -96,9 +96,18 @@ def test_kill_9_during_integration_then_resume(webapp: Repo, tmp_path: Path) -> 
     run_id = wait_for(webapp, "batch_started", count=2)
     os.kill(proc.pid, signal.SIGKILL)  # very likely inside a merge transaction
     proc.wait()
+    time.sleep(2.0)  # the run lies dead a while: that time is no part of its wall time
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
+    events = read_events(runs_dir(webapp) / run_id / "events.jsonl")
+    k = next(i for i, e in enumerate(events) if e.type == "run_resumed")
+    dead = events[k].ts - events[k - 1].ts
+    assert dead >= 2.0
+    assert doc["metrics"]["wall_s"] <= events[-1].ts - events[0].ts - dead + 1e-3
+    # Each batch says what it landed itself: no task lands in two batches.
+    landed = [t for b in doc["batches"] for t in b["landed"]]
+    assert len(landed) == len(set(landed)) == len(doc["results"])
 
 
 def test_ctrl_c_stops_cleanly_with_130_then_resume(webapp: Repo, tmp_path: Path) -> None:

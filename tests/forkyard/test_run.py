@@ -132,7 +132,8 @@ def test_run_json_is_exactly_the_documented_shape(webapp: Repo, tmp_path: Path) 
                                                      "commit", "ref"}
     assert set(doc["results"][0]["limits"]) == {"memory_mb", "cpus", "pids", "enforced_by"}
     assert set(doc["results"][0]["files_modified"][0]) == {"path", "added", "removed"}
-    assert set(doc["batches"][0]) == {"index", "tasks", "outcome", "conflicts", "validation"}
+    assert set(doc["batches"][0]) == {"index", "tasks", "outcome", "conflicts", "validation",
+                                      "landed", "rejected"}
     assert set(doc["metrics"]) == {"wall_s", "total_task_s", "actual_speedup",
                                    "estimated_speedup", "overhead_s", "agents_used",
                                    "agent_utilisation"}
