@@ -76,6 +76,26 @@ def _merged(repo: Repo) -> set[str]:
     return merged
 
 
+def _bases(repo: Repo, run_id: str) -> set[str]:
+    """Every base a task of ``run_id`` started from (its journal's ``task_started``)."""
+    import json
+
+    events = repo.forkyard_dir / "runs" / run_id / "events.jsonl"
+    out: set[str] = set()
+    try:
+        for line in events.read_text().splitlines():
+            if '"task_started"' in line:
+                try:
+                    base = json.loads(line).get("base")
+                except ValueError:
+                    continue  # a torn last line
+                if isinstance(base, str):
+                    out.add(base)
+    except OSError:
+        pass
+    return out
+
+
 def _finished(repo: Repo, run_id: str) -> bool:
     events = repo.forkyard_dir / "runs" / run_id / "events.jsonl"
     try:
@@ -193,7 +213,13 @@ def _gc_branches(repo: Repo, branches: dict[str, str], stale: set[str], prune_un
         name = ref.removeprefix("refs/heads/")
         run_state = "finished" if _finished(repo, parts[3]) else "abandoned"
         if ref in merged or prune_unmerged:
-            why = "merged" if ref in merged else f"unmerged, run {run_state}, pruned on request"
+            if ref in merged:
+                # A branch whose tip is still its task's base holds no work at all: say
+                # so, rather than call it merged.
+                why = ("no work: never committed to" if sha in _bases(repo, parts[3])
+                       else "merged")
+            else:
+                why = f"unmerged, run {run_state}, pruned on request"
             try:
                 repo.delete_ref(ref, sha)
                 report.branches_deleted.append({"branch": name, "sha": sha, "reason": why})

@@ -32,8 +32,16 @@ def _validator(repo: Repo, command: str | None, setup: str | None) -> Validator 
 
 def _print_report(report: MergeReport) -> None:
     console = Console(file=sys.stderr)
-    table = Table(title=f"merge into {report.target} ({report.target_sha[:12]})")
-    table.add_column("source")
+    # forkyard's branches share a long "forkyard/<run>/" prefix: name it once, so a
+    # narrow terminal shows what tells the sources apart (the task) instead of it.
+    names = [m.source for m in report.merges]
+    prefix = _common_dir(names)
+    title = f"merge into {report.target} ({report.target_sha[:12]})"
+    if prefix:
+        console.print(f"sources under {prefix}", highlight=False, soft_wrap=True)
+    table = Table(title=title)
+    table.add_column("source", no_wrap=True,
+                     min_width=min(40, max((len(n) - len(prefix) for n in names), default=6)))
     table.add_column("status")
     table.add_column("conflicts")
     table.add_column("semantic")
@@ -44,7 +52,7 @@ def _print_report(report: MergeReport) -> None:
         conflicts = "\n".join(f"{c.kind}: {c.path}" for c in m.conflicts) or "-"
         semantic = "\n".join(f"{f.severity} {f.kind}: {f.symbol} ({f.path}:{f.line})"
                              for f in m.semantic) or "-"
-        table.add_row(m.source, status, conflicts, semantic)
+        table.add_row(m.source[len(prefix):], status, conflicts, semantic)
     console.print(table)
     for o in report.overlaps:
         console.print(f"overlap: {o.path} touched by {', '.join(o.sources)}")
@@ -56,6 +64,16 @@ def _print_report(report: MergeReport) -> None:
             console.print(v.log_tail, markup=False, highlight=False)
     new = f" -> {report.new_sha[:12]}" if report.new_sha else ""
     console.print(f"outcome: {report.outcome}{new}")
+
+
+def _common_dir(names: Sequence[str]) -> str:
+    """The longest ``dir/`` prefix all ``names`` share when there are several ("" if none)."""
+    if len(names) < 2:
+        return ""
+    import os
+
+    common = os.path.commonprefix(list(names))
+    return common[: common.rfind("/") + 1]
 
 
 def _emit(report: MergeReport, as_json: bool) -> int:

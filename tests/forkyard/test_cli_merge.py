@@ -96,3 +96,17 @@ def test_check_defaults_to_open_forkyard_branches(
 def test_recover_command(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "recover", "--json", "--repo", str(repo.path))
     assert code == 0 and json.loads(out) == {"recovered": []}
+
+
+def test_branch_names_stay_apart_in_80_columns(repo: Repo, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    run = "forkyard/20261122-0412-ab12"
+    for name in ("models", "routes", "logging"):
+        commit_files(repo, f"{run}/{name}", {f"{name}.txt": "x\n"}, base="main")
+    code, _, err = cli(capsys, "check", f"{run}/models", f"{run}/routes", f"{run}/logging",
+                       "--into", "main", "--repo", str(repo.path))
+    assert code == 0
+    assert f"sources under {run}/" in err
+    for name in ("models", "routes", "logging"):
+        assert name in err
