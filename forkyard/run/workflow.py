@@ -286,7 +286,9 @@ def resume_run(
         # run_resumed first: it opens this session's segment of wall time, so the time
         # the run lay dead is not counted (the closing events below belong to it).
         log.emit("run_resumed", run_id=manifest.run_id, tip=tip, pid=os.getpid(),
-                 tasks=list(records), rerun=rerun)
+                 tasks=list(records), rerun=rerun, agents=manifest.options.agents,
+                 was={t: (view.tasks[t].status if t in view.tasks else "queued")
+                      for t in rerun})
         _close_interrupted_batch(log, view, records, tip)
         for t in rerun:
             log.emit("task_queued", task=t)

@@ -57,7 +57,13 @@ class PlainDisplay:
                     f"{ev.get('agents')} agents, {ev.get('mode')}/{ev.get('strategy')} "
                     f"into {ev.get('target')}")
         if ev.type == "run_resumed":
-            return f"resuming run {ev.get('run_id')}: rerunning {', '.join(ev.get('rerun', [])) or 'nothing'}"
+            # Say what --resume does, which a person may not expect: the task file and
+            # options recorded when the run started (not the file on disk now), and
+            # every task that did not succeed runs again, failed ones included.
+            was = ev.get("was") or {}
+            again = ", ".join(f"{t} ({was.get(t, 'not run')})" for t in ev.get("rerun", []))
+            return (f"resuming run {ev.get('run_id')} with the task file and options it was "
+                    f"started with; running again: {again or 'nothing'}")
         if ev.type == "task_started":
             attempt = f" (attempt {ev.get('attempt')})" if ev.get("attempt", 1) > 1 else ""
             return f"[agent {ev.get('agent')}] {t} started{attempt}"
@@ -114,7 +120,7 @@ class LiveDisplay:
             apply_event(self.view, ev)
             if ev.type in ("batch_committed", "batch_rolled_back"):
                 self.batch_lines.append(_fmt_batch(ev))
-            elif ev.type == "task_retry" or (
+            elif ev.type == "run_resumed" or ev.type == "task_retry" or (
                     ev.type == "task_finished" and ev.get("status") != "succeeded"):
                 # Failures are news, not just a count.
                 self.batch_lines.append(PlainDisplay.format(ev) or "")

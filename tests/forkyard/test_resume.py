@@ -21,6 +21,7 @@ import yaml
 
 from forkyard.journal.audit import audit_run
 from forkyard.journal.events import list_runs, read_events, runs_dir
+from forkyard.views.display import PlainDisplay
 from gitproc.git import Repo
 
 ROOT = Path(__file__).parents[2]
@@ -87,8 +88,14 @@ def test_kill_9_mid_run_then_resume(webapp: Repo, tmp_path: Path) -> None:
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
-    types = [e.type for e in read_events(runs_dir(webapp) / run_id / "events.jsonl")]
+    events = read_events(runs_dir(webapp) / run_id / "events.jsonl")
+    types = [e.type for e in events]
     assert types.count("run_started") == 1 and types.count("run_resumed") == 1
+    # The resume says what runs again and what each of those was when the run died.
+    resumed = next(e for e in events if e.type == "run_resumed")
+    assert set(resumed.get("was")) == set(resumed.get("rerun"))
+    line = PlainDisplay.format(resumed) or ""
+    assert "with the task file and options it was started with" in line
 
 
 def test_kill_9_during_integration_then_resume(webapp: Repo, tmp_path: Path) -> None:
