@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitproc.git import Repo
+from gitproc.git import WORKTREE_ADMIN_LOCK, Repo
 from gitproc.process import run
 from merge.models import Validation
 
@@ -66,7 +66,8 @@ def run_on_commit(
     host, unconfined, in its own process group (a timeout kills everything it started)."""
     scratch = repo.forkyard_dir / "scratch" / f"validate-{uuid.uuid4().hex[:12]}"
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    repo.git("worktree", "add", "--quiet", "--detach", str(scratch), commit)
+    with WORKTREE_ADMIN_LOCK:  # validations run in parallel: git's admin dir is not safe
+        repo.git("worktree", "add", "--quiet", "--detach", str(scratch), commit)
     try:
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         child_env.update(env or {})
@@ -80,10 +81,11 @@ def run_on_commit(
         return Validation(command=command, passed=r.returncode == 0, exit_code=r.returncode,
                           log_tail=log)
     finally:
-        repo.git("worktree", "remove", "--force", "--force", str(scratch), check=False)
-        if Path(scratch).exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-            repo.git("worktree", "prune", check=False)
+        with WORKTREE_ADMIN_LOCK:
+            repo.git("worktree", "remove", "--force", "--force", str(scratch), check=False)
+            if Path(scratch).exists():
+                shutil.rmtree(scratch, ignore_errors=True)
+                repo.git("worktree", "prune", check=False)
 
 
 def host_validator(repo: Repo, command: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Validator:
