@@ -7,6 +7,7 @@ mutual exclusion of conflicting tasks); real git, sandboxes and merges are in te
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from forkyard.journal.events import Event, RunPaths, read_events
@@ -179,3 +180,34 @@ def test_the_manifest_keeps_the_options_whole_and_resume_builds_the_backend_from
     backend = make_backend(webapp, manifest.options)
     assert isinstance(backend, DummyBackend)
     assert backend.config.default.duration_s == 0.07
+
+
+class SlowHarvest(DummyBackend):
+    """Gives the slot back (on_exit) well before the result is known, as a real backend
+    does while it commits the agent's work."""
+
+    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
+                on_exit: Any = None) -> ExecResult:
+        def exited() -> None:
+            if on_exit is not None:
+                on_exit()
+            time.sleep(0.3)
+
+        return super().execute(sandbox, on_line, cancel, exited)
+
+
+def test_conservative_starts_nothing_while_a_result_is_unknown(webapp: Repo) -> None:
+    tf = taskfile({"id": "bad"}, {"id": "next"})
+    backend = SlowHarvest(None, DummyConfig.model_validate({
+        "default": {"duration_s": 0.05, "commit": "c0ffee"},
+        "outcomes": {"bad": {"status": "failed"}}}))
+    res = run_workflow(webapp, tf, RunOptions(agents=1, strategy="conservative",
+                                              use_history=False),
+                       backend=backend, integrator=FakeIntegrator())
+    started = [e.task for e in events(webapp, res.run_id) if e.type == "task_started"]
+    assert started == ["bad"]  # "next" was never started only to be cancelled
+    assert res.result("next").status == "cancelled"
+    # The default (aggressive) keeps the freed slot busy: independent work goes on.
+    res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False),
+                       backend=backend, integrator=FakeIntegrator())
+    assert res.result("next").status == "succeeded"
