@@ -82,11 +82,15 @@ def create_server(repo: str | os.PathLike[str]) -> Any:
                     validate: str | None = None) -> dict[str, Any]:
         """Merge source branches into a target as one transaction (or just check with
         dry_run).  Returns the `forkyard merge --json` document."""
+        from forkyard.run.validation import command_validator
         from merge import merge_sources
 
         def go() -> dict[str, Any]:
-            return merge_sources(root, into, sources, dry_run=dry_run,
-                                 validate=validate).model_dump(mode="json")
+            # The validation runs in a sandbox of the merged commit, as on the CLI.
+            validator = command_validator(root, validate) if validate is not None else None
+            return merge_sources(root, into, sources, dry_run=dry_run, validate=validate,
+                                 validator=validator, validate_slots=4
+                                 ).model_dump(mode="json")
 
         result: dict[str, Any] = await anyio.to_thread.run_sync(go)
         return result

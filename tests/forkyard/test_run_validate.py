@@ -139,3 +139,16 @@ def test_kill_9_during_validation_leaves_no_orphan_after_resume(webapp: Repo,
         flag.unlink(missing_ok=True)
         for pid in processes_with_arg(pause):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_validation_timeout_kills_its_whole_tree(webapp: Repo) -> None:
+    from forkyard.run.validation import command_validator
+    from tests.sandbox.conftest import processes_with_arg
+
+    pause = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 991 + 1}"
+    validator = command_validator(webapp, f"sleep {pause} & sleep {pause}; wait",
+                                  timeout_s=1.0)
+    result = validator(webapp.rev_parse("main"))
+    assert not result.passed and result.exit_code is None
+    assert "timeout" in result.log_tail
+    assert processes_with_arg(pause) == []  # both sleeps, the background one too

@@ -91,3 +91,27 @@ def test_the_same_payload_succeeds_without_the_sandbox(
     log = report.validation.log_tail
     assert f"secret={SECRET}" in log and "outside=WRITTEN" in log
     assert outside.read_text() == "pwned"
+
+
+def test_the_mcp_merge_tool_validates_in_the_sandbox_too(
+        repo: Repo, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import anyio
+    from mcp import Client
+
+    from forkyard.mcp.server import create_server
+
+    require(confine.resolve("auto", True).name != "none", "bubblewrap or Landlock")
+    _attack(repo, outside)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+
+    async def go() -> dict[str, object]:
+        async with Client(create_server(repo.path)) as client:
+            result = await client.call_tool("merge", {
+                "into": "main", "sources": ["agent-work"], "dry_run": True,
+                "validate": _command()})
+            return dict(result.structured_content or json.loads(result.content[0].text))
+
+    doc = anyio.run(go)
+    log = doc["validation"]["log_tail"]  # type: ignore[index]
+    assert "payload ran" in log and "secret=MISSING" in log and "outside=DENIED" in log
+    assert not outside.exists()
