@@ -20,6 +20,7 @@ class BatchItem:
     task: str
     branch: str
     commit: str
+    files: tuple[str, ...] = ()     # what the task changed (to name who it conflicts with)
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,12 @@ class BatchOutcome:
 Integrator = Callable[[int, Sequence[BatchItem], str], BatchOutcome]
 
 
-def conflicts_of(report: Any, task_of: dict[str, str]) -> list[dict[str, Any]]:
+def conflicts_of(report: Any, task_of: dict[str, str],
+                 landed_by: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """The conflicts of a ``MergeReport`` as the run JSON lists them: each with its own
-    task, and for a textual conflict the other tasks of the batch touching that path."""
+    task, and for a textual conflict the tasks it conflicts with: those of the batch
+    touching that path, and those of earlier batches that landed a change to it
+    (``landed_by``: path -> tasks); an empty ``with`` means someone else's commit."""
     from merge.validate import failure_summary
 
     out: list[dict[str, Any]] = []
@@ -58,7 +62,10 @@ def conflicts_of(report: Any, task_of: dict[str, str]) -> list[dict[str, Any]]:
     for m in report.merges:
         task = task_of.get(m.source, m.source)
         for c in m.conflicts:
-            others = [t for p in c.paths or [c.path] for t in touching.get(p, []) if t != task]
+            paths = c.paths or [c.path]
+            others = [t for p in paths for t in touching.get(p, []) if t != task]
+            others += [t for p in paths for t in (landed_by or {}).get(p, ())
+                       if t != task and t not in others]
             out.append({"task": task, "path": c.path, "kind": c.kind, "with": others,
                         "message": c.message})
         for f in m.semantic:
@@ -77,16 +84,18 @@ def conflicts_of(report: Any, task_of: dict[str, str]) -> list[dict[str, Any]]:
     return out
 
 
-def reasons_of(report: Any, task_of: dict[str, str], rejected: Sequence[str]) -> dict[str, str]:
+def reasons_of(report: Any, task_of: dict[str, str], rejected: Sequence[str],
+               landed_by: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
     """One line per rejected task saying why *it* did not land."""
     own: dict[str, list[str]] = {}
-    for c in conflicts_of(report, task_of):
+    for c in conflicts_of(report, task_of, landed_by):
         if c["task"] is None:
             continue
         if c["kind"] == "validation":
             text = f"validation failed with it: {c['message']}"
         elif c.get("with") is not None:
-            who = f" with {', '.join(c['with'])}" if c["with"] else " with the target"
+            who = (f" with {', '.join(c['with'])}" if c["with"]
+                   else " with a commit made on the target outside this run")
             text = f"conflict ({c['kind']}) in {c['path']}{who}"
         else:
             text = f"{c['kind']} in {c['path']}: {c['message']}"
@@ -134,6 +143,8 @@ def merge_integrator(
     """An :data:`Integrator` over ``merge.merge_sources`` into ``target_ref``."""
     from merge import merge_sources
 
+    landed_by: dict[str, list[str]] = {}  # path -> tasks of this run that landed a change
+
     def integrate(index: int, items: Sequence[BatchItem], tip: str) -> BatchOutcome:
         task_of = {i.branch: i.task for i in items}
         tasks = tuple(i.task for i in items)
@@ -157,11 +168,16 @@ def merge_integrator(
         rejected = tuple(t for t in tasks if t not in landed)
         old = report.target_sha or tip
         # (merge_sources also brings a checkout of the target along with the ref.)
-        return BatchOutcome(index, tasks, landed, rejected, old, new_tip,
-                            tuple(conflicts_of(report, task_of)),
-                            validation=(report.validation.model_dump(mode="json")
-                                        if report.validation is not None else None),
-                            reasons=reasons_of(report, task_of, rejected))
+        outcome = BatchOutcome(index, tasks, landed, rejected, old, new_tip,
+                               tuple(conflicts_of(report, task_of, landed_by)),
+                               validation=(report.validation.model_dump(mode="json")
+                                           if report.validation is not None else None),
+                               reasons=reasons_of(report, task_of, rejected, landed_by))
+        for item in items:
+            if item.task in landed:
+                for path in item.files:
+                    landed_by.setdefault(path, []).append(item.task)
+        return outcome
 
     return integrate
 

@@ -433,9 +433,9 @@ class Runner:
             return
         batch = [t for t in self.order if t in self.pending]
         self.pending.clear()
-        items = [BatchItem(t, branch_name(self.config.run_id, t),
-                           self.records[t].result.commit or "")  # type: ignore[union-attr]
-                 for t in batch]
+        items = [BatchItem(t, branch_name(self.config.run_id, t), r.commit or "",
+                           tuple(f.path for f in r.files_modified))
+                 for t in batch if (r := self.records[t].result) is not None]
         index = self.batch_index
         self.batch_index += 1
         self.integrating = True
