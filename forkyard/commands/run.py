@@ -48,6 +48,10 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
             line += ("; " if landed else "") + f"rolled back {', '.join(rolled)}"
         console.print(line + (f" - {what}" if what else ""),
                       style="red" if rolled else "green", highlight=False)
+        v = b.validation
+        if v and v.get("passed"):  # what the passing validation said: what was tested
+            last = (str(v.get("log_tail") or "").strip().splitlines() or [""])[-1]
+            console.print(f"  validation passed: {v.get('command')}: {last}", highlight=False)
     m = result.metrics
     console.print(
         f"wall {m.wall_s:.1f}s, task time {m.total_task_s:.1f}s, speedup {m.actual_speedup:.2f}x "
