@@ -56,7 +56,7 @@ def sandbox_validator(repo: Repo, backend: Backend, run_id: str,
             limits=limits, env={"FORKYARD_VALIDATE_COMMIT": commit},
             description=f"validate {commit[:12]}", confine=setup.confine,
             setup_command=setup.setup_command, copy_files=setup.copy_files,
-            image=setup.image, env_policy="minimal")
+            image=setup.image, env_policy="minimal", harvest=False)
         sandbox = backend.prepare(spec)
         try:
             result = backend.execute(sandbox)

@@ -55,6 +55,9 @@ class SandboxSpec:
     """inherit: the caller's environment reaches the command (an agent needs its API
     keys); minimal: only :data:`MINIMAL_ENV` names and ``env`` (a validation runs code
     nobody reviewed yet and needs no secrets)."""
+    harvest: bool = True
+    """Commit and import what the command left (an agent's work); False for a command
+    whose leftovers are discarded with the sandbox (a validation)."""
 
     @property
     def branch(self) -> str:
