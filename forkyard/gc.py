@@ -15,8 +15,11 @@ For every run that is not live, gc removes:
   ``.git/forkyard/bases/<run-id>/``;
 - its cgroups (members killed first: they are orphans of a crashed run);
 - its branches ``forkyard/<run-id>/*`` **that are merged**: the tip is reachable from a
-  branch outside ``forkyard/`` (integrated, or the agent never committed), so deleting
-  loses nothing.
+  branch outside ``forkyard/`` (integrated, or the agent never committed: reported as
+  "no work"), so deleting loses nothing.
+
+Attempt refs (``refs/forkyard/attempts/<run-id>/<task>/<n>``, every attempt's commit)
+stay unless ``prune_unmerged`` is asked for.
 
 A branch holding unmerged work is kept and listed with its sha, whether its run
 finished (a failed or conflicting task) or was abandoned.  Only ``prune_unmerged=True``
@@ -123,7 +126,10 @@ def gc(repo: Repo, prune_unmerged: bool = False, *, only: str | None = None,
     held: list[RunLock] = []
     stale: set[str] = set()
     try:
-        for run_id in sorted(_run_ids(repo, all_branches) | {g[0] for g in groups}):
+        attempts = {line.split("/")[3] for line in repo.out(
+            "for-each-ref", "--format=%(refname)", "refs/forkyard/attempts/").splitlines()
+            if line.count("/") >= 5}
+        for run_id in sorted(_run_ids(repo, all_branches) | {g[0] for g in groups} | attempts):
             if only is not None and run_id != only:
                 continue
             lock = RunLock(repo.forkyard_dir, run_id)
@@ -152,6 +158,8 @@ def gc(repo: Repo, prune_unmerged: bool = False, *, only: str | None = None,
             repo.drop_ref_locks(f"refs/heads/forkyard/{run_id}/")
         if branches:
             _gc_branches(repo, all_branches, stale, prune_unmerged, report)
+        if branches and prune_unmerged:
+            _gc_attempts(repo, stale, report)
     finally:
         for lock in held:
             lock.release()
@@ -230,3 +238,20 @@ def _gc_branches(repo: Repo, branches: dict[str, str], stale: set[str], prune_un
                 "branch": name, "sha": sha,
                 "reason": f"unmerged work (run {run_state}); merge it or delete it yourself",
             })
+
+
+def _gc_attempts(repo: Repo, stale: set[str], report: GcReport) -> None:
+    """Attempt refs (``refs/forkyard/attempts/<run>/...``) of stale runs, on request only:
+    they are what keeps a retried or cancelled attempt's work reachable."""
+    out = repo.out("for-each-ref", "--format=%(refname) %(objectname)",
+                   "refs/forkyard/attempts/")
+    for line in out.splitlines():
+        ref, _, sha = line.partition(" ")
+        parts = ref.split("/")
+        if len(parts) >= 6 and parts[3] in stale:
+            try:
+                repo.delete_ref(ref, sha)
+                report.branches_deleted.append({"branch": ref, "sha": sha,
+                                                "reason": "attempt ref, pruned on request"})
+            except GitError as exc:
+                report.errors.append(f"{ref}: {exc}")

@@ -135,3 +135,8 @@ def test_gc_tells_merged_work_from_branches_never_committed_to(webapp: Repo) -> 
     assert res.outcome == "succeeded"
     deleted = {d["branch"].rsplit("/", 1)[1]: d["reason"] for d in gc(webapp).branches_deleted}
     assert deleted == {"work": "merged", "idle": "no work: never committed to"}
+    # Attempt refs stay, unless unmerged work is pruned on request.
+    ref = res.result("work").attempts[0].ref
+    assert ref and webapp.try_rev_parse(ref) == res.result("work").commit
+    pruned = gc(webapp, prune_unmerged=True).branches_deleted
+    assert ref in {d["branch"] for d in pruned} and webapp.try_rev_parse(ref) is None
