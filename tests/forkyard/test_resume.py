@@ -156,3 +156,36 @@ def test_crash_at_each_step_of_a_transaction_then_resume(webapp: Repo, tmp_path:
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
+
+
+def test_a_cancelled_agents_partial_work_survives_resume(webapp: Repo, tmp_path: Path) -> None:
+    flag = Path("/var/tmp") / f"forkyard-hold-{os.getpid()}-{time.monotonic_ns()}"
+    flag.write_text("hold")
+    try:
+        tasks = tmp_path / "tasks.yaml"
+        tasks.write_text(yaml.safe_dump({"defaults": {"limits": LIMITS}, "tasks": [
+            {"id": "slow", "command": f"echo partial > out/partial.txt; "
+                                      f"if [ -f {flag} ]; then sleep 60; fi; echo done > out/done.txt"}]}))
+        proc = start_run(webapp, tasks)
+        run_id = wait_for(webapp, "task_started")
+        partial = webapp.forkyard_dir / "worktrees" / run_id / "slow" / "out" / "partial.txt"
+        deadline = time.monotonic() + 30
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        first = json.loads(out)["results"][0]
+        assert first["status"] == "cancelled" and first["commit"]  # its partial work, committed
+        flag.unlink()
+        code, doc = resume(webapp, run_id)
+        assert code == 0, doc
+        slow = doc["results"][0]
+        assert slow["status"] == "succeeded" and slow["integrated"]
+        cancelled = slow["attempts"][0]
+        assert cancelled["status"] == "cancelled" and cancelled["commit"] == first["commit"]
+        # The branch was started afresh, the cancelled attempt's commit is still reachable.
+        assert webapp.rev_parse(cancelled["ref"]) == first["commit"]
+        assert webapp.out("show", f"{cancelled['ref']}:out/partial.txt") == "partial"
+        assert slow["attempts"][-1]["ref"] != cancelled["ref"]
+    finally:
+        flag.unlink(missing_ok=True)
