@@ -10,8 +10,10 @@ Modes: *stream* starts a task as soon as its dependencies are integrated and a s
 free, from the target's current tip, and integrates whatever finished while the previous
 batch was integrating; *waves* runs the plan's waves one after another, each wave one
 transaction.  Strategies: *conservative* stops the run at the first failed task or
-rejected batch (running agents are cancelled; nothing further is integrated);
-*aggressive* keeps going and skips the dependents of whatever failed.
+rejected batch (running agents are cancelled; nothing further is integrated; a slot is
+only given back once its result is known, so no agent starts just to be cancelled);
+*aggressive* (the run's default) keeps going and skips the dependents of whatever failed.
+Every attempt that left a commit is kept under an attempt ref (``forkyard.run.attempts``).
 """
 
 from __future__ import annotations
@@ -494,4 +496,3 @@ class Runner:
                 rec.status = "cancelled" if self.stopping else "skipped"
                 self.log.emit("task_skipped", task=t, status=rec.status,
                               reason=self.stop_reason or "dependencies not integrated")
-
