@@ -38,12 +38,16 @@ def plan(
     agents: Annotated[int, typer.Option("--agents", "-n", min=1)] = 4,
     goal: Annotated[str, typer.Option(help="minimize-time|minimize-conflicts|balance-load")] = "minimize-time",
     optimal: Annotated[bool, typer.Option("--optimal", help="Use OR-Tools CP-SAT (small plans).")] = False,
+    no_history: Annotated[bool, typer.Option("--no-history", help="Plan with the task file's estimates only.")] = False,
+    repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
-    """Plan a task file onto N agents and show the schedule."""
+    """Plan a task file onto N agents and show the schedule (with durations earlier runs
+    in --repo measured, as `run` plans)."""
     from forkyard.commands.plan import plan_command
 
-    return plan_command(tasks, agents=agents, goal=goal, optimal=optimal, as_json=as_json)
+    return plan_command(tasks, agents=agents, goal=goal, optimal=optimal, as_json=as_json,
+                        repo=repo, use_history=not no_history)
 
 
 @app.command()
@@ -55,6 +59,7 @@ def merge(
     no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
     squash: Annotated[bool, typer.Option("--squash", help="One commit per source, no merge commits.")] = False,
     mode: Annotated[str, typer.Option("--mode", help="conservative|bisect")] = "conservative",
+    setup: Annotated[str | None, typer.Option("--setup", help="Command run in the validation sandbox first (e.g. an install).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -62,7 +67,8 @@ def merge(
     from forkyard.commands.merge import merge_command
 
     return merge_command(repo, into=into, sources=sources, dry_run=dry_run, validate=validate,
-                         semantic=not no_semantic, squash=squash, mode=mode, as_json=as_json)
+                         semantic=not no_semantic, squash=squash, mode=mode, as_json=as_json,
+                         setup=setup)
 
 
 @app.command()
@@ -72,6 +78,7 @@ def check(
     validate: Annotated[str | None, typer.Option("--validate")] = None,
     no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    setup: Annotated[str | None, typer.Option("--setup", help="Command run in the validation sandbox first.")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -80,7 +87,7 @@ def check(
     from forkyard.commands.check import check_command
 
     return check_command(repo, into=into, sources=sources, validate=validate,
-                         semantic=not no_semantic, as_json=as_json, junit=junit)
+                         semantic=not no_semantic, as_json=as_json, junit=junit, setup=setup)
 
 
 @app.command()
@@ -88,7 +95,7 @@ def run(
     tasks: Annotated[Path | None, typer.Argument(help="Task file.")] = None,
     agents: Annotated[int, typer.Option("--agents", "-n", min=1)] = 4,
     backend: Annotated[str, typer.Option(help="worktree|docker")] = "worktree",
-    strategy: Annotated[str, typer.Option(help="conservative|aggressive")] = "conservative",
+    strategy: Annotated[str, typer.Option(help="aggressive (keep independent work going) | conservative (stop at the first failure)")] = "aggressive",
     mode: Annotated[str, typer.Option(help="stream|waves")] = "stream",
     goal: Annotated[str, typer.Option(help="minimize-time|minimize-conflicts|balance-load")] = "minimize-time",
     into: Annotated[str | None, typer.Option("--into", help="Target branch (default: current).")] = None,

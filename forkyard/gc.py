@@ -15,8 +15,11 @@ For every run that is not live, gc removes:
   ``.git/forkyard/bases/<run-id>/``;
 - its cgroups (members killed first: they are orphans of a crashed run);
 - its branches ``forkyard/<run-id>/*`` **that are merged**: the tip is reachable from a
-  branch outside ``forkyard/`` (integrated, or the agent never committed), so deleting
-  loses nothing.
+  branch outside ``forkyard/`` (integrated, or the agent never committed: reported as
+  "no work"), so deleting loses nothing.
+
+Attempt refs (``refs/forkyard/attempts/<run-id>/<task>/<n>``, every attempt's commit)
+stay unless ``prune_unmerged`` is asked for.
 
 A branch holding unmerged work is kept and listed with its sha, whether its run
 finished (a failed or conflicting task) or was abandoned.  Only ``prune_unmerged=True``
@@ -76,6 +79,26 @@ def _merged(repo: Repo) -> set[str]:
     return merged
 
 
+def _bases(repo: Repo, run_id: str) -> set[str]:
+    """Every base a task of ``run_id`` started from (its journal's ``task_started``)."""
+    import json
+
+    events = repo.forkyard_dir / "runs" / run_id / "events.jsonl"
+    out: set[str] = set()
+    try:
+        for line in events.read_text().splitlines():
+            if '"task_started"' in line:
+                try:
+                    base = json.loads(line).get("base")
+                except ValueError:
+                    continue  # a torn last line
+                if isinstance(base, str):
+                    out.add(base)
+    except OSError:
+        pass
+    return out
+
+
 def _finished(repo: Repo, run_id: str) -> bool:
     events = repo.forkyard_dir / "runs" / run_id / "events.jsonl"
     try:
@@ -84,12 +107,17 @@ def _finished(repo: Repo, run_id: str) -> bool:
         return False
 
 
-def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
-    """Remove stale worktrees, temp dirs, cgroups and merged branches of runs not live."""
+def gc(repo: Repo, prune_unmerged: bool = False, *, only: str | None = None,
+       branches: bool = True) -> GcReport:
+    """Remove stale worktrees, temp dirs, cgroups and merged branches of runs not live.
+
+    ``only``: just that run (``--resume`` clears what its dead process left -- agents'
+    and validations' processes, cgroups, sandboxes -- before going on); ``branches``
+    False leaves every branch alone."""
     from sandbox import cgroups
 
     report = GcReport()
-    branches = repo.branches("forkyard/")
+    all_branches = repo.branches("forkyard/")
     # Only this repository's groups: cgroups are host-wide (see cgroups.repo_scope).
     prefix = cgroups.repo_scope(repo.common_dir) + "."
     groups = [(name.removeprefix(prefix), task, dirs)
@@ -98,7 +126,12 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
     held: list[RunLock] = []
     stale: set[str] = set()
     try:
-        for run_id in sorted(_run_ids(repo, branches) | {g[0] for g in groups}):
+        attempts = {line.split("/")[3] for line in repo.out(
+            "for-each-ref", "--format=%(refname)", "refs/forkyard/attempts/").splitlines()
+            if line.count("/") >= 5}
+        for run_id in sorted(_run_ids(repo, all_branches) | {g[0] for g in groups} | attempts):
+            if only is not None and run_id != only:
+                continue
             lock = RunLock(repo.forkyard_dir, run_id)
             if lock.try_exclusive():
                 held.append(lock)
@@ -123,7 +156,10 @@ def gc(repo: Repo, prune_unmerged: bool = False) -> GcReport:
         _gc_containers(repo, stale, report)
         for run_id in stale:  # a run killed in the middle of moving one of its branches
             repo.drop_ref_locks(f"refs/heads/forkyard/{run_id}/")
-        _gc_branches(repo, branches, stale, prune_unmerged, report)
+        if branches:
+            _gc_branches(repo, all_branches, stale, prune_unmerged, report)
+        if branches and prune_unmerged:
+            _gc_attempts(repo, stale, report)
     finally:
         for lock in held:
             lock.release()
@@ -185,7 +221,13 @@ def _gc_branches(repo: Repo, branches: dict[str, str], stale: set[str], prune_un
         name = ref.removeprefix("refs/heads/")
         run_state = "finished" if _finished(repo, parts[3]) else "abandoned"
         if ref in merged or prune_unmerged:
-            why = "merged" if ref in merged else f"unmerged, run {run_state}, pruned on request"
+            if ref in merged:
+                # A branch whose tip is still its task's base holds no work at all: say
+                # so, rather than call it merged.
+                why = ("no work: never committed to" if sha in _bases(repo, parts[3])
+                       else "merged")
+            else:
+                why = f"unmerged, run {run_state}, pruned on request"
             try:
                 repo.delete_ref(ref, sha)
                 report.branches_deleted.append({"branch": name, "sha": sha, "reason": why})
@@ -196,3 +238,20 @@ def _gc_branches(repo: Repo, branches: dict[str, str], stale: set[str], prune_un
                 "branch": name, "sha": sha,
                 "reason": f"unmerged work (run {run_state}); merge it or delete it yourself",
             })
+
+
+def _gc_attempts(repo: Repo, stale: set[str], report: GcReport) -> None:
+    """Attempt refs (``refs/forkyard/attempts/<run>/...``) of stale runs, on request only:
+    they are what keeps a retried or cancelled attempt's work reachable."""
+    out = repo.out("for-each-ref", "--format=%(refname) %(objectname)",
+                   "refs/forkyard/attempts/")
+    for line in out.splitlines():
+        ref, _, sha = line.partition(" ")
+        parts = ref.split("/")
+        if len(parts) >= 6 and parts[3] in stale:
+            try:
+                repo.delete_ref(ref, sha)
+                report.branches_deleted.append({"branch": ref, "sha": sha,
+                                                "reason": "attempt ref, pruned on request"})
+            except GitError as exc:
+                report.errors.append(f"{ref}: {exc}")

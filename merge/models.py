@@ -101,6 +101,9 @@ class MergeReport(_Frozen):
     """Sources whose work is now on the target (committed) or would be (dry run)."""
     culprits: list[str] = Field(default_factory=list)
     """Sources that broke the batch (conflict, semantic error or failed validation)."""
+    blame: dict[str, Validation] = Field(default_factory=dict)
+    """For each source blamed for a failed validation, the validation that blamed it
+    (the first failing prefix in bisect mode; the source validated alone otherwise)."""
 
     @property
     def ok(self) -> bool:

@@ -15,6 +15,7 @@ from gitproc.lock import integration_lock
 from merge import journal
 from merge.models import MergeReport
 from merge.transaction import Transaction
+from merge.validate import Validator
 
 
 def merge_sources(
@@ -28,6 +29,8 @@ def merge_sources(
     squash: bool = False,
     mode: str = "conservative",
     message: str | None = None,
+    validator: Validator | None = None,
+    validate_slots: int = 1,
 ) -> MergeReport:
     """Merge ``sources`` (in order) into branch ``into`` as one transaction.
 
@@ -35,10 +38,13 @@ def merge_sources(
     report whatever the outcome; raises :class:`merge.errors.BadInputError` subclasses
     (exit code 2, nothing changed) for unknown refs, a non-branch target or a dirty
     checkout of the target.  ``message`` replaces the commit message of every commit
-    made; ``{source}`` in it names that commit's own source.
+    made; ``{source}`` in it names that commit's own source.  ``validator`` decides
+    where ``validate`` runs (default: a scratch checkout on this host, unconfined);
+    ``validate_slots`` how many validations may run at once.
     """
     return Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
-                       semantic=semantic, squash=squash, mode=mode, message=message).run()
+                       semantic=semantic, squash=squash, mode=mode, message=message,
+                       validator=validator, validate_slots=validate_slots).run()
 
 
 def detect_conflicts(

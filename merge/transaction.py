@@ -24,7 +24,13 @@ from gitproc.git import IDENTITY, RefMovedError, Repo, UnknownRefError, require_
 from gitproc.lock import integration_lock
 from merge import journal
 from merge.conflicts import overlaps, touched_paths
-from merge.errors import BadInputError
+from merge.errors import (
+    BadInputError,
+    DirtyWorktreeError,
+    RetriesExhaustedError,
+    TargetNotBranchError,
+    UnrelatedHistoriesError,
+)
 from merge.fastpath import (
     Changes,
     apply_changes,
@@ -35,42 +41,15 @@ from merge.fastpath import (
 from merge.models import MergeReport, Mode, Outcome, SourceMerge, Validation
 from merge.semantic import Analyzer, default_analyzers
 from merge.tree_merge import TreeMerge, merge_commits
-from merge.validate import DEFAULT_TIMEOUT_S, validate
-
-
-class TargetNotBranchError(BadInputError):
-    """A non-dry-run merge needs a branch to move, not an arbitrary commit-ish."""
-
-    def __init__(self, into: str) -> None:
-        super().__init__(f"--into {into!r} is not a branch (use --dry-run to merge into a commit)")
-        self.into = into
-
-
-class DirtyWorktreeError(BadInputError):
-    """The target is checked out with local changes to files the batch would change."""
-
-    def __init__(self, worktree: str, paths: Sequence[str]) -> None:
-        shown = ", ".join(paths[:5]) + (" ..." if len(paths) > 5 else "")
-        super().__init__(f"{worktree} has the target checked out with local changes to files "
-                         f"this merge changes ({shown}); commit or stash them first")
-        self.worktree = worktree
-        self.paths = list(paths)
-
-
-class UnrelatedHistoriesError(BadInputError):
-    """A source shares no history with the target (``git merge`` refuses it too)."""
-
-    def __init__(self, source: str, into: str) -> None:
-        super().__init__(f"{source!r} shares no history with {into!r}; refusing to merge")
-        self.source = source
-        self.into = into
-
-
-class RetriesExhaustedError(RefMovedError):
-    """The target kept moving under us; nothing was changed (exit 1: the work was done,
-    it just could not land; the sources are untouched and can be merged again)."""
-
-    exit_code = 1
+from merge.validate import (
+    DEFAULT_TIMEOUT_S,
+    Candidate,
+    Found,
+    ValidationPool,
+    Validator,
+    host_validator,
+    search,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +82,11 @@ class _Pass:
     rejected: list[str] = field(default_factory=list)
 
 
+_Outcome = tuple[list[SourceMerge], list[str], list[str], str | None, Validation | None,
+                 dict[str, Validation]]
+"""merges, landed, culprits, new commit, the batch's validation, blame by source."""
+
+
 class Transaction:
     """One batch: ``Transaction(repo, "main", ["a", "b"]).run()`` -> :class:`MergeReport`."""
 
@@ -121,6 +105,8 @@ class Transaction:
         max_retries: int = 3,
         lock_timeout: float | None = None,
         validate_timeout: float = DEFAULT_TIMEOUT_S,
+        validator: Validator | None = None,
+        validate_slots: int = 1,
     ) -> None:
         if mode not in ("conservative", "bisect"):
             raise BadInputError(f"unknown mode {mode!r} (conservative|bisect)")
@@ -138,6 +124,13 @@ class Transaction:
         self.max_retries = max_retries
         self.lock_timeout = lock_timeout
         self.validate_timeout = validate_timeout
+        # Where the command runs is the caller's choice (forkyard runs it in a sandbox of
+        # the merged commit); the library default is a scratch checkout on this host.
+        self._pool: ValidationPool | None = None
+        if validate is not None:
+            self._pool = ValidationPool(
+                validator or host_validator(self.repo, validate, timeout=validate_timeout),
+                validate_slots)
         # One analyser for the whole batch: it caches parsed files across sources.
         self._analyzers: list[Analyzer] = default_analyzers()
         # Tree diffs by (base commit, commit); results made by the fast path are
@@ -274,10 +267,19 @@ class Transaction:
             p.commits.append(cur)
         return p
 
-    def _validate(self, commit: str, attribute: Sequence[_Source]) -> Validation:
-        assert self.command is not None
-        return validate(self.repo, commit, self.command, timeout=self.validate_timeout,
-                        attribute=[(s.name, s.sha) for s in attribute])
+    def _candidate(self, commit: str) -> Candidate:
+        return Candidate(str(self.repo.odb[commit].peel(pygit2.Commit).tree.id), commit)
+
+    def _validate(self, commit: str) -> Validation:
+        assert self._pool is not None
+        cand = self._candidate(commit)
+        self._pool.run([cand])
+        return self._pool.results[cand.key]
+
+    @property
+    def validation_rounds(self) -> int:
+        """Rounds of (parallel) validation this transaction waited for."""
+        return self._pool.rounds if self._pool is not None else 0
 
     def _report(self, tip: str, sources: Sequence[_Source], outcome: Outcome) -> MergeReport:
         touched = []
@@ -288,37 +290,45 @@ class Transaction:
             touched.append((s.name, paths))
         ovl = overlaps(touched) if len(sources) > 1 else []
         if self.mode == "bisect":
-            merges, landed, culprits, new, validation = self._bisect(tip, sources)
+            merges, landed, culprits, new, validation, blame = self._bisect(tip, sources)
         else:
-            merges, landed, culprits, new, validation = self._conservative(tip, sources)
+            merges, landed, culprits, new, validation, blame = self._conservative(tip, sources)
         if outcome == "committed" and not landed:
             outcome, new = "rolled_back", None
         return MergeReport(
             target=self.into, target_sha=tip, outcome=outcome,
             new_sha=new, merges=merges, overlaps=ovl, validation=validation,
-            landed=landed, culprits=culprits,
+            landed=landed, culprits=culprits, blame=blame,
         )
 
-    def _conservative(self, tip: str, sources: Sequence[_Source]) -> tuple[
-            list[SourceMerge], list[str], list[str], str | None, Validation | None]:
+    def _conservative(self, tip: str, sources: Sequence[_Source]) -> _Outcome:
         p = self._apply(tip, sources)
         merges = [p.merges[s.name] for s in sources]
         culprits = [m.source for m in merges if m.has_errors]
         if culprits:
-            return merges, [], culprits, None, None
+            return merges, [], culprits, None, None, {}
         new = p.commits[-1] if p.commits else tip
         validation = None
-        if self.command is not None:
-            validation = self._validate(new, p.applied if len(p.applied) > 1 else [])
+        if self._pool is not None:
+            validation = self._validate(new)
             if not validation.passed:
-                blamed = validation.attributed_to or []
-                return merges, [], blamed, None, validation
-        return merges, [s.name for s in sources], [], new, validation
+                # Blame: each source validated alone (at its own commit), all at once.
+                blame: dict[str, Validation] = {}
+                if len(p.applied) > 1:
+                    alone = {s.name: self._candidate(s.sha) for s in p.applied}
+                    self._pool.run(list(alone.values()))
+                    blame = {n: v for n, c in alone.items()
+                             if not (v := self._pool.results[c.key]).passed}
+                elif p.applied:
+                    blame = {p.applied[0].name: validation}
+                validation = validation.model_copy(update={"attributed_to": list(blame)})
+                return merges, [], list(blame), None, validation, blame
+        return merges, [s.name for s in sources], [], new, validation, {}
 
-    def _bisect(self, tip: str, sources: Sequence[_Source]) -> tuple[
-            list[SourceMerge], list[str], list[str], str | None, Validation | None]:
+    def _bisect(self, tip: str, sources: Sequence[_Source]) -> _Outcome:
         group = list(sources)
         culprits: list[str] = []
+        blame: dict[str, Validation] = {}
         kept: dict[str, SourceMerge] = {}
         validation: Validation | None = None
         while True:
@@ -328,38 +338,39 @@ class Transaction:
                 culprits.append(name)
             group = [s for s in group if s.name not in p.rejected]
             new = p.commits[-1] if p.commits else tip
-            if self.command is None or not p.applied:
+            if self._pool is None or not p.applied:
                 break
-            validation = self._validate(new, [])
+            found = self._search(tip, p, group)
+            validation = found.full
             if validation.passed:
                 break
-            bad = self._first_failing(tip, p)
-            if bad is None:
+            if found.culprit is None:
                 # The target fails on its own: no source can be blamed, none can land.
                 for s in group:
                     kept[s.name] = p.merges[s.name]
-                return self._ordered(sources, kept), [], [], None, validation
+                return self._ordered(sources, kept), [], [], None, validation, {}
+            bad = p.applied[found.culprit - 1]
             kept[bad.name] = p.merges[bad.name]
             culprits.append(bad.name)
+            blame[bad.name] = found.evidence or validation
             group = [s for s in group if s.name != bad.name]
         for s in group:
             kept[s.name] = p.merges[s.name]
         landed = [s.name for s in p.applied]
-        return self._ordered(sources, kept), landed, culprits, (new if landed else None), validation
+        return (self._ordered(sources, kept), landed, culprits, (new if landed else None),
+                validation, blame)
 
-    def _first_failing(self, tip: str, p: _Pass) -> _Source | None:
-        """Binary search the running results for the first source whose merge fails."""
-        assert self.command is not None
-        if not self._validate(tip, []).passed:
-            return None
-        lo, hi = 0, len(p.commits) - 1  # commits[hi] is known to fail
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._validate(p.commits[mid], []).passed:
-                lo = mid + 1
-            else:
-                hi = mid
-        return p.applied[lo]
+    def _search(self, tip: str, p: _Pass, group: Sequence[_Source]) -> Found:
+        """Which applied source breaks validation (see :func:`merge.validate.search`)."""
+        assert self._pool is not None
+        prefixes = [self._candidate(c) for c in [tip, *p.commits]]
+
+        def without(i: int) -> Candidate:
+            skip = p.applied[i - 1].name
+            q = self._apply(tip, [s for s in group if s.name != skip])
+            return self._candidate(q.commits[-1] if q.commits else tip)
+
+        return search(self._pool, prefixes, without)
 
     @staticmethod
     def _ordered(sources: Sequence[_Source], merges: dict[str, SourceMerge]) -> list[SourceMerge]:

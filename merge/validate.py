@@ -1,83 +1,213 @@
-"""``--validate CMD``: run a command on a merged tree in a throwaway worktree.
+"""``--validate CMD``: run a command on merged trees, and find who broke a batch.
 
-The worktree is detached at the (unreferenced) merge commit under
-``.git/forkyard/scratch/`` and removed afterwards, so validation never touches the
-user's checkout or the target branch.  The command runs through the one process
-wrapper, in its own process group, so a timeout kills everything it started.
+The merge engine does not decide *where* a validation runs: a :data:`Validator` is any
+callable from a commit sha to a :class:`~merge.models.Validation`.  The application gives
+one that runs the command in a sandbox of that commit (``forkyard.run.validation``);
+:func:`host_validator` is the plain library default, a throwaway worktree on this host
+(no confinement: use it only for commands you trust).
+
+:class:`ValidationPool` runs a validator on several candidates at once (``slots`` at a
+time) and remembers each result by the candidate's *tree*: what a command sees is the
+tree, so a prefix of a batch rebuilt on the same tip is never validated twice.
+:func:`search` finds the source that broke a batch the way merge queues do: candidate
+prefixes and "the batch without X" results are validated speculatively in parallel,
+so with free slots one bad source delays the good ones by about one validation instead
+of log2(n) of them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitproc.git import Repo
+from gitproc.git import WORKTREE_ADMIN_LOCK, Repo
 from gitproc.process import run
 from merge.models import Validation
 
 DEFAULT_TIMEOUT_S = 900.0
-TAIL_LINES = 40
+TAIL_LINES = 60
+
+#: A commit sha -> what the validation command said about that commit's tree.
+Validator = Callable[[str], Validation]
 
 
-@dataclass(frozen=True)
-class ValidationRun:
-    commit: str
-    passed: bool
-    exit_code: int | None
-    log_tail: str
-
-
-def _tail(data: bytes, lines: int = TAIL_LINES) -> str:
-    text = data.decode("utf-8", "replace")
+def tail(data: bytes | str, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of a command's output."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+_MARKERS = ("FAILED ", "ERROR ", "FAIL:", "ERROR:", "Error:", "error:", "Traceback", "E   ")
+
+
+def failure_summary(log: str, limit: int = 6) -> str:
+    """The lines of a failed validation's log that say *what* failed (pytest's
+    ``FAILED tests/x.py::test_y``, an ``Error:`` line...), else its last lines: a
+    message cut to its tail must not lose the failing test's name."""
+    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+    picked = [ln for ln in lines if ln.lstrip().startswith(_MARKERS)]
+    if not picked:
+        picked = lines[-limit:]
+    shown = picked[:limit]
+    more = len(picked) - len(shown)
+    return "\n".join(shown) + (f"\n(+{more} more)" if more > 0 else "")
 
 
 def run_on_commit(
     repo: Repo, commit: str, command: str, *, timeout: float = DEFAULT_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
-) -> ValidationRun:
-    """Run ``command`` (a shell command line) in a scratch checkout of ``commit``."""
+) -> Validation:
+    """Run ``command`` (a shell command line) in a scratch checkout of ``commit`` on this
+    host, unconfined, in its own process group (a timeout kills everything it started)."""
     scratch = repo.forkyard_dir / "scratch" / f"validate-{uuid.uuid4().hex[:12]}"
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    repo.git("worktree", "add", "--quiet", "--detach", str(scratch), commit)
+    with WORKTREE_ADMIN_LOCK:  # validations run in parallel: git's admin dir is not safe
+        repo.git("worktree", "add", "--quiet", "--detach", str(scratch), commit)
     try:
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         child_env.update(env or {})
         child_env["FORKYARD_VALIDATE_COMMIT"] = commit
         r = run(["/bin/sh", "-c", command], cwd=scratch, env=child_env, timeout=timeout,
                 check=False)
-        tail = _tail(r.stdout + (b"\n" if r.stdout and r.stderr else b"") + r.stderr)
+        log = tail(r.stdout + (b"\n" if r.stdout and r.stderr else b"") + r.stderr)
         if r.timed_out:
-            tail += f"\n[forkyard] validation timed out after {timeout:g}s"
-            return ValidationRun(commit, False, None, tail)
-        return ValidationRun(commit, r.returncode == 0, r.returncode, tail)
+            log += f"\n[forkyard] validation timed out after {timeout:g}s"
+            return Validation(command=command, passed=False, exit_code=None, log_tail=log)
+        return Validation(command=command, passed=r.returncode == 0, exit_code=r.returncode,
+                          log_tail=log)
     finally:
-        repo.git("worktree", "remove", "--force", "--force", str(scratch), check=False)
-        if Path(scratch).exists():
-            import shutil
+        with WORKTREE_ADMIN_LOCK:
+            repo.git("worktree", "remove", "--force", "--force", str(scratch), check=False)
+            if Path(scratch).exists():
+                shutil.rmtree(scratch, ignore_errors=True)
+                repo.git("worktree", "prune", check=False)
 
-            shutil.rmtree(scratch, ignore_errors=True)
-            repo.git("worktree", "prune", check=False)
+
+def host_validator(repo: Repo, command: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Validator:
+    """A :data:`Validator` running ``command`` unconfined on this host (the library
+    default; forkyard's commands use the sandboxed one)."""
+    return lambda commit: run_on_commit(repo, commit, command, timeout=timeout)
 
 
-def validate(
-    repo: Repo, commit: str, command: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-    attribute: Sequence[tuple[str, str]] = (),
-) -> Validation:
-    """Validate the merged ``commit``; on failure optionally run ``command`` on each
-    ``(source name, sha)`` of ``attribute`` alone and name those that fail by themselves.
+@dataclass(frozen=True)
+class Candidate:
+    """One commit to validate; ``key`` is its tree (what the command sees)."""
 
-    ``attributed_to == []`` then means every source passes alone: the merge broke it.
+    key: str
+    commit: str
+
+
+class ValidationPool:
+    """A validator run on candidates ``slots`` at a time, its results kept by tree."""
+
+    def __init__(self, validator: Validator, slots: int = 1) -> None:
+        self.validator = validator
+        self.slots = max(1, slots)
+        self.results: dict[str, Validation] = {}
+        self.rounds = 0
+        """How many rounds of (parallel) validations ran: the latency a batch paid."""
+
+    def known(self, key: str) -> Validation | None:
+        return self.results.get(key)
+
+    def run(self, candidates: Sequence[Candidate]) -> None:
+        """Validate every candidate not validated yet, up to ``slots`` at once."""
+        todo: dict[str, str] = {}
+        for c in candidates:
+            if c.key not in self.results:
+                todo.setdefault(c.key, c.commit)
+        if not todo:
+            return
+        self.rounds += 1
+        if len(todo) == 1 or self.slots == 1:
+            for key, commit in todo.items():
+                self.results[key] = self.validator(commit)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.slots, len(todo)),
+                                thread_name_prefix="validate") as pool:
+            futures = {key: pool.submit(self.validator, commit) for key, commit in todo.items()}
+            for key, fut in futures.items():
+                self.results[key] = fut.result()
+
+
+def evenly(items: Sequence[int], k: int) -> list[int]:
+    """``k`` of ``items`` spread evenly (all of them when there are no more than ``k``)."""
+    if k <= 0:
+        return []
+    if len(items) <= k:
+        return list(items)
+    return [items[(j + 1) * len(items) // (k + 1)] for j in range(k)]
+
+
+@dataclass(frozen=True)
+class Found:
+    """What :func:`search` found: the full batch's validation, and (if it failed) the
+    index of the source to blame (None: the target itself fails) with the validation
+    that blamed it."""
+
+    full: Validation
+    culprit: int | None = None
+    evidence: Validation | None = None
+
+
+def search(pool: ValidationPool, prefixes: Sequence[Candidate],
+           without: Callable[[int], Candidate]) -> Found:
+    """Find the first source whose merge breaks validation.
+
+    ``prefixes[0]`` is the target's tip, ``prefixes[i]`` the batch after its ``i``-th
+    source; ``without(i)`` builds the batch without source ``i`` (1-based).  Each round
+    validates up to ``pool.slots`` candidates at once: while the suspects are more than
+    the free slots, prefixes spread evenly over the interval still in doubt (a k-ary
+    search); once they fit, the batch without each suspect, so that the round that names
+    the culprit has also validated what lands without it.  Validation is assumed
+    monotone along the prefixes (a prefix that passes means every shorter one does).
     """
-    result = run_on_commit(repo, commit, command, timeout=timeout)
-    attributed: list[str] | None = None
-    if not result.passed and attribute:
-        attributed = [
-            name for name, sha in attribute
-            if not run_on_commit(repo, sha, command, timeout=timeout).passed
-        ]
-    return Validation(command=command, passed=result.passed, exit_code=result.exit_code,
-                      log_tail=result.log_tail, attributed_to=attributed)
+    n = len(prefixes) - 1
+    built: dict[int, Candidate] = {}
+
+    def without_(c: int) -> Candidate:
+        if c not in built:
+            built[c] = without(c)
+        return built[c]
+
+    while True:
+        full = pool.known(prefixes[n].key)
+        if full is not None and full.passed:
+            return Found(full)
+        failing = [i for i in range(n + 1) if _ok(pool, prefixes[i]) is False]
+        hi = min(failing) if failing else None
+        if hi == 0:  # the target fails on its own: nobody to blame
+            return Found(full or pool.results[prefixes[0].key])
+        lo = max((i for i in range(n + 1) if _ok(pool, prefixes[i]) is True
+                  and (hi is None or i < hi)), default=-1)
+        suspects = list(range(max(lo + 1, 1), hi + 1)) if hi is not None else []
+        if full is not None and hi is not None:
+            if hi == lo + 1:
+                return Found(full, hi, pool.results[prefixes[hi].key])
+            for c in suspects:
+                v = pool.known(without_(c).key) if c in built else None
+                if v is not None and v.passed:
+                    return Found(full, c, pool.known(prefixes[c].key) or full)
+        want: list[Candidate] = [] if full is not None else [prefixes[n]]
+        room = pool.slots - len(want)
+        if suspects and len(suspects) <= pool.slots:
+            for c in suspects:
+                cand = without_(c)
+                if room > 0 and pool.known(cand.key) is None:
+                    want.append(cand)
+                    room -= 1
+        upper = hi if hi is not None else n
+        inside = [i for i in range(lo + 1, upper) if pool.known(prefixes[i].key) is None]
+        want += [prefixes[i] for i in evenly(inside, max(room, 0 if want else 1))]
+        assert want, "an unresolved search always has a prefix left to validate"
+        pool.run(want)
+
+
+def _ok(pool: ValidationPool, c: Candidate) -> bool | None:
+    v = pool.known(c.key)
+    return None if v is None else v.passed

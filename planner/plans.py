@@ -218,7 +218,25 @@ def plan(
         if even_first(result.schedule) < even_first(sched):
             sched = result.schedule
         used += result.passes_run
-    return _build(task_list, graph, dur, sched, agents, goal, b, solver, proven, used)
+    built = _build(task_list, graph, dur, sched, agents, goal, b, solver, proven, used)
+    if isinstance(tasks, TaskFile):
+        short = timeout_risks(tasks, built.durations)
+        if short:
+            built = built.model_copy(update={"risks": [*built.risks, *short]})
+    return built
+
+
+def timeout_risks(taskfile: TaskFile, minutes: Mapping[str, float]) -> list[str]:
+    """Tasks whose ``timeout_s`` is below what they are expected to take: killed before
+    they can finish, unless the estimate is pessimistic."""
+    out = []
+    for task in taskfile.tasks:
+        timeout = taskfile.limits_for(task).timeout_s
+        expected = minutes.get(task.id, task.estimated_minutes) * 60.0
+        if timeout is not None and timeout < expected:
+            out.append(f"task {task.id!r} has timeout_s {timeout:g} but is expected to take "
+                       f"{expected:g}s: it will likely be killed first")
+    return out
 
 
 def _build(tasks: Sequence[Task], graph: TaskGraph, dur: Sequence[float], sched: Schedule,

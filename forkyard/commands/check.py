@@ -73,14 +73,19 @@ def select_branches(repo: Repo, into: str, patterns: Sequence[str]) -> list[str]
 
 
 def run_check(repo: Repo | str | Path, *, into: str = "HEAD", branches: Sequence[str] = (),
-              validate: str | None = None, semantic: bool = True) -> CheckReport:
-    """The whole check as a report (the Python API behind ``forkyard check``)."""
+              validate: str | None = None, semantic: bool = True,
+              setup: str | None = None) -> CheckReport:
+    """The whole check as a report (the Python API behind ``forkyard check``).  The
+    validation runs in a sandbox of the integrated commit, after ``setup``."""
+    from forkyard.commands.merge import VALIDATE_SLOTS, validator_for
+
     r = repo if isinstance(repo, Repo) else Repo(repo)
     target_sha = r.rev_parse(into)
     names = select_branches(r, into, branches)
     matrix = conflict_matrix(r, names, semantic=semantic)
     integration = (Transaction(r, into, names, dry_run=True, validate=validate,
-                               semantic=semantic).run() if names else None)
+                               semantic=semantic, validator=validator_for(r, validate, setup),
+                               validate_slots=VALIDATE_SLOTS).run() if names else None)
     return CheckReport.build(into, target_sha, matrix, integration, validate)
 
 
@@ -120,10 +125,11 @@ def print_check(report: CheckReport, stream: object = None) -> None:
 def check_command(
     repo: Path, *, into: str = "HEAD", sources: Sequence[str] = (),
     validate: str | None = None, semantic: bool = True, as_json: bool = False,
-    junit: Path | None = None,
+    junit: Path | None = None, setup: str | None = None,
 ) -> int:
     """``forkyard check``: exit 0 all integrate, 1 conflicts or failed validation."""
-    report = run_check(repo, into=into, branches=sources, validate=validate, semantic=semantic)
+    report = run_check(repo, into=into, branches=sources, validate=validate, semantic=semantic,
+                       setup=setup)
     if junit is not None:
         write_junit(junit, check_junit(report))
     append_step_summary(render_summary(report))

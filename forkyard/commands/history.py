@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -24,5 +25,5 @@ def history_command(repo: Path, *, as_json: bool = False) -> int:
         est = "" if r.estimate_s is None else f"{r.estimate_s:.0f}s"
         table.add_row(r.task, str(r.runs), est, f"{r.last_s:.1f}s", f"{r.median_s:.1f}s",
                       r.last_status, "[red]regression[/red]" if r.regression else "")
-    Console().print(table)
+    Console(file=sys.stderr).print(table)  # human output on stderr, as every command
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from planner import Plan, load_tasks, plan
+from planner import Plan, TaskFile, load_tasks, plan
 
 #: Rows shown in the human table and chart before "... and N more".
 MAX_ROWS = 40
@@ -22,14 +22,31 @@ GANTT_WIDTH = 60
 
 
 def plan_command(tasks_path: Path, *, agents: int = 4, goal: str = "minimize-time",
-                 optimal: bool = False, as_json: bool = False) -> int:
-    """Plan ``tasks_path`` onto ``agents`` agents; print it; return the exit code (0)."""
-    result = plan(load_tasks(tasks_path), agents=agents, goal=goal, optimal=optimal)
+                 optimal: bool = False, as_json: bool = False, repo: Path | None = None,
+                 use_history: bool = True) -> int:
+    """Plan ``tasks_path`` onto ``agents`` agents; print it; return the exit code (0).
+
+    Durations measured by earlier runs in ``repo`` replace estimates, as ``forkyard run``
+    plans (a directory that is no repository simply has no history)."""
+    tf = load_tasks(tasks_path)
+    durations = _history(repo, tf) if use_history and repo is not None else {}
+    result = plan(tf, agents=agents, goal=goal, optimal=optimal, durations=durations or None)
     if as_json:
         sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
     else:
         render(result, Console(stderr=True, highlight=False, soft_wrap=True))
     return 0
+
+
+def _history(repo: Path, tf: TaskFile) -> dict[str, float]:
+    from forkyard.views.history import History
+    from gitproc.git import GitError, Repo
+
+    try:
+        r = Repo(repo)
+    except (GitError, OSError, ValueError):
+        return {}
+    return History.measured(r, tf.tasks)
 
 
 def _fmt(t: float) -> str:

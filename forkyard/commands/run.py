@@ -30,25 +30,28 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
 
     console = Console(file=stream or sys.stderr)
     table = Table(title=f"run {result.run_id}: {result.outcome}", title_justify="left")
-    for col in ("task", "status", "integrated", "time", "agent", "files"):
-        table.add_column(col)
+    for col in ("task", "status", "integrated", "time", "agent", "files", "why"):
+        table.add_column(col, overflow="fold" if col == "why" else "ellipsis")
     for r in result.results:
         style = "green" if r.integrated else ("yellow" if r.status == "succeeded" else "red")
         table.add_row(r.task, r.status, "yes" if r.integrated else "no", f"{r.duration_s:.1f}s",
                       "" if r.agent is None else str(r.agent), str(len(r.files_modified)),
-                      style=style)
+                      r.reason.splitlines()[0] if r.reason else "", style=style)
     console.print(table)
-    integrated = {r.task for r in result.results if r.integrated}
     for b in result.batches:
-        landed = [t for t in b.tasks if t in integrated]
-        rolled = [t for t in b.tasks if t not in integrated]
-        what = ", ".join(f"{c.get('kind')} in {c.get('path')} ({c.get('task')})"
-                         for c in b.conflicts)
+        # The batch's own account: a task rolled back here may have landed later.
+        landed = list(b.landed)
+        rolled = [t for t in b.tasks if t not in landed]
+        what = "; ".join(_conflict_text(c) for c in b.conflicts)
         line = f"batch {b.index} {b.outcome}: " + (f"landed {', '.join(landed)}" if landed else "")
         if rolled:
             line += ("; " if landed else "") + f"rolled back {', '.join(rolled)}"
         console.print(line + (f" - {what}" if what else ""),
                       style="red" if rolled else "green", highlight=False)
+        v = b.validation
+        if v and v.get("passed"):  # what the passing validation said: what was tested
+            last = (str(v.get("log_tail") or "").strip().splitlines() or [""])[-1]
+            console.print(f"  validation passed: {v.get('command')}: {last}", highlight=False)
     m = result.metrics
     console.print(
         f"wall {m.wall_s:.1f}s, task time {m.total_task_s:.1f}s, speedup {m.actual_speedup:.2f}x "
@@ -56,6 +59,17 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
         f"{m.agents_used} agents at {m.agent_utilisation:.0%}")
     console.print(f"{result.target}: {result.target_sha_before[:10]} -> {result.target_sha_after[:10]}"
                   f"   report: forkyard report {result.run_id}")
+
+
+def _conflict_text(c: dict[str, Any]) -> str:
+    """One conflict as a person reads it: whose, what, where, with whom."""
+    who = c.get("task") or "the batch"
+    if c.get("kind") == "validation":
+        return f"{who}: validation failed: {str(c.get('message', '')).splitlines()[0]}"
+    text = f"{who}: {c.get('kind')} in {c.get('path')}"
+    if c.get("with") is not None:
+        text += f" with {', '.join(c['with'])}" if c["with"] else " with the target"
+    return text
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:

@@ -13,9 +13,11 @@ def print_status(st: RunStatus) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout)
+    console = Console(file=sys.stderr)  # human output on stderr, as every command
     console.print(f"[bold]run {st.run_id}[/bold] into {st.target}: {st.state}"
-                  + (f" ({st.outcome})" if st.outcome else "") + f", {st.elapsed_s:.1f}s")
+                  + (f" ({st.outcome})" if st.outcome else "") + f", {st.elapsed_s:.1f}s"
+                  + (f"; its process died {st.dead_for_s:.0f}s ago (`forkyard run --resume "
+                     f"{st.run_id}` continues it)" if st.state == "crashed" else ""))
     p = st.progress
     console.print(f"progress: {p['simple']:.0%} of tasks, {p['weighted']:.0%} of work, "
                   f"{p['critical_path']:.0%} of the critical path"
@@ -25,14 +27,18 @@ def print_status(st: RunStatus) -> None:
         console.print(f"[yellow]bottleneck[/yellow] {neck['task']}: {neck['reason']}")
     table = Table()
     for col in ("task", "status", "agent", "elapsed", "progress", "integrated", "last output"):
-        table.add_column(col, overflow="ellipsis", no_wrap=col != "last output")
+        # One line a task: a narrow terminal cuts the last output, never wraps it.
+        table.add_column(col, overflow="ellipsis", no_wrap=True,
+                         ratio=1 if col == "last output" else None)
     for t in st.tasks:
         table.add_row(t.task, t.status, "" if t.agent is None else str(t.agent),
                       f"{t.elapsed_s:.1f}s", "" if t.progress is None else f"{t.progress:.0%}",
-                      "yes" if t.integrated else "", t.last_line[:80])
+                      "yes" if t.integrated else "", (t.reason or t.last_line)[:200])
     console.print(table)
     for b in st.batches:
-        detail = "; ".join(f"{c.get('kind')} in {c.get('path')}" for c in b.conflicts)
+        detail = "; ".join(f"{c.get('task') or 'batch'}: {c.get('kind')}"
+                           + (f" in {c.get('path')}" if c.get("path") else "")
+                           for c in b.conflicts)
         console.print(f"batch {b.index} {b.outcome}: {', '.join(b.tasks)}"
                       + (f" - {detail}" if detail else ""))
 

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TaskStatus = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled", "skipped"]
+TaskStatus = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled", "skipped",
+                     "rejected"]
 RunOutcome = Literal["succeeded", "partial", "failed", "cancelled"]
 Strategy = Literal["conservative", "aggressive"]
 Mode = Literal["stream", "waves"]
@@ -32,6 +33,18 @@ class LimitsReport(BaseModel):
     enforced_by: str = "none"
 
 
+class Attempt(BaseModel):
+    """One attempt at a task; ``ref`` keeps its commit reachable whatever becomes of the
+    task's branch (``refs/forkyard/attempts/<run>/<task>/<n>``)."""
+
+    n: int
+    status: str
+    agent: int | None = None
+    duration_s: float = 0.0
+    commit: str | None = None
+    ref: str | None = None
+
+
 class TaskResult(BaseModel):
     """One task's outcome in a run."""
 
@@ -43,6 +56,8 @@ class TaskResult(BaseModel):
     branch: str | None = None
     commit: str | None = None
     integrated: bool = False
+    reason: str = Field("", description="Why its work did not land (rejected, failed...).")
+    attempts: list[Attempt] = Field(default_factory=list)
     files_modified: list[FileChange] = Field(default_factory=list)
     limits: LimitsReport = Field(default_factory=LimitsReport)
     log_tail: str = ""
@@ -50,12 +65,17 @@ class TaskResult(BaseModel):
 
 class BatchResult(BaseModel):
     """One integration transaction.  ``outcome`` is ``committed`` when anything landed;
-    the tasks that did not land are those whose result says ``integrated: false``."""
+    ``landed`` and ``rejected`` say which of its tasks did (a task rolled back here may
+    land in a later batch, e.g. after ``--resume``)."""
 
     index: int
     tasks: list[str]
     outcome: Literal["committed", "rolled_back"]
+    landed: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
     conflicts: list[dict[str, Any]] = Field(default_factory=list)
+    validation: dict[str, Any] | None = Field(
+        None, description="The --validate command's outcome on the batch (also when it passed).")
 
 
 class Metrics(BaseModel):

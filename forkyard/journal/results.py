@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 from forkyard.journal.metrics import compute
-from forkyard.journal.models import BatchResult, FileChange, LimitsReport, RunResult, TaskResult
+from forkyard.journal.models import (
+    Attempt,
+    BatchResult,
+    FileChange,
+    LimitsReport,
+    RunResult,
+    TaskResult,
+)
 from forkyard.journal.state import RunManifest, RunView, TaskView
 from planner import Plan, TaskFile
 
 
 def _task_result(t: TaskView, limits: LimitsReport) -> TaskResult:
     status = t.status if t.done else "cancelled"  # still running when the run ended: cut off
+    reason = t.reason or t.skip_reason or (t.message if status != "succeeded" else "")
+    if status == "succeeded" and t.rejected and not t.integrated:
+        status = "rejected"  # it ran fine, but its batch would not take it
     return TaskResult(
         task=t.id, status=status,  # type: ignore[arg-type]
         exit_code=t.exit_code, duration_s=round(t.duration_s, 3), agent=t.agent,
         branch=t.branch, commit=t.commit, integrated=t.integrated and status == "succeeded",
+        reason=reason,
+        attempts=[Attempt(n=a["n"], status=a["status"], agent=a["agent"], commit=a["commit"],
+                          ref=a["ref"], duration_s=round((a["end"] or a["start"]) - a["start"], 3))
+                  for a in t.history],
         files_modified=[FileChange(path=p, added=a, removed=r) for p, a, r in t.files_modified],
         limits=limits.model_copy(update={"enforced_by": t.enforced_by}),
         log_tail=t.log_tail,
@@ -45,7 +59,8 @@ def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: st
     batches = [
         BatchResult(index=b.index, tasks=b.tasks,
                     outcome="committed" if b.outcome == "committed" else "rolled_back",
-                    conflicts=b.conflicts)
+                    landed=b.landed, rejected=b.rejected if b.outcome == "committed" else b.tasks,
+                    conflicts=b.conflicts, validation=b.validation)
         for b in sorted(view.batches, key=lambda b: b.index)
     ]
     deps = {t.id: list(plan.dependencies.get(t.id, t.depends_on)) for t in taskfile.tasks}

@@ -70,6 +70,9 @@ class TaskView:
     last_line: str = ""
     progress: float | None = None
     skip_reason: str = ""
+    reason: str = ""            # why its work did not land (its batch said so)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Every attempt: n, agent, start, end, status, commit, ref (the Gantt, the run JSON)."""
 
     @property
     def done(self) -> bool:
@@ -89,6 +92,7 @@ class BatchView:
     old_tip: str | None = None
     new_tip: str | None = None
     error: str | None = None
+    validation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -133,9 +137,10 @@ def replay(run_id: str, events: Iterable[Event]) -> RunView:
 def apply_event(view: RunView, ev: Event) -> None:
     """Fold one event into ``view`` (the live display does this as events happen)."""
     view.last_ts = ev.ts
-    if view.segments:
-        view.segments[-1][1] = ev.ts
     kind = ev.type
+    if view.segments and kind != "run_resumed":
+        # (a resume opens a new segment: the time the run lay dead counts in neither)
+        view.segments[-1][1] = ev.ts
     if kind in ("run_started", "run_resumed"):
         view.segments.append([ev.ts, ev.ts])
         view.finished = False
@@ -168,7 +173,9 @@ def _task_event(t: TaskView, ev: Event) -> None:
         t.started = ev.ts
         t.first_started = t.first_started or ev.ts
         t.progress, t.last_line = None, ""
-        t.commit, t.integrated, t.rejected = None, False, False
+        t.commit, t.integrated, t.rejected, t.reason = None, False, False, ""
+        t.history.append({"n": len(t.history) + 1, "agent": t.agent, "start": ev.ts,
+                          "end": None, "status": "running", "commit": None, "ref": None})
     elif kind == "task_output":
         t.last_line = ev.get("line", "")
         if ev.get("progress") is not None:
@@ -184,6 +191,9 @@ def _task_event(t: TaskView, ev: Event) -> None:
                 setattr(t, key, ev.data[key])
         if t.status == "succeeded" and not t.commit:
             t.integrated = True  # nothing to integrate
+        if t.history and t.history[-1]["end"] is None:
+            t.history[-1].update(end=ev.ts, status=t.status, commit=ev.get("commit"),
+                                 ref=ev.get("attempt_ref"))
     elif kind == "task_retry":
         t.status = "retry_wait"
     elif kind == "task_skipped":
@@ -216,6 +226,11 @@ def _batch_event(view: RunView, ev: Event) -> None:
     for tid in b.rejected:
         if tid in view.tasks:
             view.tasks[tid].rejected = True
+    if ev.get("validation") is not None:
+        b.validation = ev.get("validation")
+    for tid, why in (ev.get("reasons") or {}).items():
+        if tid in view.tasks:
+            view.tasks[tid].reason = why
 
 
 def load_view(paths: RunPaths) -> RunView:

@@ -73,7 +73,7 @@ def create_server(repo: str | os.PathLike[str]) -> OneLineServer:
                         "or an agent (preset or template); or give analysisResult.")] = None,
         analysisResult: Annotated[dict[str, Any] | None, Field(  # noqa: N803
             description="The result of analyze_task_parallelizability (its subtasks run).")] = None,
-        executionStrategy: runs.ExecutionStrategy = "conservative",  # noqa: N803
+        executionStrategy: runs.ExecutionStrategy = "aggressive",  # noqa: N803
         maxParallelAgents: Annotated[int, Field(ge=1, le=MAX_AGENTS)] = 4,  # noqa: N803
         constraints: runs.Constraints | None = None,
         into: Annotated[str | None, Field(description="Target branch (default: current).")] = None,
@@ -163,7 +163,7 @@ def _task_file_tools(server: OneLineServer, root: Repo, add: Any) -> None:
         from planner import plan as make_plan
 
         tf = load_tasks(_path(tasks))
-        durations = History(root).durations_for(tf.tasks)
+        durations = History.measured(root, tf.tasks)
         return make_plan(tf, agents=agents, goal=goal,
                          durations=durations or None).model_dump(mode="json")
 
@@ -176,12 +176,17 @@ def _task_file_tools(server: OneLineServer, root: Repo, add: Any) -> None:
     async def merge(into: str, sources: list[str], dry_run: bool = False,
                     validate: str | None = None) -> dict[str, Any]:
         """Merge source branches into a target as one transaction (or only check, with
-        dry_run): the `forkyard merge --json` document."""
+        dry_run): the `forkyard merge --json` document.  A validation runs in a sandbox of
+        the merged commit, as on the command line."""
+        from forkyard.run.validation import command_validator
         from merge import merge_sources
 
         def go() -> dict[str, Any]:
-            return merge_sources(root, into, sources, dry_run=dry_run,
-                                 validate=validate).model_dump(mode="json")
+            # The validation runs in a sandbox of the merged commit, as on the CLI.
+            validator = command_validator(root, validate) if validate is not None else None
+            return merge_sources(root, into, sources, dry_run=dry_run, validate=validate,
+                                 validator=validator, validate_slots=4
+                                 ).model_dump(mode="json")
 
         result: dict[str, Any] = await anyio.to_thread.run_sync(go)
         return result

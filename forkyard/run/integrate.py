@@ -7,11 +7,12 @@ compare-and-swap (and a checkout of the target moves along) or nothing moves at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gitproc.git import Repo
+from merge.validate import Validator
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class BatchItem:
     task: str
     branch: str
     commit: str
+    files: tuple[str, ...] = ()     # what the task changed (to name who it conflicts with)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class BatchOutcome:
     new_tip: str
     conflicts: tuple[dict[str, Any], ...] = ()
     error: str | None = None        # the merge engine failed outright (nothing moved)
+    validation: Mapping[str, Any] | None = None
+    """The batch's validation (command, passed, exit_code, log_tail), passing or not."""
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    """Why each rejected task did not land, in its own words (its conflict, the
+    validation that failed with it, or "held back" naming the culprit)."""
 
     @property
     def committed(self) -> bool:
@@ -42,20 +49,68 @@ class BatchOutcome:
 Integrator = Callable[[int, Sequence[BatchItem], str], BatchOutcome]
 
 
-def conflicts_of(report: Any, task_of: dict[str, str]) -> list[dict[str, Any]]:
-    """The conflicts of a ``MergeReport`` as the run JSON lists them (with the task)."""
+def conflicts_of(report: Any, task_of: dict[str, str],
+                 landed_by: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """The conflicts of a ``MergeReport`` as the run JSON lists them: each with its own
+    task, and for a textual conflict the tasks it conflicts with: those of the batch
+    touching that path, and those of earlier batches that landed a change to it
+    (``landed_by``: path -> tasks); an empty ``with`` means someone else's commit."""
+    from merge.validate import failure_summary
+
     out: list[dict[str, Any]] = []
+    touching = {o.path: [task_of.get(s, s) for s in o.sources] for o in report.overlaps}
     for m in report.merges:
         task = task_of.get(m.source, m.source)
         for c in m.conflicts:
-            out.append({"task": task, "path": c.path, "kind": c.kind, "message": c.message})
+            paths = c.paths or [c.path]
+            others = [t for p in paths for t in touching.get(p, []) if t != task]
+            others += [t for p in paths for t in (landed_by or {}).get(p, ())
+                       if t != task and t not in others]
+            out.append({"task": task, "path": c.path, "kind": c.kind, "with": others,
+                        "message": c.message})
         for f in m.semantic:
             if f.severity == "error":
                 out.append({"task": task, "path": f.path, "kind": f.kind, "message": f.message})
     v = report.validation
-    if v is not None and not v.passed:
+    blame = getattr(report, "blame", {}) or {}
+    for source, bv in blame.items():
+        out.append({"task": task_of.get(source, source), "path": None, "kind": "validation",
+                    "message": f"{bv.command} exited {bv.exit_code}: "
+                               f"{failure_summary(bv.log_tail)}"})
+    if v is not None and not v.passed and not blame:
         out.append({"task": None, "path": None, "kind": "validation",
-                    "message": f"{v.command} exited {v.exit_code}: {v.log_tail[-400:]}"})
+                    "message": f"{v.command} exited {v.exit_code} on the combined batch "
+                               f"(no task fails it alone): {failure_summary(v.log_tail)}"})
+    return out
+
+
+def reasons_of(report: Any, task_of: dict[str, str], rejected: Sequence[str],
+               landed_by: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
+    """One line per rejected task saying why *it* did not land."""
+    own: dict[str, list[str]] = {}
+    for c in conflicts_of(report, task_of, landed_by):
+        if c["task"] is None:
+            continue
+        if c["kind"] == "validation":
+            text = f"validation failed with it: {c['message']}"
+        elif c.get("with") is not None:
+            who = (f" with {', '.join(c['with'])}" if c["with"]
+                   else " with a commit made on the target outside this run")
+            text = f"conflict ({c['kind']}) in {c['path']}{who}"
+        else:
+            text = f"{c['kind']} in {c['path']}: {c['message']}"
+        own.setdefault(c["task"], []).append(text)
+    culprits = [task_of.get(s, s) for s in report.culprits]
+    out: dict[str, str] = {}
+    for t in rejected:
+        if t in own:
+            out[t] = "; ".join(own[t])
+        elif culprits:
+            out[t] = f"held back: its batch was rolled back because of {', '.join(culprits)}"
+        elif report.validation is not None and not report.validation.passed:
+            out[t] = "held back: validation failed on the combined batch"
+        else:
+            out[t] = "held back: its batch did not land"
     return out
 
 
@@ -82,9 +137,13 @@ def merge_integrator(
     validate: str | None,
     mode: str,
     semantic: bool = True,
+    validator: Validator | None = None,
+    validate_slots: int = 1,
 ) -> Integrator:
     """An :data:`Integrator` over ``merge.merge_sources`` into ``target_ref``."""
     from merge import merge_sources
+
+    landed_by: dict[str, list[str]] = {}  # path -> tasks of this run that landed a change
 
     def integrate(index: int, items: Sequence[BatchItem], tip: str) -> BatchOutcome:
         task_of = {i.branch: i.task for i in items}
@@ -94,9 +153,12 @@ def merge_integrator(
                 repo, target_ref, [i.branch for i in items], validate=validate,
                 semantic=semantic, mode=mode,
                 message=f"forkyard {run_id}: batch {index}: merge {{source}}",
+                validator=validator, validate_slots=validate_slots,
             )
         except Exception as exc:  # lock held, ref moved under us, engine bug: nothing landed
-            return BatchOutcome(index, tasks, (), tasks, tip, tip, (), describe(exc))
+            why = describe(exc)
+            return BatchOutcome(index, tasks, (), tasks, tip, tip, (), why,
+                                {t: f"not integrated: {why}" for t in tasks})
         new_tip = report.new_sha if report.outcome == "committed" and report.new_sha else tip
         if report.outcome == "committed":
             landed = tuple(task_of.get(s, s) for s in report.landed) if report.landed else (
@@ -106,8 +168,16 @@ def merge_integrator(
         rejected = tuple(t for t in tasks if t not in landed)
         old = report.target_sha or tip
         # (merge_sources also brings a checkout of the target along with the ref.)
-        return BatchOutcome(index, tasks, landed, rejected, old, new_tip,
-                            tuple(conflicts_of(report, task_of)))
+        outcome = BatchOutcome(index, tasks, landed, rejected, old, new_tip,
+                               tuple(conflicts_of(report, task_of, landed_by)),
+                               validation=(report.validation.model_dump(mode="json")
+                                           if report.validation is not None else None),
+                               reasons=reasons_of(report, task_of, rejected, landed_by))
+        for item in items:
+            if item.task in landed:
+                for path in item.files:
+                    landed_by.setdefault(path, []).append(item.task)
+        return outcome
 
     return integrate
 
@@ -127,4 +197,5 @@ class FakeIntegrator:
         new_tip = f"{tip[:8]}+{index}" if landed else tip
         conflicts = tuple({"task": t, "path": "x", "kind": "content", "message": "planted"}
                           for t in rejected)
-        return BatchOutcome(index, tasks, landed, rejected, tip, new_tip, conflicts)
+        return BatchOutcome(index, tasks, landed, rejected, tip, new_tip, conflicts,
+                            reasons={t: "conflict (planted)" for t in rejected})

@@ -32,9 +32,10 @@ class RunOptions(BaseModel):
     for the worktree backend); checked by that model when the backend is made."""
     image: str | None = None
     """Docker image for the docker backend."""
-    strategy: Strategy = "conservative"
-    """conservative: stop at the first failure; aggressive: bisect a bad batch, land the
-    rest and skip the culprits' dependents."""
+    strategy: Strategy = "aggressive"
+    """aggressive (default): keep independent work going, bisect a bad batch, land the
+    rest and skip what depends on a failure -- what failed never lands;
+    conservative: stop at the first failure (running agents are cancelled)."""
     mode: Mode = "stream"
     """stream: integrate finished work as it comes; waves: one batch per planned wave."""
     goal: Goal = "minimize-time"

@@ -10,8 +10,10 @@ Modes: *stream* starts a task as soon as its dependencies are integrated and a s
 free, from the target's current tip, and integrates whatever finished while the previous
 batch was integrating; *waves* runs the plan's waves one after another, each wave one
 transaction.  Strategies: *conservative* stops the run at the first failed task or
-rejected batch (running agents are cancelled; nothing further is integrated);
-*aggressive* keeps going and skips the dependents of whatever failed.
+rejected batch (running agents are cancelled; nothing further is integrated; a slot is
+only given back once its result is known, so no agent starts just to be cancelled);
+*aggressive* (the run's default) keeps going and skips the dependents of whatever failed.
+Every attempt that left a commit is kept under an attempt ref (``forkyard.run.attempts``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forkyard.journal.events import EventLog
+from forkyard.run.attempts import keep_attempt
+from forkyard.run.hints import private_tmp_hint
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
 from gitproc.git import Repo
@@ -76,6 +80,7 @@ class TaskRecord:
     integrated: bool = False
     rejected: bool = False      # its batch would not take it (conflict, validation)
     needs_fresh_branch: bool = False  # a previous attempt (or crashed run) left the branch
+    attempt_offset: int = 0     # attempts an earlier session of the run made (resume)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -313,7 +318,8 @@ class Runner:
         if kind == "finished":
             self._on_finished(*payload)
         elif kind == "exited":
-            self._free_slot(*payload)
+            task, attempt = payload
+            self._free_slot(task, attempt, kind_exit=True)
         elif kind == "integrated":
             self._on_integrated(payload)
         elif kind == "retry":
@@ -322,10 +328,12 @@ class Runner:
             if rec.state == "retry_wait":
                 rec.state = "pending"
 
-    def _free_slot(self, t: str, attempt: int) -> None:
+    def _free_slot(self, t: str, attempt: int, kind_exit: bool = False) -> None:
         """The agent of ``t`` is gone: its slot takes the next task, while this one's
         work is still being committed (once per attempt: exit, then finish)."""
         rec = self.records[t]
+        if kind_exit and self.config.strategy == "conservative":
+            return  # the result may be a failure that stops the run: start nothing meanwhile
         if rec.agent is not None and rec.attempts == attempt and not rec.slot_free:
             rec.slot_free = True
             self.free_slots.append(rec.agent)
@@ -339,13 +347,19 @@ class Runner:
         status = result.status
         if self.stopping and status != "succeeded":
             status = "cancelled"  # killed by our stop, whatever the backend saw
+        ref = keep_attempt(self.repo, self.config.run_id, t, rec.attempt_offset + attempt,
+                           result.commit)
+        message = result.message
+        if status == "failed" and self.backend.name != "dummy":
+            hint = private_tmp_hint(self.maker.spec(self.specs[t], rec.base or self.tip).command)
+            message = "; ".join(m for m in (message, hint) if m)
         self.log.emit(
             "task_finished", task=t, attempt=attempt, status=status, exit_code=result.exit_code,
             duration_s=round(result.duration_s, 4), agent=rec.agent, base=rec.base,
             branch=branch_name(self.config.run_id, t), commit=result.commit,
             files_modified=[[f.path, f.added, f.removed] for f in result.files_modified],
             enforced_by=result.enforced_by, confinement=result.confinement,
-            log_tail=result.log_tail[-2000:], message=result.message,
+            log_tail=result.log_tail[-2000:], message=message, attempt_ref=ref,
         )
         spec = self.specs[t]
         if (status in RETRYABLE and attempt <= spec.task.retries and not self.stopping):
@@ -421,9 +435,9 @@ class Runner:
             return
         batch = [t for t in self.order if t in self.pending]
         self.pending.clear()
-        items = [BatchItem(t, branch_name(self.config.run_id, t),
-                           self.records[t].result.commit or "")  # type: ignore[union-attr]
-                 for t in batch]
+        items = [BatchItem(t, branch_name(self.config.run_id, t), r.commit or "",
+                           tuple(f.path for f in r.files_modified))
+                 for t in batch if (r := self.records[t].result) is not None]
         index = self.batch_index
         self.batch_index += 1
         self.integrating = True
@@ -442,10 +456,12 @@ class Runner:
         if outcome.committed:
             self.log.emit("batch_committed", index=index, tasks=tasks, landed=list(outcome.landed),
                           rejected=list(outcome.rejected), old_tip=outcome.old_tip,
-                          new_tip=outcome.new_tip, conflicts=list(outcome.conflicts))
+                          new_tip=outcome.new_tip, conflicts=list(outcome.conflicts),
+                          reasons=dict(outcome.reasons), validation=outcome.validation)
         else:
             self.log.emit("batch_rolled_back", index=index, tasks=tasks, tip=outcome.old_tip,
-                          conflicts=list(outcome.conflicts), error=outcome.error)
+                          conflicts=list(outcome.conflicts), error=outcome.error,
+                          reasons=dict(outcome.reasons), validation=outcome.validation)
         self._q.put(("integrated", outcome))
 
     def _on_integrated(self, outcome: BatchOutcome) -> None:

@@ -29,12 +29,15 @@ from forkyard.journal.events import EventLog, RunPaths, new_run_id, resolve_run
 from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
+from forkyard.run.attempts import attempt_refs, keep_attempt
 from forkyard.run.integrate import Integrator, merge_integrator
 from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
+from forkyard.run.validation import ValidationSetup, sandbox_validator
 from forkyard.views.history import History
 from gitproc.git import Repo, require_git
 from gitproc.lock import FileLock
+from merge.validate import DEFAULT_TIMEOUT_S, Validator
 from planner import Plan, TaskFile, load_tasks
 from planner import plan as make_plan
 from sandbox import overlay
@@ -160,7 +163,7 @@ def run_workflow(
             f"{r.path} has uncommitted changes on {target}, the branch this run integrates "
             "into: commit or stash them first")
     if plan is None:
-        durations = History(r).durations_for(taskfile.tasks) if opts.use_history else {}
+        durations = History.measured(r, taskfile.tasks) if opts.use_history else {}
         plan = make_plan(taskfile, agents=opts.agents, goal=opts.goal,
                          durations=durations or None)
     be = backend or make_backend(r, opts)
@@ -202,6 +205,23 @@ def check_new_run_id(repo: Repo, run_id: str) -> None:
         raise SandboxBadInputError(f"run id {run_id!r} is taken: a run of that id exists")
 
 
+def run_validator(repo: Repo, backend: Backend, run_id: str, opts: RunOptions,
+                  taskfile: TaskFile) -> Validator:
+    """The run's ``--validate``: in a sandbox of the run's backend at the merged commit,
+    with the task file's set-up, default limits and ``copy`` files, and the run's
+    confinement (see :mod:`forkyard.run.validation`)."""
+    assert opts.validate_command is not None
+    if backend.name == "dummy":  # scheduling tests: no sandbox to run anything in
+        from merge.validate import host_validator
+
+        return host_validator(repo, opts.validate_command)
+    limits = taskfile.defaults.limits
+    return sandbox_validator(repo, backend, run_id, ValidationSetup(
+        command=opts.validate_command, limits=limits, setup_command=taskfile.setup.command,
+        copy_files=tuple(taskfile.setup.copy_files), confine=opts.confine,
+        timeout_s=limits.timeout_s or DEFAULT_TIMEOUT_S, image=opts.image))
+
+
 def _recover(repo: Repo) -> None:
     from merge import recover
 
@@ -221,10 +241,14 @@ def _execute(
         setup_command=taskfile.setup.command, copy_files=tuple(taskfile.setup.copy_files),
     )
     if integrator is None:
+        validator = None
+        if opts.validate_command is not None:
+            validator = run_validator(repo, backend, manifest.run_id, opts, taskfile)
         integrator = merge_integrator(
             repo, manifest.target_ref, run_id=manifest.run_id,
             validate=opts.validate_command,
-            mode="bisect" if config.strategy == "aggressive" else "conservative")
+            mode="bisect" if config.strategy == "aggressive" else "conservative",
+            validator=validator, validate_slots=opts.agents)
     runner = Runner(
         repo, _specs(taskfile, the_plan), _order(the_plan, taskfile),
         [b.tasks for b in the_plan.batches], config, backend, integrator, log, tip,
@@ -266,17 +290,26 @@ def resume_run(
         the_plan = Plan.model_validate(manifest.plan)
         be = backend or make_backend(r, manifest.options)
         _recover(r)
-        overlay.unmount_run(r.forkyard_dir, manifest.run_id)  # the dead process's
+        # What the dead process left -- agents' and validations' processes (killed by
+        # cgroup), their sandboxes and temp dirs -- goes before anything runs again.
+        from forkyard.gc import gc
+
+        gc(r, only=manifest.run_id, branches=False)
+        overlay.unmount_run(r.forkyard_dir, manifest.run_id)
         tip = r.rev_parse(manifest.target_ref)
         view = load_view(paths)
         records = records_for_resume(r, view, tip)
         log = EventLog(paths.events)
         for listener in listeners:
             log.subscribe(listener)
-        _close_interrupted_batch(log, view, records, tip)
         rerun = [t for t, rec in records.items() if rec.state == "pending"]
+        # run_resumed first: it opens this session's segment of wall time, so the time
+        # the run lay dead is not counted (the closing events below belong to it).
         log.emit("run_resumed", run_id=manifest.run_id, tip=tip, pid=os.getpid(),
-                 tasks=list(records), rerun=rerun)
+                 tasks=list(records), rerun=rerun, agents=manifest.options.agents,
+                 was={t: (view.tasks[t].status if t in view.tasks else "queued")
+                      for t in rerun})
+        _close_interrupted_batch(log, view, records, tip)
         for t in rerun:
             log.emit("task_queued", task=t)
         first_batch = max((b.index for b in view.batches), default=-1) + 1
@@ -296,8 +329,19 @@ def records_for_resume(repo: Repo, view: RunView, tip: str) -> dict[str, TaskRec
     mid-run, skipped) runs again on a fresh branch.
     """
     records: dict[str, TaskRecord] = {}
+    run_id = view.run_id
     for tid, t in view.tasks.items():
         rec = TaskRecord(tid, attempts=0, agent=t.agent, base=t.base, needs_fresh_branch=True)
+        # Whatever the branch holds now (a cancelled agent's partial work, an attempt the
+        # crash cut off after its commit) is kept under an attempt ref before any rerun
+        # starts the branch afresh.
+        kept = attempt_refs(repo, run_id, tid)
+        tip_sha = repo.try_rev_parse(f"refs/heads/{t.branch}") if t.branch else None
+        n = max([*kept, t.attempts, 0])
+        if tip_sha and tip_sha not in kept.values() and tip_sha != t.base:
+            n += 1
+            keep_attempt(repo, run_id, tid, n, tip_sha)
+        rec.attempt_offset = n
         if t.status == "succeeded" and t.commit:
             if _is_ancestor(repo, t.commit, tip):
                 rec.state, rec.status, rec.integrated = "done", "succeeded", True

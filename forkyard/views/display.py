@@ -24,9 +24,10 @@ def _short(text: str, width: int) -> str:
 
 
 def _fmt_batch(ev: Event) -> str:
-    conflicts = ev.get("conflicts") or []
-    why = "; ".join(f"{c.get('kind')} in {c.get('path')}" for c in conflicts[:3]) or (
-        ev.get("error") or "rejected")
+    reasons = ev.get("reasons") or {}
+    # Each rolled-back task with its own reason, never every conflict for every task.
+    why = "; ".join(f"{t}: {_short(r.splitlines()[0], 120)}" for t, r in
+                    list(reasons.items())[:4]) or ev.get("error") or "rejected"
     if ev.type == "batch_committed":
         rejected = ev.get("rejected") or []
         extra = f"; rolled back ({', '.join(rejected)}): {why}" if rejected else ""
@@ -56,14 +57,24 @@ class PlainDisplay:
                     f"{ev.get('agents')} agents, {ev.get('mode')}/{ev.get('strategy')} "
                     f"into {ev.get('target')}")
         if ev.type == "run_resumed":
-            return f"resuming run {ev.get('run_id')}: rerunning {', '.join(ev.get('rerun', [])) or 'nothing'}"
+            # Say what --resume does, which a person may not expect: the task file and
+            # options recorded when the run started (not the file on disk now), and
+            # every task that did not succeed runs again, failed ones included.
+            was = ev.get("was") or {}
+            again = ", ".join(f"{t} ({was.get(t, 'not run')})" for t in ev.get("rerun", []))
+            return (f"resuming run {ev.get('run_id')} with the task file and options it was "
+                    f"started with; running again: {again or 'nothing'}")
         if ev.type == "task_started":
             attempt = f" (attempt {ev.get('attempt')})" if ev.get("attempt", 1) > 1 else ""
             return f"[agent {ev.get('agent')}] {t} started{attempt}"
         if ev.type == "task_finished":
             files = len(ev.get("files_modified") or [])
+            why = f": {_short(str(ev.get('message')), 160)}" if (
+                ev.get("status") != "succeeded" and ev.get("message")) else ""
             return (f"[agent {ev.get('agent')}] {t} {ev.get('status')} in "
-                    f"{ev.get('duration_s', 0):.1f}s ({files} files)")
+                    f"{ev.get('duration_s', 0):.1f}s ({files} files){why}")
+        if ev.type == "batch_started":
+            return f"batch {ev.get('index')} integrating: {', '.join(ev.get('tasks', []))}"
         if ev.type == "task_retry":
             return f"{t} {ev.get('after')}: retry {ev.get('attempt')} in {ev.get('delay_s'):g}s"
         if ev.type == "task_skipped":
@@ -109,7 +120,9 @@ class LiveDisplay:
             apply_event(self.view, ev)
             if ev.type in ("batch_committed", "batch_rolled_back"):
                 self.batch_lines.append(_fmt_batch(ev))
-            elif ev.type == "task_retry":
+            elif ev.type == "run_resumed" or ev.type == "task_retry" or (
+                    ev.type == "task_finished" and ev.get("status") != "succeeded"):
+                # Failures are news, not just a count.
                 self.batch_lines.append(PlainDisplay.format(ev) or "")
 
     def start(self) -> None:
@@ -149,17 +162,32 @@ class LiveDisplay:
             total = len(view.tasks) or 1
             done = sum(1 for t in view.tasks.values() if t.done)
             landed = sum(1 for t in view.tasks.values() if t.integrated)
+            bad: dict[str, int] = {}
+            for t in view.tasks.values():
+                st = "rejected" if t.rejected and not t.integrated else t.status
+                if st in ("failed", "timed_out", "oom_killed", "rejected", "skipped",
+                          "cancelled"):
+                    bad[st] = bad.get(st, 0) + 1
             elapsed = sum(end - start for start, end in view.segments[:-1]) + (
                 now - view.segments[-1][0] if view.segments else 0.0)
             eta = self._eta(now)
             head = Text.assemble(
                 (f"run {view.run_id}  ", "bold"),
-                f"{done}/{total} done, {landed} integrated, {elapsed:.1f}s elapsed",
+                f"{done}/{total} done, {landed} integrated",
+                (", " + ", ".join(f"{n} {k}" for k, n in sorted(bad.items())), "red")
+                if bad else "",
+                f", {elapsed:.1f}s elapsed",
                 (f", ETA {eta}" if eta else ""),
             )
             parts: list[Any] = [head, ProgressBar(total=total, completed=done), table]
+            for b in view.batches:
+                if b.outcome == "integrating":  # merging and validating: say so
+                    parts.append(Text(f"batch {b.index} integrating and validating "
+                                      f"({now - b.started:.0f}s): {', '.join(b.tasks)}",
+                                      style="yellow"))
             for line in self.batch_lines[-6:]:
-                style = "red" if "rolled back" in line else "green"
+                style = ("red" if "rolled back" in line or " failed" in line
+                         or "timed_out" in line else "green")
                 parts.append(Text(line, style=style))
             return Group(*parts)
 
@@ -172,7 +200,15 @@ class LiveDisplay:
             summary = progress_summary(self.plan, self.view, now)
         except Exception:
             return ""
-        minutes = summary.eta
+        # Adapt to what this run measures: the tasks done so far took `pace` times
+        # their estimates, and so, likely, will the rest.
+        spent = est = 0.0
+        for t in self.view.tasks.values():
+            if t.status == "succeeded" and t.id in self.plan.durations:
+                spent += t.duration_s
+                est += self.plan.durations[t.id] * 60.0
+        pace = min(10.0, max(0.1, spent / est)) if est > 0 and spent > 0 else 1.0
+        minutes = summary.eta * pace
         return f"{minutes * 60:.0f}s" if minutes < 1 else f"{minutes:.1f} min"
 
 

@@ -79,6 +79,14 @@ class History:
         with closing(self._connect()) as db, db:
             db.executescript(_SCHEMA)
 
+    @staticmethod
+    def measured(repo: Repo, tasks: Iterable[Task]) -> dict[str, float]:
+        """:meth:`durations_for` without creating anything: {} when no run ever
+        recorded one (so bad input found later leaves the repository as it was)."""
+        if not (repo.forkyard_dir / "history.db").is_file():
+            return {}
+        return History(repo).durations_for(tasks)
+
     def _connect(self) -> sqlite3.Connection:
         # Two runs may finish at once in one repository: wait for the writer, don't fail.
         return sqlite3.connect(self.path, timeout=30)

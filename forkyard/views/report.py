@@ -16,7 +16,8 @@ from planner import Plan
 
 _COLORS = {"succeeded": "#3b8a3e", "failed": "#c0392b", "timed_out": "#d35400",
            "oom_killed": "#8e44ad", "cancelled": "#7f8c8d", "skipped": "#bdc3c7",
-           "running": "#2980b9", "planned": "#5d8aa8", "rejected": "#e67e22"}
+           "running": "#2980b9", "planned": "#5d8aa8", "rejected": "#e67e22",
+           "lost": "#95a5a6"}
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
@@ -64,24 +65,32 @@ def gantt(rows: list[tuple[str, str, float, float, str]], lanes: int, unit: str,
     return "".join(out)
 
 
-def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> str:
-    """The report's HTML."""
+def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str,
+           state: str = "finished") -> str:
+    """The report's HTML; ``state``: finished, running, interrupted or crashed (a run
+    still going is titled so, not by the outcome it would have if it stopped now)."""
     result = build_result(manifest, view, plan, tip_after)
+    title = result.outcome if state == "finished" else state
     planned = [(str(a.agent), a.task, a.start, a.end, "planned") for a in plan.assignments]
     t0 = view.started
     actual = []
     for t in view.tasks.values():
-        if t.started is None or t.agent is None:
-            continue
-        end = t.finished if (t.finished and t.finished >= t.started) else view.last_ts
-        color = "rejected" if t.rejected and not t.integrated else t.status
-        actual.append((str(t.agent), t.id, t.started - t0, end - t0, color))
+        # Every attempt, retried and cut-off ones too, on the agent that ran it.
+        for a in t.history:
+            if a["agent"] is None:
+                continue
+            end = a["end"] if a["end"] is not None else view.last_ts
+            last = a is t.history[-1]
+            color = ("rejected" if last and t.rejected and not t.integrated
+                     else a["status"] if a["end"] is not None or state == "running" else "lost")
+            label = t.id if len(t.history) == 1 else f"{t.id} #{a['n']}"
+            actual.append((str(a["agent"]), label, a["start"] - t0, end - t0, color))
     m = result.metrics
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>forkyard run {_e(result.run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>forkyard run {_e(result.run_id)}: "
-        f"<span class='{'ok' if result.outcome == 'succeeded' else 'bad'}'>{_e(result.outcome)}"
+        f"<span class='{'ok' if title in ('succeeded', 'running') else 'bad'}'>{_e(title)}"
         "</span></h1><table class='kv'>",
         f"<tr><td>target</td><td>{_e(result.target)}: <code>{_e(result.target_sha_before[:12])}"
         f"</code> &rarr; <code>{_e(result.target_sha_after[:12])}</code></td></tr>",
@@ -101,7 +110,7 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> 
                          for k, c in _COLORS.items()) + "</p>",
         "<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>integrated</th>"
         "<th class='num'>time</th><th>agent</th><th>commit</th><th>files (+/-)</th>"
-        "<th>limits</th><th>log tail</th></tr>",
+        "<th>limits</th><th>why</th><th>log tail</th></tr>",
     ]
     for r in result.results:
         cls = "ok" if r.integrated else ("warn" if r.status == "succeeded" else "bad")
@@ -114,13 +123,17 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str) -> 
             f"<td>{'' if r.agent is None else r.agent}</td>"
             f"<td><code>{_e((r.commit or '')[:10])}</code></td><td>{files}</td>"
             f"<td>{lim.memory_mb} MiB, {lim.cpus} cpu, {lim.pids} pids ({_e(lim.enforced_by)})"
-            f"</td><td><pre>{_e(r.log_tail[-1500:])}</pre></td></tr>")
+            f"</td><td>{_e(r.reason)}</td><td><pre>{_e(r.log_tail[-1500:])}</pre></td></tr>")
     parts.append("</table><h2>Batches</h2><table><tr><th>#</th><th>tasks</th><th>outcome</th>"
                  "<th>landed</th><th>rolled back</th><th>conflicts</th></tr>")
     for b in view.batches:
+        # Whole messages: a validation's names the failing tests, which a cut would lose.
         conflicts = "<br>".join(
-            f"{_e(c.get('kind'))} in <code>{_e(c.get('path'))}</code> ({_e(c.get('task'))}): "
-            f"{_e(str(c.get('message', ''))[:300])}" for c in b.conflicts) or (_e(b.error or ""))
+            f"{_e(c.get('task') or 'the batch')}: {_e(c.get('kind'))}"
+            + (f" in <code>{_e(c.get('path'))}</code>" if c.get("path") else "")
+            + (f" with {_e(', '.join(c['with']) or 'the target')}" if c.get("with") is not None
+               else "")
+            + f"<pre>{_e(c.get('message', ''))}</pre>" for c in b.conflicts) or _e(b.error or "")
         cls = "ok" if b.outcome == "committed" and not b.rejected else "bad"
         parts.append(f"<tr><td>{b.index}</td><td>{_e(', '.join(b.tasks))}</td>"
                      f"<td class='{cls}'>{_e(b.outcome)}</td><td>{_e(', '.join(b.landed))}</td>"
@@ -148,5 +161,9 @@ def write_report(repo: Repo, run_id: str | None, output: Path | None = None) -> 
     tip = view.tip_after or (landed[-1] if landed else manifest.target_sha_before)
     out = output or paths.root / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(manifest, view, plan, tip), encoding="utf-8")
+    from forkyard.views.status import _lock_held
+
+    state = ("finished" if view.finished else "interrupted" if view.interrupted
+             else "running" if _lock_held(paths.lock) else "crashed")
+    out.write_text(render(manifest, view, plan, tip, state), encoding="utf-8")
     return out

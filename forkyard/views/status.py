@@ -19,7 +19,7 @@ from gitproc.lock import held_elsewhere
 from planner import Plan, aggregate_progress
 
 # planner.progress speaks "done"; the run speaks "succeeded" (and "retry_wait" is pending).
-_STATE = {"succeeded": "done", "queued": "pending", "retry_wait": "pending"}
+_STATE = {"succeeded": "done", "queued": "pending", "retry_wait": "pending", "lost": "pending"}
 
 
 class TaskStatusRow(BaseModel):
@@ -30,6 +30,7 @@ class TaskStatusRow(BaseModel):
     progress: float | None
     integrated: bool
     last_line: str
+    reason: str = ""
 
 
 class BatchStatusRow(BaseModel):
@@ -55,12 +56,20 @@ class RunStatus(BaseModel):
     bottlenecks: list[dict[str, Any]]
     tasks: list[TaskStatusRow]
     batches: list[BatchStatusRow]
+    dead_for_s: float = 0.0
+    """crashed: how long ago the run's last event was written (its process is gone)."""
 
 
 def _elapsed(t: TaskView, now: float) -> float:
-    if t.status == "running" and t.started:
+    if t.status in ("running", "lost") and t.started:
         return now - t.started
     return t.duration_s
+
+
+def _row_status(t: TaskView) -> str:
+    if t.status == "succeeded" and t.rejected and not t.integrated:
+        return "rejected"
+    return t.status
 
 
 def progress_summary(plan: Plan, view: RunView, now: float | None = None) -> Any:
@@ -92,6 +101,13 @@ def run_status(repo: Repo, run_id: str | None = None) -> RunStatus:
         state = "running" if _lock_held(paths.lock) else "crashed"
     if state == "running" and view.segments:
         view.segments[-1][1] = now
+    # A crashed run: its tasks are not running any more, whatever the journal's last
+    # word was; their clocks stop at the last event, the run's too.
+    task_now = now if state == "running" else view.last_ts
+    if state == "crashed":
+        for t in view.tasks.values():
+            if t.status in ("running", "retry_wait"):
+                t.status = "lost"
     summary = progress_summary(plan, view, now)
     counts: dict[str, int] = {}
     for t in view.tasks.values():
@@ -103,10 +119,12 @@ def run_status(repo: Repo, run_id: str | None = None) -> RunStatus:
                   "critical_path": summary.critical_path},
         eta_s=round(summary.eta * 60.0, 1) if state == "running" else 0.0,
         bottlenecks=[b.model_dump() for b in summary.bottlenecks] if state == "running" else [],
-        tasks=[TaskStatusRow(task=t.id, status=t.status, agent=t.agent,
-                             elapsed_s=round(_elapsed(t, now), 2), progress=t.progress,
-                             integrated=t.integrated, last_line=t.last_line)
+        tasks=[TaskStatusRow(task=t.id, status=_row_status(t), agent=t.agent,
+                             elapsed_s=round(_elapsed(t, task_now), 2), progress=t.progress,
+                             integrated=t.integrated, last_line=t.last_line,
+                             reason=t.reason or t.skip_reason)
                for t in view.tasks.values()],
+        dead_for_s=round(now - view.last_ts, 1) if state == "crashed" else 0.0,
         batches=[BatchStatusRow(index=b.index, tasks=b.tasks, outcome=b.outcome,
                                 landed=b.landed, rejected=b.rejected, conflicts=b.conflicts)
                  for b in view.batches],

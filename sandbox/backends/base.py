@@ -26,6 +26,11 @@ LineCallback = Callable[[str], None]
 ExitCallback = Callable[[], None]
 
 
+#: What a command under ``env_policy="minimal"`` sees of the caller's environment.
+MINIMAL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LC_ALL",
+               "LC_CTYPE", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+
+
 def branch_name(run_id: str, task_id: str) -> str:
     return f"forkyard/{run_id}/{task_id}"
 
@@ -46,6 +51,13 @@ class SandboxSpec:
     copy_files: tuple[str, ...] = ()  # git-ignored files/globs copied from the main worktree
     port: int | None = None         # leased port: PORT / FORKYARD_PORT
     image: str | None = None        # docker backend only
+    env_policy: Literal["inherit", "minimal"] = "inherit"
+    """inherit: the caller's environment reaches the command (an agent needs its API
+    keys); minimal: only :data:`MINIMAL_ENV` names and ``env`` (a validation runs code
+    nobody reviewed yet and needs no secrets)."""
+    harvest: bool = True
+    """Commit and import what the command left (an agent's work); False for a command
+    whose leftovers are discarded with the sandbox (a validation)."""
 
     @property
     def branch(self) -> str:

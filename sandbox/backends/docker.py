@@ -308,7 +308,7 @@ class DockerBackend(Backend):
 
         if on_exit is not None:
             on_exit()
-        commit, files, note = self._commit(sandbox)
+        commit, files, note = self._commit(sandbox) if spec.harvest else (None, [], "")
         if note:
             message = f"{message}; {note}"
         return ExecResult(

@@ -11,7 +11,7 @@ from forkyard.cli import main
 from gitproc.git import Repo
 
 TOP = {"target", "target_sha", "outcome", "new_sha", "merges", "overlaps", "validation",
-       "landed", "culprits"}
+       "landed", "culprits", "blame"}
 MERGE = {"source", "source_sha", "base_sha", "status", "tree", "conflicts", "semantic"}
 
 
@@ -98,3 +98,17 @@ def test_check_defaults_to_open_forkyard_branches(
 def test_recover_command(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "recover", "--json", "--repo", str(repo.path))
     assert code == 0 and json.loads(out) == {"recovered": []}
+
+
+def test_branch_names_stay_apart_in_80_columns(repo: Repo, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    run = "forkyard/20261122-0412-ab12"
+    for name in ("models", "routes", "logging"):
+        commit_files(repo, f"{run}/{name}", {f"{name}.txt": "x\n"}, base="main")
+    code, _, err = cli(capsys, "check", f"{run}/models", f"{run}/routes", f"{run}/logging",
+                       "--into", "main", "--repo", str(repo.path))
+    assert code == 0
+    assert f"sources under {run}/" in err
+    for name in ("models", "routes", "logging"):
+        assert name in err

@@ -19,7 +19,7 @@ def test_demo_runs_green_in_under_a_minute(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - start < 60
     err = proc.stderr
-    assert "rolled back (debug-flag): content in src/config.py" in err  # the live/plain line
+    assert "rolled back (debug-flag): debug-flag: conflict (content) in src/config.py with config" in err  # the live/plain line
     assert "landed: api-users, config, order-model, ui, user-model; rolled back: debug-flag" in err
     report = Path(err.split("report: ")[-1].split()[0])
     assert report.is_file() and "<svg" in report.read_text()

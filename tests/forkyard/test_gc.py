@@ -122,3 +122,21 @@ def test_gc_command_json(backend: WorktreeBackend, capsys: pytest.CaptureFixture
     assert len(doc["worktrees_removed"]) == 1
     assert gc_command(backend.repo.path) == 0
     assert "nothing to collect" in capsys.readouterr().err
+
+
+def test_gc_tells_merged_work_from_branches_never_committed_to(webapp: Repo) -> None:
+    from forkyard.run.options import RunOptions
+    from forkyard.run.workflow import run_workflow
+    from planner import TaskFile
+
+    tf = TaskFile.model_validate({"tasks": [
+        {"id": "work", "command": "echo w > w.txt"}, {"id": "idle", "command": "true"}]})
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False))
+    assert res.outcome == "succeeded"
+    deleted = {d["branch"].rsplit("/", 1)[1]: d["reason"] for d in gc(webapp).branches_deleted}
+    assert deleted == {"work": "merged", "idle": "no work: never committed to"}
+    # Attempt refs stay, unless unmerged work is pruned on request.
+    ref = res.result("work").attempts[0].ref
+    assert ref and webapp.try_rev_parse(ref) == res.result("work").commit
+    pruned = gc(webapp, prune_unmerged=True).branches_deleted
+    assert ref in {d["branch"] for d in pruned} and webapp.try_rev_parse(ref) is None

@@ -49,3 +49,24 @@ def test_report_shows_the_tip_the_run_left_not_a_later_one(webapp: Repo, tmp_pat
     html = write_report(webapp, res.run_id, tmp_path / "r.html").read_text()
     assert res.target_sha_after[:12] in html
     assert later[:12] not in html
+
+
+def test_report_draws_every_attempt_and_titles_a_dead_run_by_its_state(
+        webapp: Repo, tmp_path: Path) -> None:
+    from forkyard.journal.events import RunPaths
+
+    cmd = 'echo "$FORKYARD_ATTEMPT" > a.txt; [ "$FORKYARD_ATTEMPT" = 1 ] && sleep 30; true'
+    tf = TaskFile.model_validate({
+        "defaults": {"limits": {"timeout_s": 2, "memory_mb": 256}},
+        "tasks": [{"id": "flaky", "command": cmd, "retries": 1},
+                  {"id": "bad", "command": "echo 'FAILED tests/test_x.py::test_y'; exit 1"}]})
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False, retry_backoff_s=0))
+    page = write_report(webapp, res.run_id, tmp_path / "r.html").read_text()
+    assert "flaky #1" in page and "flaky #2" in page  # the retried attempt is drawn too
+    assert "timed_out" in page
+    # Cut the journal's last word: a run with no process and no end is "crashed".
+    events = RunPaths.of(webapp, res.run_id).events
+    lines = events.read_text().splitlines(keepends=True)
+    events.write_text("".join(ln for ln in lines if '"run_finished"' not in ln))
+    page = write_report(webapp, res.run_id, tmp_path / "r2.html").read_text()
+    assert "crashed</span></h1>" in page and "partial</span></h1>" not in page

@@ -21,6 +21,7 @@ import yaml
 
 from forkyard.journal.audit import audit_run
 from forkyard.journal.events import list_runs, read_events, runs_dir
+from forkyard.views.display import PlainDisplay
 from gitproc.git import Repo
 
 ROOT = Path(__file__).parents[2]
@@ -87,8 +88,14 @@ def test_kill_9_mid_run_then_resume(webapp: Repo, tmp_path: Path) -> None:
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
-    types = [e.type for e in read_events(runs_dir(webapp) / run_id / "events.jsonl")]
+    events = read_events(runs_dir(webapp) / run_id / "events.jsonl")
+    types = [e.type for e in events]
     assert types.count("run_started") == 1 and types.count("run_resumed") == 1
+    # The resume says what runs again and what each of those was when the run died.
+    resumed = next(e for e in events if e.type == "run_resumed")
+    assert set(resumed.get("was")) == set(resumed.get("rerun"))
+    line = PlainDisplay.format(resumed) or ""
+    assert "with the task file and options it was started with" in line
 
 
 def test_kill_9_during_integration_then_resume(webapp: Repo, tmp_path: Path) -> None:
@@ -96,9 +103,18 @@ def test_kill_9_during_integration_then_resume(webapp: Repo, tmp_path: Path) -> 
     run_id = wait_for(webapp, "batch_started", count=2)
     os.kill(proc.pid, signal.SIGKILL)  # very likely inside a merge transaction
     proc.wait()
+    time.sleep(2.0)  # the run lies dead a while: that time is no part of its wall time
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
+    events = read_events(runs_dir(webapp) / run_id / "events.jsonl")
+    k = next(i for i, e in enumerate(events) if e.type == "run_resumed")
+    dead = events[k].ts - events[k - 1].ts
+    assert dead >= 2.0
+    assert doc["metrics"]["wall_s"] <= events[-1].ts - events[0].ts - dead + 1e-3
+    # Each batch says what it landed itself: no task lands in two batches.
+    landed = [t for b in doc["batches"] for t in b["landed"]]
+    assert len(landed) == len(set(landed)) == len(doc["results"])
 
 
 def test_ctrl_c_stops_cleanly_with_130_then_resume(webapp: Repo, tmp_path: Path) -> None:
@@ -140,3 +156,36 @@ def test_crash_at_each_step_of_a_transaction_then_resume(webapp: Repo, tmp_path:
     code, doc = resume(webapp, run_id)
     assert code == 0, doc
     check_all_landed_once(webapp, run_id, doc)
+
+
+def test_a_cancelled_agents_partial_work_survives_resume(webapp: Repo, tmp_path: Path) -> None:
+    flag = Path("/var/tmp") / f"forkyard-hold-{os.getpid()}-{time.monotonic_ns()}"
+    flag.write_text("hold")
+    try:
+        tasks = tmp_path / "tasks.yaml"
+        tasks.write_text(yaml.safe_dump({"defaults": {"limits": LIMITS}, "tasks": [
+            {"id": "slow", "command": f"echo partial > out/partial.txt; "
+                                      f"if [ -f {flag} ]; then sleep 60; fi; echo done > out/done.txt"}]}))
+        proc = start_run(webapp, tasks)
+        run_id = wait_for(webapp, "task_started")
+        partial = webapp.forkyard_dir / "worktrees" / run_id / "slow" / "out" / "partial.txt"
+        deadline = time.monotonic() + 30
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        first = json.loads(out)["results"][0]
+        assert first["status"] == "cancelled" and first["commit"]  # its partial work, committed
+        flag.unlink()
+        code, doc = resume(webapp, run_id)
+        assert code == 0, doc
+        slow = doc["results"][0]
+        assert slow["status"] == "succeeded" and slow["integrated"]
+        cancelled = slow["attempts"][0]
+        assert cancelled["status"] == "cancelled" and cancelled["commit"] == first["commit"]
+        # The branch was started afresh, the cancelled attempt's commit is still reachable.
+        assert webapp.rev_parse(cancelled["ref"]) == first["commit"]
+        assert webapp.out("show", f"{cancelled['ref']}:out/partial.txt") == "partial"
+        assert slow["attempts"][-1]["ref"] != cancelled["ref"]
+    finally:
+        flag.unlink(missing_ok=True)

@@ -72,8 +72,12 @@ def test_planted_conflict_is_rolled_back_and_the_rest_lands(webapp: Repo) -> Non
     res = run_workflow(webapp, tf, RunOptions(agents=3, strategy="aggressive", use_history=False))
     by = {r.task: r for r in res.results}
     assert by["bump"].integrated and by["docs"].integrated
-    assert by["dev"].status == "succeeded" and not by["dev"].integrated
+    assert by["dev"].status == "rejected" and not by["dev"].integrated
+    assert by["dev"].reason.startswith("conflict (content) in src/config.py with ")
     assert by["after-dev"].status == "skipped"
+    # The attempt's commit is kept under a ref of its own, named in the run JSON.
+    (attempt,) = by["dev"].attempts
+    assert attempt.ref and webapp.rev_parse(attempt.ref) == by["dev"].commit
     assert 'VERSION = "0.2.0"' in webapp.out("show", "main:src/config.py")
     conflicts = [c for b in res.batches for c in b.conflicts]
     assert {"task": "dev", "path": "src/config.py", "kind": "content"}.items() <= conflicts[0].items()
@@ -90,7 +94,8 @@ def test_conservative_conflict_stops_the_run_with_nothing_half_merged(webapp: Re
         {"id": "off", "command": "sleep 0.5; " + edit.format(v="None")},
         {"id": "next", "depends_on": ["off"], "command": "echo n > n.txt"},
     )
-    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False))
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="conservative",
+                                              use_history=False))
     by = {r.task: r for r in res.results}
     assert by["on"].integrated and not by["off"].integrated
     assert by["next"].status == "cancelled"
@@ -122,10 +127,13 @@ def test_run_json_is_exactly_the_documented_shape(webapp: Repo, tmp_path: Path) 
     assert doc["outcome"] == "succeeded" and doc["target"] == "main"
     assert set(doc["results"][0]) == {"task", "status", "exit_code", "duration_s", "agent",
                                       "branch", "commit", "integrated", "files_modified",
-                                      "limits", "log_tail"}
+                                      "limits", "log_tail", "reason", "attempts"}
+    assert set(doc["results"][0]["attempts"][0]) == {"n", "status", "agent", "duration_s",
+                                                     "commit", "ref"}
     assert set(doc["results"][0]["limits"]) == {"memory_mb", "cpus", "pids", "enforced_by"}
     assert set(doc["results"][0]["files_modified"][0]) == {"path", "added", "removed"}
-    assert set(doc["batches"][0]) == {"index", "tasks", "outcome", "conflicts"}
+    assert set(doc["batches"][0]) == {"index", "tasks", "outcome", "conflicts", "validation",
+                                      "landed", "rejected"}
     assert set(doc["metrics"]) == {"wall_s", "total_task_s", "actual_speedup",
                                    "estimated_speedup", "overhead_s", "agents_used",
                                    "agent_utilisation"}

@@ -7,6 +7,7 @@ mutual exclusion of conflicting tasks); real git, sandboxes and merges are in te
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from forkyard.journal.events import Event, RunPaths, read_events
@@ -65,7 +66,7 @@ def test_waves_run_one_after_another_each_one_transaction(webapp: Repo) -> None:
 def test_conservative_stops_at_first_failure(webapp: Repo) -> None:
     tf = taskfile({"id": "bad"}, {"id": "slow"}, {"id": "after", "depends_on": ["bad"]})
     backend = dummy(bad={"status": "failed"}, slow={"duration_s": 5.0})
-    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=backend, integrator=FakeIntegrator())
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="conservative", use_history=False), backend=backend, integrator=FakeIntegrator())
     by = {r.task: r for r in res.results}
     assert by["bad"].status == "failed"
     assert by["slow"].status == "cancelled"  # running agent stopped, not waited for
@@ -89,14 +90,15 @@ def test_aggressive_skips_dependents_of_rejected_work(webapp: Repo) -> None:
     tf = taskfile({"id": "x"}, {"id": "y", "depends_on": ["x"]}, {"id": "z"})
     res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="aggressive", use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
     by = {r.task: r for r in res.results}
-    assert by["x"].status == "succeeded" and not by["x"].integrated
+    assert by["x"].status == "rejected" and not by["x"].integrated
+    assert by["x"].reason == "conflict (planted)"
     assert by["y"].status == "skipped"
     assert by["z"].integrated
 
 
 def test_conservative_stops_when_a_batch_is_rejected(webapp: Repo) -> None:
     tf = taskfile({"id": "x"}, {"id": "later", "depends_on": ["x"]})
-    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
+    res = run_workflow(webapp, tf, RunOptions(agents=2, strategy="conservative", use_history=False), backend=dummy(), integrator=FakeIntegrator(reject={"x"}))
     by = {r.task: r for r in res.results}
     assert not by["x"].integrated and by["later"].status == "cancelled"
     assert res.batches[0].outcome == "rolled_back" and res.batches[0].conflicts
@@ -178,3 +180,34 @@ def test_the_manifest_keeps_the_options_whole_and_resume_builds_the_backend_from
     backend = make_backend(webapp, manifest.options)
     assert isinstance(backend, DummyBackend)
     assert backend.config.default.duration_s == 0.07
+
+
+class SlowHarvest(DummyBackend):
+    """Gives the slot back (on_exit) well before the result is known, as a real backend
+    does while it commits the agent's work."""
+
+    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
+                on_exit: Any = None) -> ExecResult:
+        def exited() -> None:
+            if on_exit is not None:
+                on_exit()
+            time.sleep(0.3)
+
+        return super().execute(sandbox, on_line, cancel, exited)
+
+
+def test_conservative_starts_nothing_while_a_result_is_unknown(webapp: Repo) -> None:
+    tf = taskfile({"id": "bad"}, {"id": "next"})
+    backend = SlowHarvest(None, DummyConfig.model_validate({
+        "default": {"duration_s": 0.05, "commit": "c0ffee"},
+        "outcomes": {"bad": {"status": "failed"}}}))
+    res = run_workflow(webapp, tf, RunOptions(agents=1, strategy="conservative",
+                                              use_history=False),
+                       backend=backend, integrator=FakeIntegrator())
+    started = [e.task for e in events(webapp, res.run_id) if e.type == "task_started"]
+    assert started == ["bad"]  # "next" was never started only to be cancelled
+    assert res.result("next").status == "cancelled"
+    # The default (aggressive) keeps the freed slot busy: independent work goes on.
+    res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False),
+                       backend=backend, integrator=FakeIntegrator())
+    assert res.result("next").status == "succeeded"

@@ -58,7 +58,7 @@ def test_status_from_another_process_while_running(webapp: Repo, tmp_path: Path)
     assert seen["eta_s"] > 0
     assert "step" in next(t for t in seen["tasks"] if t["task"] == "slow")["last_line"]
     human = cli("status", cwd=webapp.path)
-    assert human.returncode == 0 and "slow" in human.stdout
+    assert human.returncode == 0 and "slow" in human.stderr
     proc.communicate(timeout=60)
     assert proc.returncode == 0
     done = run_status(webapp)
@@ -77,5 +77,14 @@ def test_status_of_a_crashed_run(webapp: Repo, tmp_path: Path) -> None:
     proc.wait()
     st = run_status(webapp)
     assert st.state == "crashed"
+    # Nothing is running in a dead run: its tasks cut off are "lost", their clocks stopped.
+    assert "running" not in {t.status for t in st.tasks}
+    assert "lost" in {t.status for t in st.tasks}
+    time.sleep(0.3)
+    again = run_status(webapp)
+    assert [t.elapsed_s for t in again.tasks] == [t.elapsed_s for t in st.tasks]
+    assert again.elapsed_s == st.elapsed_s and again.dead_for_s > st.dead_for_s
+    human = cli("status", cwd=webapp.path)
+    assert "process died" in human.stderr and "--resume" in human.stderr
     bad = cli("status", "no-such-run", cwd=webapp.path)
     assert bad.returncode == 2 and "no run matching" in bad.stderr

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gitproc.git import Repo, clean_env
+from gitproc.git import NumStat, Repo, clean_env
 from gitproc.process import background_priority, raise_priority
 from sandbox import cgroups, confine, limits, overlay, setup
 from sandbox.backends.base import (
+    MINIMAL_ENV,
     Backend,
     ExecResult,
     ExitCallback,
@@ -183,6 +184,8 @@ class WorktreeBackend(Backend):
     def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
         spec = sandbox.spec
         env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
+        if spec.env_policy == "minimal":  # no secrets: see SandboxSpec.env_policy
+            env = {k: v for k, v in env.items() if k in MINIMAL_ENV or k.startswith("GIT_")}
         if "LC_ALL" in os.environ:
             env["LC_ALL"] = os.environ["LC_ALL"]
         else:
@@ -376,8 +379,12 @@ class WorktreeBackend(Backend):
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
-        with background_priority():  # the agent is gone: agents starting come first
-            commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
+        commit: str | None = None
+        files: list[NumStat] = []
+        commit_msg, broken = "", False
+        if spec.harvest:  # (a validation's leftovers are thrown away with its sandbox)
+            with background_priority():  # the agent is gone: agents starting come first
+                commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
         if broken:
             status = "failed"
         return ExecResult(
