@@ -95,14 +95,22 @@ def print_check(report: CheckReport, stream: object = None) -> None:
     if not report.branches:
         console.print(f"nothing to check: no branches for {report.target}")
         return
+    from forkyard.commands.merge import common_dir
+
+    # forkyard's branches share a long "forkyard/<run>/" prefix: say it once, so a narrow
+    # terminal shows what tells them apart (the task), not the prefix.
+    prefix = common_dir([b.name for b in report.branches])
+    if prefix:
+        console.print(f"branches under {prefix}", highlight=False, soft_wrap=True)
     table = Table(title=f"check into {report.target} ({report.target_sha[:12]})",
                   title_justify="left")
-    for col in ("branch", "integrates", "conflicts with", "details"):
+    table.add_column("branch", no_wrap=True)
+    for col in ("integrates", "conflicts with", "details"):
         table.add_column(col)
     for b in report.branches:
-        partners = [p.b if p.a == b.name else p.a for p in report.matrix.conflicting
-                    if b.name in (p.a, p.b)]
-        table.add_row(b.name, "yes" if b.status == "clean" else "NO",
+        partners = [(p.b if p.a == b.name else p.a).removeprefix(prefix)
+                    for p in report.matrix.conflicting if b.name in (p.a, p.b)]
+        table.add_row(b.name.removeprefix(prefix), "yes" if b.status == "clean" else "NO",
                       ", ".join(partners) or "-", "\n".join(b.details) or "-",
                       style="green" if b.status == "clean" and not partners else "red")
     console.print(table)

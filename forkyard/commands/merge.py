@@ -36,7 +36,7 @@ def _print_report(report: MergeReport) -> None:
     # forkyard's branches share a long "forkyard/<run>/" prefix: name it once, so a
     # narrow terminal shows what tells the sources apart (the task) instead of it.
     names = [m.source for m in report.merges]
-    prefix = _common_dir(names)
+    prefix = common_dir(names)
     title = f"merge into {report.target} ({report.target_sha[:12]})"
     if prefix:
         console.print(f"sources under {prefix}", highlight=False, soft_wrap=True)
@@ -67,7 +67,7 @@ def _print_report(report: MergeReport) -> None:
     console.print(f"outcome: {report.outcome}{new}")
 
 
-def _common_dir(names: Sequence[str]) -> str:
+def common_dir(names: Sequence[str]) -> str:
     """The longest ``dir/`` prefix all ``names`` share when there are several ("" if none)."""
     if len(names) < 2:
         return ""

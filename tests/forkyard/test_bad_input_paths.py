@@ -44,15 +44,14 @@ def test_empty_task_file_is_bad_input_on_the_cli(webapp: Repo, tmp_path: Path) -
     assert _state(webapp) == before
 
 
-def test_empty_task_file_is_refused_by_the_mcp_run_tool(webapp: Repo, tmp_path: Path) -> None:
-    tasks = tmp_path / "empty.yaml"
-    tasks.write_text("tasks: []\n")
+def test_no_tasks_are_refused_by_the_mcp_execute_tool(webapp: Repo) -> None:
     before = _state(webapp)
 
     async def go() -> None:
         async with Client(create_server(webapp.path)) as client:
-            result = await client.call_tool("run", {"tasks": str(tasks)})
-            assert result.is_error and "no tasks" in result.content[0].text
+            result = await client.call_tool("execute_parallel_workflow", {"tasks": []})
+            assert result.is_error
+            assert "tasks is empty" in result.content[0].text
 
     anyio.run(go)
     assert _state(webapp) == before

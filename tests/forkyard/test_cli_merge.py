@@ -109,6 +109,6 @@ def test_branch_names_stay_apart_in_80_columns(repo: Repo, capsys: pytest.Captur
     code, _, err = cli(capsys, "check", f"{run}/models", f"{run}/routes", f"{run}/logging",
                        "--into", "main", "--repo", str(repo.path))
     assert code == 0
-    assert f"sources under {run}/" in err
+    assert f"branches under {run}/" in err
     for name in ("models", "routes", "logging"):
         assert name in err
