@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
 from gitproc.process import can_raise_priority, lower_thread_priority
-from sandbox import overlay
+from sandbox import overlay, places
 from sandbox.agents import AgentContext, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
 
@@ -200,7 +200,7 @@ def discard_branch(repo: Repo, branch: str) -> None:
     """
     ref = f"refs/heads/{branch}"
     _, run_id, task_id = branch.split("/", 2)
-    place = repo.forkyard_dir / "worktrees" / run_id / task_id
+    place = places.worktree_path(repo.forkyard_dir, run_id, task_id)
     overlay.unmount_under(place)  # a killed run's overlay sandbox
     for wt in repo.worktrees():
         if wt.get("branch") == ref:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gitproc.git import Repo, clean_env
 from gitproc.process import background_priority, raise_priority
-from sandbox import cgroups, confine, limits, overlay, setup
+from sandbox import cgroups, confine, limits, overlay, places, setup
 from sandbox.backends.base import (
     Backend,
     ExecResult,
@@ -55,13 +55,14 @@ from sandbox.ports import PortLease, lease_port
 
 
 class WorktreeBackend(Backend):
-    """Agents in git worktrees under ``.git/forkyard/worktrees/<run-id>/<task-id>``."""
+    """Agents in git worktrees at ``<sandbox root>/<run-id>/<task-id>`` (``sandbox/places.py``)."""
 
     name = "worktree"
 
     def __init__(self, repo: Repo, config: WorktreeConfig | None = None, **options: object) -> None:
         super().__init__(repo)
         self.config = config or WorktreeConfig.model_validate(options)
+        places.set_sandbox_root(repo.forkyard_dir, self.config.sandbox_dir)
         self._hier: cgroups.Hierarchies | None = None
         self._locks: dict[str, tuple[RunLock, int]] = {}
         self._bases: dict[str, overlay.Bases] = {}
@@ -72,7 +73,7 @@ class WorktreeBackend(Backend):
     def prepare(self, spec: SandboxSpec) -> Sandbox:
         """A worktree on a new branch ``forkyard/<run>/<task>`` at the base -- an overlay
         (:func:`layout.prepare_overlay`) or ``git worktree add`` -- plus set-up."""
-        path = self.repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+        path = places.worktree_path(self.repo.forkyard_dir, spec.run_id, spec.task_id)
         if path.exists() and not _spare_mount_point(path):
             raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
         self._hold(spec.run_id)

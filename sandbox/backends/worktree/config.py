@@ -42,6 +42,9 @@ class WorktreeConfig(BaseModel):
     """Leased ports come from ``[lo, hi)``."""
     extra_rw: tuple[Path, ...] = ()
     """More paths agents may write (e.g. ``~/.cache``): bound read-write, allowed by Landlock."""
+    sandbox_dir: Path | None = None
+    """Where sandboxes go (``<dir>/<repo>-<hash>/<run>/<task>``); default under
+    ``$XDG_CACHE_HOME/forkyard/sandboxes`` (``sandbox/places.py``).  Never inside ``.git``."""
     setup_timeout_s: float = Field(600, gt=0)
     """Wall-clock limit of the per-run setup command."""
     layers: Literal["auto", "overlay", "checkout"] = "auto"
