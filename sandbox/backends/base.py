@@ -46,6 +46,9 @@ class SandboxSpec:
     copy_files: tuple[str, ...] = ()  # git-ignored files/globs copied from the main worktree
     port: int | None = None         # leased port: PORT / FORKYARD_PORT
     image: str | None = None        # docker backend only
+    preset: str | None = None       # the agent CLI's preset: its private home's config, its stream
+    extra_rw: tuple[Path, ...] = ()   # more host paths the agent may write
+    extra_ro: tuple[Path, ...] = ()   # more host paths it may read where hidden (under /tmp)
 
     @property
     def branch(self) -> str:

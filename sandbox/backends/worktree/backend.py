@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gitproc.git import Repo, clean_env
+from gitproc.git import Repo
 from gitproc.process import background_priority, raise_priority
 from sandbox import cgroups, confine, limits, overlay, places, setup
 from sandbox.backends.base import (
@@ -31,6 +31,7 @@ from sandbox.backends.base import (
 )
 from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
 from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
+from sandbox.backends.worktree.home import identity, make_home, remove_scratch, sandbox_env
 from sandbox.backends.worktree.layout import (
     _materialize,
     _rmdir_quiet,
@@ -67,6 +68,7 @@ class WorktreeBackend(Backend):
         self._locks: dict[str, tuple[RunLock, int]] = {}
         self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
+        self._ident: tuple[str, str] | None = None
 
     # -- prepare ------------------------------------------------------------------
 
@@ -182,23 +184,7 @@ class WorktreeBackend(Backend):
         return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
 
     def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
-        spec = sandbox.spec
-        env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
-        if "LC_ALL" in os.environ:
-            env["LC_ALL"] = os.environ["LC_ALL"]
-        else:
-            env.pop("LC_ALL", None)
-        env.update({
-            "FORKYARD_TASK_ID": spec.task_id, "FORKYARD_RUN_ID": spec.run_id,
-            "FORKYARD_BRANCH": spec.branch, "FORKYARD_BASE": spec.base,
-            "FORKYARD_WORKTREE": str(sandbox.worktree), "FORKYARD_DESCRIPTION": spec.description,
-            "TMPDIR": str(tmpdir), limits.TOKEN_VAR: token,
-        })
-        port = spec.port if spec.port is not None else _lease_port(sandbox)
-        if port is not None:
-            env["PORT"] = env["FORKYARD_PORT"] = str(port)
-        env.update(spec.env)
-        return env
+        return sandbox_env(sandbox, tmpdir, token, _lease_port(sandbox))
 
     def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
               status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
@@ -211,10 +197,13 @@ class WorktreeBackend(Backend):
             argv = ["/bin/sh", "-c", JOIN_SH, "forkyard-shim", *opts[1::2], "--"]
         else:
             argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
+        extra_rw = self._extra_rw(sandbox)
         if conf.bwrap:
             argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
                                        git=prep.gitpaths, network=spec.limits.network,
-                                       extra_rw=self.config.extra_rw, status_fd=status_fd)
+                                       extra_rw=extra_rw,
+                                       extra_ro=(*self.config.extra_ro, *spec.extra_ro),
+                                       status_fd=status_fd)
         if conf.landlock or gate_fd is not None:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
             argv += [sys.executable, "-I", "-S", SHIM]
@@ -222,7 +211,7 @@ class WorktreeBackend(Backend):
                 ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
                                            git=prep.gitpaths, network=spec.limits.network,
                                            inside_bwrap=conf.bwrap)
-                ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
+                ll["rw"] = [*ll["rw"], *map(str, extra_rw)]  # type: ignore[misc]
                 argv += confine.landlock_shim_args(ll)
             if prep.cpu_fd is not None and enf.cgroup is not None and enf.cgroup.cpu_quota:
                 argv += ["--write-fd", f"{prep.cpu_fd}={enf.cgroup.cpu_quota[1]}"]
@@ -230,6 +219,14 @@ class WorktreeBackend(Backend):
                 argv += ["--gate", str(gate_fd)]
             argv += ["--"]
         return argv if command is None else [*argv, "/bin/sh", "-c", command]
+
+    def _extra_rw(self, sandbox: Sandbox) -> tuple[Path, ...]:
+        """What the agent may write besides its worktree, temp dir and git paths: its
+        private home, and the paths the configuration and the task file add."""
+        home = sandbox.state.get("home")
+        own = (home,) if isinstance(home, Path) else ()
+        return (*own, *self.config.extra_rw,
+                *(p for p in sandbox.spec.extra_rw if p.exists()))
 
     def _prepare_run(self, sandbox: Sandbox, gated: bool = False) -> _Prepared:
         """What the agent runs in and under: temp and object dirs, limits, confinement.
@@ -244,6 +241,9 @@ class WorktreeBackend(Backend):
         shutil.rmtree(objects, ignore_errors=True)  # a crashed run's
         objects.mkdir()
         sandbox.state["objects"] = objects
+        if self._ident is None:
+            self._ident = identity(self.repo)
+        sandbox.state["home"] = make_home(spec, tmpdir, self._ident)
         gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
                                        objects)
         pinned = _pin_git_files(gitpaths, spec.branch)
@@ -377,6 +377,7 @@ class WorktreeBackend(Backend):
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
+        remove_scratch(sandbox.worktree, spec.preset)
         with background_priority():  # the agent is gone: agents starting come first
             commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
         if broken:
@@ -460,9 +461,10 @@ class WorktreeBackend(Backend):
             lease = sandbox.state.pop("lease", None)
             if isinstance(lease, PortLease):
                 lease.release()
-            objects = sandbox.state.pop("objects", None)
-            if isinstance(objects, Path):
-                shutil.rmtree(objects, ignore_errors=True)
+            for key in ("objects", "home"):
+                own = sandbox.state.pop(key, None)
+                if isinstance(own, Path):
+                    shutil.rmtree(own, ignore_errors=True)
             tmpdir = sandbox.state.pop("tmpdir", None)
             layers = sandbox.state.pop("layers", None)
             if isinstance(layers, overlay.Layers):
