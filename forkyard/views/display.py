@@ -35,6 +35,18 @@ def _fmt_batch(ev: Event) -> str:
     return f"batch {ev.get('index')} rolled back ({', '.join(ev.get('tasks', []))}): {why}"
 
 
+def _no_changes(ev: Event) -> bool:
+    return (ev.get("status") == "succeeded" and not ev.get("commit")
+            and not ev.get("files_modified"))
+
+
+def _tokens(ev: Event) -> str:
+    r = ev.get("agent_report")
+    if not isinstance(r, dict):
+        return ""
+    return f", {r.get('input_tokens', 0)} tokens in, {r.get('output_tokens', 0)} out"
+
+
 class PlainDisplay:
     """One line per state change on ``stream`` (stderr by default)."""
 
@@ -63,7 +75,8 @@ class PlainDisplay:
         if ev.type == "task_finished":
             files = len(ev.get("files_modified") or [])
             return (f"[agent {ev.get('agent')}] {t} {ev.get('status')} in "
-                    f"{ev.get('duration_s', 0):.1f}s ({files} files)")
+                    f"{ev.get('duration_s', 0):.1f}s ({files} files{_tokens(ev)})"
+                    + (": exited 0 but changed nothing" if _no_changes(ev) else ""))
         if ev.type == "task_retry":
             return f"{t} {ev.get('after')}: retry {ev.get('attempt')} in {ev.get('delay_s'):g}s"
         if ev.type == "task_skipped":
@@ -111,6 +124,8 @@ class LiveDisplay:
                 self.batch_lines.append(_fmt_batch(ev))
             elif ev.type == "task_retry":
                 self.batch_lines.append(PlainDisplay.format(ev) or "")
+            elif ev.type == "task_finished" and _no_changes(ev):
+                self.batch_lines.append(f"{ev.task} exited 0 but changed nothing")
 
     def start(self) -> None:
         from rich.live import Live
@@ -159,7 +174,8 @@ class LiveDisplay:
             )
             parts: list[Any] = [head, ProgressBar(total=total, completed=done), table]
             for line in self.batch_lines[-6:]:
-                style = "red" if "rolled back" in line else "green"
+                style = ("red" if "rolled back" in line else
+                         "yellow" if "changed nothing" in line else "green")
                 parts.append(Text(line, style=style))
             return Group(*parts)
 

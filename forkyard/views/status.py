@@ -30,6 +30,8 @@ class TaskStatusRow(BaseModel):
     progress: float | None
     integrated: bool
     last_line: str
+    no_changes: bool = False      # succeeded having changed nothing
+    tokens: dict[str, int] | None = None   # {"input": n, "output": n} from the agent CLI
 
 
 class BatchStatusRow(BaseModel):
@@ -105,7 +107,10 @@ def run_status(repo: Repo, run_id: str | None = None) -> RunStatus:
         bottlenecks=[b.model_dump() for b in summary.bottlenecks] if state == "running" else [],
         tasks=[TaskStatusRow(task=t.id, status=t.status, agent=t.agent,
                              elapsed_s=round(_elapsed(t, now), 2), progress=t.progress,
-                             integrated=t.integrated, last_line=t.last_line)
+                             integrated=t.integrated, last_line=t.last_line,
+                             no_changes=t.no_changes,
+                             tokens=None if t.tokens is None else
+                             {"input": t.tokens[0], "output": t.tokens[1]})
                for t in view.tasks.values()],
         batches=[BatchStatusRow(index=b.index, tasks=b.tasks, outcome=b.outcome,
                                 landed=b.landed, rejected=b.rejected, conflicts=b.conflicts)

@@ -26,6 +26,10 @@ LineCallback = Callable[[str], None]
 ExitCallback = Callable[[], None]
 
 
+#: A task's message when its agent exited 0 having changed nothing (no silent success).
+NO_CHANGES = "the agent exited 0 but changed nothing"
+
+
 def branch_name(run_id: str, task_id: str) -> str:
     return f"forkyard/{run_id}/{task_id}"
 
@@ -78,6 +82,7 @@ class ExecResult:
     enforced_by: str = "none"       # cgroup-v2 | cgroup-v1 | cgroup-hybrid | rlimit | docker | none
     confinement: str = "none"       # bwrap | landlock | bwrap+landlock | docker | none
     message: str = ""               # human explanation (e.g. why it was killed)
+    agent_report: Mapping[str, object] | None = None  # from the CLI's stream (sandbox/streams.py)
 
 
 class Backend(ABC):

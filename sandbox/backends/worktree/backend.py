@@ -21,6 +21,7 @@ from gitproc.git import Repo
 from gitproc.process import background_priority, raise_priority
 from sandbox import cgroups, confine, limits, overlay, places, setup
 from sandbox.backends.base import (
+    NO_CHANGES,
     Backend,
     ExecResult,
     ExitCallback,
@@ -29,9 +30,9 @@ from sandbox.backends.base import (
     SandboxSpec,
     Status,
 )
+from sandbox.backends.worktree import home as agent_home
 from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
 from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
-from sandbox.backends.worktree.home import identity, make_home, remove_scratch, sandbox_env
 from sandbox.backends.worktree.layout import (
     _materialize,
     _rmdir_quiet,
@@ -184,7 +185,7 @@ class WorktreeBackend(Backend):
         return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
 
     def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
-        return sandbox_env(sandbox, tmpdir, token, _lease_port(sandbox))
+        return agent_home.sandbox_env(sandbox, tmpdir, token, _lease_port(sandbox))
 
     def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
               status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
@@ -242,8 +243,8 @@ class WorktreeBackend(Backend):
         objects.mkdir()
         sandbox.state["objects"] = objects
         if self._ident is None:
-            self._ident = identity(self.repo)
-        sandbox.state["home"] = make_home(spec, tmpdir, self._ident)
+            self._ident = agent_home.identity(self.repo)
+        sandbox.state["home"] = agent_home.make_home(spec, tmpdir, self._ident)
         gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
                                        objects)
         pinned = _pin_git_files(gitpaths, spec.branch)
@@ -333,7 +334,8 @@ class WorktreeBackend(Backend):
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
-        lines.on_line = on_line
+        reader = agent_home.stream_reader(spec.preset)
+        lines.on_line = on_line if reader is None else agent_home.reader_callback(reader, on_line)
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
         reason: str | None = None
         rc: int | None = None
@@ -377,16 +379,19 @@ class WorktreeBackend(Backend):
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
-        remove_scratch(sandbox.worktree, spec.preset)
+        agent_home.remove_scratch(sandbox.worktree, spec.preset)
         with background_priority():  # the agent is gone: agents starting come first
             commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
         if broken:
             status = "failed"
+        if status == "succeeded" and commit is None and not files:
+            message = "; ".join(m for m in (message, NO_CHANGES) if m)
         return ExecResult(
             status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
             log_tail="\n".join(lines.tail), commit=commit, files_modified=tuple(files),
             enforced_by=enf.name, confinement=prep.conf.name,
             message="; ".join(m for m in (message, commit_msg) if m),
+            agent_report=None if reader is None else reader.report.to_dict(),
         )
 
     def _status(self, rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:

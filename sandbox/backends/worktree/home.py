@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gitproc.git import Repo, clean_env
 from sandbox import limits, presets
-from sandbox.backends.base import Sandbox, SandboxSpec
+from sandbox.backends.base import LineCallback, Sandbox, SandboxSpec
+from sandbox.streams import StreamReader
 
 
 def identity(repo: Repo) -> tuple[str, str]:
@@ -70,6 +71,26 @@ def home_env(home: Path, preset: str | None) -> dict[str, str]:
             "XDG_DATA_HOME": str(home / ".local" / "share"),
             "XDG_STATE_HOME": str(home / ".local" / "state"),
             **presets.preset_env(preset, home)}
+
+
+def stream_reader(preset: str | None) -> StreamReader | None:
+    """A reader of the preset's CLI output, if it has a format forkyard reads."""
+    p = presets.PRESETS.get(preset or "")
+    return StreamReader(p.stream) if p is not None and p.stream else None
+
+
+def reader_callback(reader: StreamReader, on_line: LineCallback | None) -> LineCallback:
+    """Each output line read by ``reader``; what reaches ``on_line`` (the live display,
+    ``status``) is the activity it shows -- a JSON event line itself never is."""
+    def feed(line: str) -> None:
+        activity = reader.feed(line)
+        if on_line is None:
+            return
+        if activity is not None:
+            on_line(activity)
+        elif not line.startswith("{"):
+            on_line(line)
+    return feed
 
 
 def remove_scratch(worktree: Path, preset: str | None) -> None:
