@@ -102,12 +102,16 @@ def command_for(agent: Agent, task: Task, ctx: AgentContext) -> str:
     return rendered
 
 
-def check_agent(agent: Agent, task: Task, installed: bool = True) -> None:
+def check_agent(agent: Agent, task: Task, installed: bool = True, network: bool = True) -> None:
     """Raise :class:`AgentConfigError` now (before anything runs) if ``task`` cannot run:
-    no command, a ``${NAME}`` the caller lacks, or (``installed``) a preset whose CLI is
-    not where a sandbox can run it."""
+    no command, a ``${NAME}`` the caller lacks, a preset's CLI cut off from its model
+    API (``network`` off: it would retry silently until its timeout), or
+    (``installed``) a preset whose CLI is not where a sandbox can run it."""
     command_for(agent, task, AgentContext(task.id, task.description, "", "", "", task.command or ""))
     expand_env(task.id, task.env)
+    if not network and agent.preset not in (None, "shell"):
+        raise AgentConfigError(task.id, f"agent {agent.preset!r} needs the network to reach "
+                                        "its model API, and limits.network is off")
     if installed and agent.preset not in (None, "shell"):
         check_installed(task.id, agent.preset)  # type: ignore[arg-type]
 

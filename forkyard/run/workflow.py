@@ -150,7 +150,8 @@ def run_workflow(
         taskfile = with_default_agent(taskfile, opts.agent)
     for task in taskfile.tasks:
         check_agent(taskfile.agent_for(task), task.model_copy(
-            update={"env": taskfile.env_for(task)}), installed=opts.backend == "worktree")
+            update={"env": taskfile.env_for(task)}), installed=opts.backend == "worktree",
+            network=bool(taskfile.limits_for(task).network))
     target, target_ref = resolve_target(r, opts.into)
     if not r.bare and r.current_branch() == target and r.is_dirty():
         raise SandboxBadInputError(

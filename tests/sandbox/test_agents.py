@@ -102,3 +102,12 @@ def test_missing_command_is_bad_input() -> None:
     assert info.value.exit_code == 2 and info.value.task == "lonely"
     with pytest.raises(AgentConfigError):
         check_agent(Agent(preset="shell"), Task(id="lonely"))
+
+
+def test_a_preset_with_the_network_off_is_refused() -> None:
+    # Its CLI would retry its model API silently until the timeout.
+    with pytest.raises(AgentConfigError, match="network") as info:
+        check_agent(Agent(preset="claude"), Task(id="t", description="x"), installed=False,
+                    network=False)
+    assert info.value.exit_code == 2
+    check_agent(Agent(preset="shell"), Task(id="t", command="true"), network=False)
