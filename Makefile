@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := forkyard sandbox merge planner gitproc
 
-.PHONY: demo test system-deps docker-up agents lint typecheck bench clean
+.PHONY: demo test system-deps docker-up mcp-inspector agents lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ docker-up: system-deps
 	@bash scripts/docker-up.sh
 	@if docker info >/dev/null 2>&1; then bash scripts/test-image.sh; fi
 
+mcp-inspector: system-deps
+	@bash scripts/mcp-inspector.sh
+
 # The pinned agent CLIs (Claude Code, Codex, Gemini CLI, aider) under /opt/forkyard-agents,
 # driven for real by tests/agents; not root: the tests needing them skip (fail under CI).
 agents: system-deps
@@ -33,7 +36,7 @@ agents: system-deps
 		bash scripts/agents.sh; \
 	else echo "agents: not root; the agent CLIs are not installed" >&2; fi
 
-test: $(STAMP) system-deps docker-up agents lint typecheck
+test: $(STAMP) system-deps docker-up mcp-inspector agents lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -47,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -67,18 +67,20 @@ def merge(
 
 @app.command()
 def check(
-    sources: Annotated[list[str], typer.Argument(help="Branches to check (default: all open forkyard branches).")] = [],  # noqa: B006
+    sources: Annotated[list[str], typer.Argument(help="Branches or globs to check (default: every open forkyard branch).")] = [],  # noqa: B006
     into: Annotated[str, typer.Option("--into")] = "HEAD",
     validate: Annotated[str | None, typer.Option("--validate")] = None,
     no_semantic: Annotated[bool, typer.Option("--no-semantic")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
-    """CI: dry-run merge of SOURCES into a target; exit 1 on any conflict or failure."""
-    from forkyard.commands.merge import check_command
+    """CI: do SOURCES integrate into a target?  Pairwise matrix, integration, validation;
+    never moves a ref.  Exit 1 on any conflict or failed validation."""
+    from forkyard.commands.check import check_command
 
     return check_command(repo, into=into, sources=sources, validate=validate,
-                         semantic=not no_semantic, as_json=as_json)
+                         semantic=not no_semantic, as_json=as_json, junit=junit)
 
 
 @app.command()
@@ -99,6 +101,7 @@ def run(
     sandbox_dir: Annotated[Path | None, typer.Option("--sandbox-dir", help="Where sandboxes go (default: $XDG_CACHE_HOME/forkyard/sandboxes); never inside .git.")] = None,
     extra_rw: Annotated[list[Path] | None, typer.Option("--extra-rw", help="A host path every agent may write (repeatable).")] = None,
     extra_ro: Annotated[list[Path] | None, typer.Option("--extra-ro", help="A host path every agent may read where the sandbox hides it, e.g. under /tmp (repeatable).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Name the new run (must be unused).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -116,7 +119,7 @@ def run(
                              mode=mode, goal=goal, into=into, validate_command=validate,
                              image=image, keep=keep, confine=not no_confine, agent=agent,
                              backend_options=backend_options)
-    return run_command(repo, tasks, options, resume=resume, as_json=as_json)
+    return run_command(repo, tasks, options, resume=resume, as_json=as_json, run_id=run_id)
 
 
 @app.command()

@@ -244,7 +244,11 @@ class Repo:
             else:
                 current.set_target(pygit2.Oid(hex=new), message)  # locks, checks old again
             return True
-        except (pygit2.GitError, ValueError):  # lost a race (or an unreadable ref): ask git
+        except (pygit2.GitError, ValueError, OSError):
+            # Lost a race (or an unreadable ref): ask git.  OSError included: libgit2 makes
+            # the ref's directory and then its lock file, and a concurrent deletion of the
+            # directory's last ref (git prunes empty ref dirs) removes it in between; git's
+            # own update-ref retries that.
             return False
 
     def drop_ref_locks(self, ref: str) -> None:

@@ -14,6 +14,7 @@ fails with a clear message below that.
 from __future__ import annotations
 
 from merge.journal import RecoveryAction
+from merge.matrix import ConflictMatrix, PairMerge, conflict_matrix
 from merge.models import (
     Conflict,
     MergeReport,
@@ -27,13 +28,16 @@ from merge.transaction import Transaction
 
 __all__ = [
     "Conflict",
+    "ConflictMatrix",
     "MergeReport",
     "Overlap",
+    "PairMerge",
     "RecoveryAction",
     "SemanticFinding",
     "SourceMerge",
     "Transaction",
     "Validation",
+    "conflict_matrix",
     "detect_conflicts",
     "merge_sources",
     "recover",

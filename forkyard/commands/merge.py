@@ -1,4 +1,4 @@
-"""``forkyard merge``, ``forkyard check`` and ``forkyard recover``: thin calls into ``merge``.
+"""``forkyard merge`` and ``forkyard recover``: thin calls into ``merge``.
 
 Human output is a table on stderr; ``--json`` prints the report on stdout.  Exit codes:
 0 clean, 1 conflicts / semantic errors / failed validation, 2 bad input (raised).
@@ -14,7 +14,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gitproc.git import Repo
 from merge import MergeReport, Transaction, recover
 
 
@@ -60,34 +59,6 @@ def merge_command(
     """``forkyard merge --into TARGET SOURCE...``"""
     report = Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
                          semantic=semantic, squash=squash, mode=mode).run()
-    return _emit(report, as_json)
-
-
-def open_branches(repo: Repo, into: str) -> list[str]:
-    """``refs/heads/forkyard/**`` branches that ``into`` does not contain yet."""
-    target = repo.rev_parse(into)
-    out = repo.out("for-each-ref", "--format=%(refname:short)", "--no-merged", target,
-                   "refs/heads/forkyard/")
-    return [line for line in out.splitlines() if line]
-
-
-def check_command(
-    repo: Path, *, into: str = "HEAD", sources: Sequence[str] = (),
-    validate: str | None = None, semantic: bool = True, as_json: bool = False,
-) -> int:
-    """``forkyard check``: a dry run for CI; exit 1 on any conflict or failure."""
-    r = Repo(repo)
-    names = list(sources) or open_branches(r, into)
-    if not names:
-        target = r.rev_parse(into)
-        report = MergeReport(target=into, target_sha=target, outcome="dry_run",
-                             new_sha=target, merges=[])
-        if not as_json:
-            Console(file=sys.stderr).print(f"nothing to check: no open forkyard branches for {into}")
-            return 0
-        return _emit(report, as_json)
-    report = Transaction(r, into, names, dry_run=True, validate=validate,
-                         semantic=semantic).run()
     return _emit(report, as_json)
 
 

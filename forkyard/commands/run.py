@@ -69,7 +69,8 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_command(repo: Path, tasks: Path | None, options: RunOptions, *,
-                resume: str | None = None, as_json: bool = False) -> int:
+                resume: str | None = None, as_json: bool = False,
+                run_id: str | None = None) -> int:
     """Run a task file (or resume a run); print the run JSON or a summary; exit code."""
     from forkyard.run.workflow import resume_run, run_workflow
     from gitproc.git import Repo
@@ -78,6 +79,8 @@ def run_command(repo: Path, tasks: Path | None, options: RunOptions, *,
         raise SandboxBadInputError("give a task file, or --resume RUN")
     if tasks is not None and resume is not None:
         raise SandboxBadInputError("give a task file or --resume RUN, not both")
+    if run_id is not None and resume is not None:
+        raise SandboxBadInputError("--run-id names a new run; --resume continues one")
     r = Repo(repo)
     display = make_display(options.agents, repo=r)
     previous = signal.signal(signal.SIGTERM, _sigterm)
@@ -87,7 +90,7 @@ def run_command(repo: Path, tasks: Path | None, options: RunOptions, *,
             result = resume_run(r, resume, listeners=(display,))
         else:
             assert tasks is not None
-            result = run_workflow(r, tasks, options, listeners=(display,))
+            result = run_workflow(r, tasks, options, listeners=(display,), run_id=run_id)
     finally:
         display.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -19,6 +19,7 @@ asked, written first), ``events.jsonl`` (the journal), ``result.json`` (the outc
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,8 @@ from sandbox.backends.base import Backend
 from sandbox.errors import SandboxBadInputError
 
 Listener = Callable[[Any], None]
+#: What a caller-chosen run id may be: it names a directory and a branch prefix.
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class RunLockedError(SandboxBadInputError):
@@ -128,6 +131,7 @@ def run_workflow(
     backend: Backend | None = None,
     integrator: Integrator | None = None,
     listeners: tuple[Listener, ...] = (),
+    run_id: str | None = None,
 ) -> RunResult:
     """Plan and run ``tasks`` in ``repo`` with ``options``; see the module docstring.
 
@@ -137,9 +141,13 @@ def run_workflow(
     receive every :class:`~forkyard.journal.events.Event` (the live display is one).
     Raises bad-input errors (exit code 2) before anything changes; returns the
     :class:`RunResult` otherwise, also for a run Ctrl-C stopped (outcome ``cancelled``).
+    ``run_id`` names the run in advance (a process that starts the run in the background
+    needs its id before the journal exists); it must be new.
     """
     opts = options or RunOptions()
     r = open_repo(repo)
+    if run_id is not None:
+        check_new_run_id(r, run_id)
     if isinstance(tasks, Plan):
         raise SandboxBadInputError("give the task file as tasks= and the plan as plan=")
     require_git()  # before any agent runs, not at the first integration
@@ -165,7 +173,7 @@ def run_workflow(
     _recover(r)  # a crashed run's half-done batch: finish or roll back before we read the tip
     tip = r.rev_parse(target_ref)
 
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     paths = RunPaths.of(r, run_id)
     lock = _run_lock(paths)
     try:
@@ -189,6 +197,15 @@ def run_workflow(
                         records=None, first_batch=0)
     finally:
         lock.release()
+
+
+def check_new_run_id(repo: Repo, run_id: str) -> None:
+    """Bad input unless ``run_id`` is a safe directory name no run of ``repo`` has yet."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise SandboxBadInputError(
+            f"run id {run_id!r}: use letters, digits, '-' and '_' (at most 64)")
+    if RunPaths.of(repo, run_id).root.exists():
+        raise SandboxBadInputError(f"run id {run_id!r} is taken: a run of that id exists")
 
 
 def _recover(repo: Repo) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from forkyard.cli import main
+from gitproc.git import Repo
 
 
 def test_a_usage_error_names_the_option_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,3 +51,13 @@ def test_run_refuses_an_old_git_before_any_agent_starts(
     assert main(["run", str(tasks), "--repo", str(repo)]) == 2
     assert "needs git >= 2.38" in capsys.readouterr().err
     assert not list((repo / ".git").glob("forkyard/worktrees/*/*"))
+
+
+def test_run_id_names_a_new_run_and_is_checked(webapp: Repo, tmp_path: Path) -> None:
+    tasks = tmp_path / "t.yaml"
+    tasks.write_text("tasks:\n  - {id: one, command: 'echo 1 > one.txt'}\n")
+    args = ["run", str(tasks), "--repo", str(webapp.path), "--json"]
+    assert main([*args, "--run-id", "bad/id"]) == 2
+    assert main([*args, "--run-id", "mine-1"]) == 0
+    assert (webapp.forkyard_dir / "runs" / "mine-1" / "result.json").exists()
+    assert main([*args, "--run-id", "mine-1"]) == 2  # taken

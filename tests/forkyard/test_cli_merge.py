@@ -87,10 +87,12 @@ def test_check_defaults_to_open_forkyard_branches(
     code, out, _ = cli(capsys, "check", "--json", "--repo", str(repo.path))
     doc = json.loads(out)
     assert code == 1
-    assert [m["source"] for m in doc["merges"]] == [
+    assert [m["source"] for m in doc["integration"]["merges"]] == [
         "forkyard/run1/x", "forkyard/run1/y", "forkyard/run1/z"]
+    assert [b["name"] for b in doc["branches"]] == doc["matrix"]["branches"]
     code, out, _ = cli(capsys, "check", "forkyard/run1/x", "--json", "--repo", str(repo.path))
-    assert code == 0 and json.loads(out)["outcome"] == "dry_run"
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] and doc["integration"]["outcome"] == "dry_run"
 
 
 def test_recover_command(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
