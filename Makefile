@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := forkyard sandbox merge planner gitproc
 
-.PHONY: demo test system-deps docker-up mcp-inspector lint typecheck bench clean
+.PHONY: demo test system-deps docker-up mcp-inspector agents lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ docker-up: system-deps
 mcp-inspector: system-deps
 	@bash scripts/mcp-inspector.sh
 
-test: $(STAMP) system-deps docker-up mcp-inspector lint typecheck
+# The pinned agent CLIs (Claude Code, Codex, Gemini CLI, aider) under /opt/forkyard-agents,
+# driven for real by tests/agents; not root: the tests needing them skip (fail under CI).
+agents: system-deps
+	@if [ "$$(id -u)" -eq 0 ] || [ -w "$${FORKYARD_AGENTS_ROOT:-/opt/forkyard-agents}" ]; then \
+		bash scripts/agents.sh; \
+	else echo "agents: not root; the agent CLIs are not installed" >&2; fi
+
+test: $(STAMP) system-deps docker-up mcp-inspector agents lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -105,6 +105,9 @@ def run(
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a stopped run.")] = None,
     no_confine: Annotated[bool, typer.Option("--no-confine", help="Run agents unconfined (opt-out).")] = False,
     agent: Annotated[str | None, typer.Option("--agent", help="Default agent: a preset (claude, codex, aider, gemini, shell) or a command template.")] = None,
+    sandbox_dir: Annotated[Path | None, typer.Option("--sandbox-dir", help="Where sandboxes go (default: $XDG_CACHE_HOME/forkyard/sandboxes); never inside .git.")] = None,
+    extra_rw: Annotated[list[Path] | None, typer.Option("--extra-rw", help="A host path every agent may write (repeatable).")] = None,
+    extra_ro: Annotated[list[Path] | None, typer.Option("--extra-ro", help="A host path every agent may read where the sandbox hides it, e.g. under /tmp (repeatable).")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Name the new run (must be unused).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
@@ -113,10 +116,28 @@ def run(
     from forkyard.commands.run import run_command
     from forkyard.run.options import RunOptions
 
+    backend_options: dict[str, Any] = {}
+    for key, value in (("sandbox_dir", sandbox_dir), ("extra_rw", extra_rw),
+                       ("extra_ro", extra_ro)):
+        if value:  # absolute now: the options outlive this directory (--resume)
+            backend_options[key] = ([str(p.expanduser().absolute()) for p in value]
+                                    if isinstance(value, list) else str(value.expanduser().absolute()))
     options = bad_input_from(RunOptions, agents=agents, backend=backend, strategy=strategy,
                              mode=mode, goal=goal, into=into, validate_command=validate,
-                             image=image, keep=keep, confine=not no_confine, agent=agent)
+                             image=image, keep=keep, confine=not no_confine, agent=agent,
+                             backend_options=backend_options)
     return run_command(repo, tasks, options, resume=resume, as_json=as_json, run_id=run_id)
+
+
+@app.command()
+def agents(
+    as_json: JsonOpt = False,
+) -> int:
+    """Each agent preset: is its CLI installed (where, which version), are its key and
+    endpoint set, and the flags and domains forkyard uses for it."""
+    from forkyard.commands.agents import agents_command
+
+    return agents_command(as_json=as_json)
 
 
 @app.command()

@@ -8,8 +8,9 @@ exclusive lock while it cleans a run, so a sandbox of the run cannot appear mean
 
 For every run that is not live, gc removes:
 
-- its worktrees under ``.git/forkyard/worktrees/<run-id>/`` (``git worktree remove
-  --force``, then ``git worktree prune`` for ones whose directory is already gone);
+- its worktrees (``git worktree remove --force``, then ``git worktree prune`` for ones
+  whose directory is already gone): the sandboxes on its branches wherever they are,
+  and whatever is left under ``<sandbox root>/<run-id>/`` (``sandbox/places.py``);
 - its overlay mounts (sandboxes and base checkouts, ``sandbox/overlay.py``), first;
 - its temp dirs under ``.git/forkyard/tmp/<run-id>/`` and base checkouts under
   ``.git/forkyard/bases/<run-id>/``;
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitproc.git import GitError, Repo
-from sandbox import overlay
+from sandbox import overlay, places
 from sandbox.liveness import RunLock
 
 
@@ -57,8 +58,8 @@ class GcReport:
 
 def _run_ids(repo: Repo, branches: dict[str, str]) -> set[str]:
     ids: set[str] = set()
-    for sub in ("worktrees", "tmp", "locks", "bases"):
-        d = repo.forkyard_dir / sub
+    for d in (places.sandbox_root(repo.forkyard_dir),
+              *(repo.forkyard_dir / sub for sub in ("tmp", "locks", "bases"))):
         if d.is_dir():
             ids |= {p.name.removesuffix(".lock") for p in d.iterdir()}
     for ref in branches:
@@ -184,13 +185,20 @@ def _gc_containers(repo: Repo, stale: set[str], report: GcReport) -> None:
 
 
 def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:
-    root = repo.forkyard_dir / "worktrees"
+    root = places.sandbox_root(repo.forkyard_dir)
     for entry in repo.worktrees():
         path = Path(entry.get("worktree", ""))
-        if not path.is_relative_to(root) or len(path.relative_to(root).parts) != 2:
+        # A sandbox: on the branch of a stale run's task, at a path ending <run>/<task>
+        # (wherever the root was then; a worktree of the user's own on such a branch is
+        # left alone), or in the place of one under the current root.
+        parts = entry.get("branch", "").split("/", 4)
+        if len(parts) == 5 and parts[:3] == ["refs", "heads", "forkyard"]:
+            if parts[3] not in stale or (path.parent.name, path.name) != (parts[3], parts[4]):
+                continue
+        elif (not path.is_relative_to(root) or len(path.relative_to(root).parts) != 2
+              or path.relative_to(root).parts[0] not in stale):
             continue
-        if path.relative_to(root).parts[0] not in stale:
-            continue
+        overlay.unmount_under(path)
         try:
             if (path / ".git").exists():
                 repo.worktree_remove(path)

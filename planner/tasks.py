@@ -6,11 +6,13 @@ Loaders that read YAML, JSON and spec-kit markdown into these models live in
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESETS = ("claude", "codex", "aider", "gemini", "shell")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Limits(BaseModel):
@@ -40,6 +42,8 @@ class Agent(BaseModel):
     command: str | None = Field(None, description="Command template: {id} {description} {worktree} {branch} {base} {command}.")
     preset: Literal["claude", "codex", "aider", "gemini", "shell"] | None = None
     args: list[str] = Field(default_factory=list, description="Extra arguments for a preset.")
+    flags: list[str] | None = Field(None, description="A preset's default flags replaced "
+                                    "whole (``forkyard agents --flags`` shows them).")
 
     @model_validator(mode="after")
     def _one_of(self) -> Agent:
@@ -55,6 +59,33 @@ def _coerce_agent(value: Any) -> Any:
     return value
 
 
+class AgentSurroundings(BaseModel):
+    """What a task's agent gets besides its command, in the defaults and per task: its
+    environment (``${NAME}`` in a value is the caller's variable) and more paths of the
+    host in its sandbox (``~`` is the caller's home)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: dict[str, str] = Field(default_factory=dict, description="Environment for the agent; "
+                                "a value may name the caller's variables as ${NAME}.")
+    extra_rw: list[str] = Field(default_factory=list, description="More paths the agent may write.")
+    extra_ro: list[str] = Field(default_factory=list, description="More paths the agent may "
+                                "read where the sandbox would hide them (under /tmp).")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"bad environment variable name {name!r}")
+        return v
+
+    @field_validator("extra_rw", "extra_ro", mode="before")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class Setup(BaseModel):
     """Per-run set-up of every sandbox."""
 
@@ -67,7 +98,7 @@ class Setup(BaseModel):
     command: str | None = Field(None, description="Run in each worktree before the agent.")
 
 
-class Task(BaseModel):
+class Task(AgentSurroundings):
     """One unit of agent work."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,7 +122,7 @@ class Task(BaseModel):
         return [v] if isinstance(v, str) else v
 
 
-class Defaults(BaseModel):
+class Defaults(AgentSurroundings):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     agent: Agent = Field(default_factory=lambda: Agent(command="bash -c {command}"))
@@ -114,3 +145,13 @@ class TaskFile(BaseModel):
 
     def limits_for(self, task: Task) -> Limits:
         return self.defaults.limits.merged(task.limits)
+
+    def env_for(self, task: Task) -> dict[str, str]:
+        """The defaults' ``env`` with the task's on top (unexpanded)."""
+        return {**self.defaults.env, **task.env}
+
+    def paths_for(self, task: Task) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(extra read-write, extra read-only) paths: the defaults' and the task's."""
+        d = self.defaults
+        return (tuple(dict.fromkeys([*d.extra_rw, *task.extra_rw])),
+                tuple(dict.fromkeys([*d.extra_ro, *task.extra_ro])))

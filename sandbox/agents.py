@@ -1,4 +1,4 @@
-"""Agent commands: templates and presets for common agent CLIs.
+"""Agent commands: templates, and presets for common agent CLIs (``sandbox/presets.py``).
 
 A task runs either a command template (``python tools/gen.py {id}``) or a preset naming an
 agent CLI (claude, codex, aider, gemini, shell).  Templates may use ``{id}``,
@@ -8,42 +8,26 @@ plain text and never runs.  The same values are in the agent's environment
 (``FORKYARD_TASK_ID``, ``FORKYARD_DESCRIPTION`` ...), which is the safer way for scripts to
 read them.
 
-Presets expand to each CLI's documented non-interactive invocation, with the task's
-description as the prompt:
-
-- claude: ``claude -p PROMPT --permission-mode acceptEdits`` (print mode; file edits are
-  accepted without a prompt, other tools still need an allow-list in the user's settings)
-- codex: ``codex exec --full-auto PROMPT`` (``exec`` is codex's non-interactive mode;
-  ``--full-auto`` = workspace-write sandbox, no approval prompts)
-- aider: ``aider --yes --message PROMPT`` (one instruction, apply edits, exit)
-- gemini: ``gemini --approval-mode auto_edit -p PROMPT`` (headless mode, edits auto-approved)
-- shell: ``bash -c COMMAND`` (the task's own ``command``)
-
-A preset's ``args`` go before the prompt, e.g. ``{preset: claude, args: [--model, opus]}``.
+A preset expands to its CLI's non-interactive, externally sandboxed invocation with the
+task's description as the prompt (``sandbox/presets.py`` has each one and why):
+``<cli> <flags> <args> <prompt option> PROMPT``.  ``flags`` from the task file replace the
+preset's default flags, ``args`` add to them, e.g. ``{preset: claude, args: [--model,
+opus]}``.  A task file's ``env`` (defaults, then the task's) reaches the agent with
+``${NAME}`` replaced by the caller's variable.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from planner.tasks import Agent, Task
 from sandbox.errors import SandboxBadInputError
-
-#: argv prefix of each preset; the prompt (or, for ``shell``, the command) goes last.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "claude": ("claude", "-p"),
-    "codex": ("codex", "exec", "--full-auto"),
-    "aider": ("aider", "--yes", "--message"),
-    "gemini": ("gemini", "--approval-mode", "auto_edit", "-p"),
-    "shell": ("bash", "-c"),
-}
-#: arguments that must follow the prompt (claude's options may come after ``-p PROMPT``).
-_PRESET_SUFFIX: dict[str, tuple[str, ...]] = {
-    "claude": ("--permission-mode", "acceptEdits"),
-}
+from sandbox.presets import PRESETS, find_cli
 
 FIELDS = ("id", "description", "worktree", "branch", "base", "command")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(FIELDS) + r")\}")
@@ -101,13 +85,13 @@ def prompt_for(task: Task) -> str:
 def command_for(agent: Agent, task: Task, ctx: AgentContext) -> str:
     """The shell command line that runs ``task`` with ``agent``."""
     if agent.preset is not None:
+        preset = PRESETS[agent.preset]
+        flags = None if agent.flags is None else tuple(agent.flags)
         if agent.preset == "shell":
             if not task.command:
                 raise AgentConfigError(task.id, "the shell preset needs a `command`")
-            return shlex.join([*PRESETS["shell"], task.command])
-        argv = [*PRESETS[agent.preset][:-1], *agent.args, PRESETS[agent.preset][-1],
-                prompt_for(task), *_PRESET_SUFFIX.get(agent.preset, ())]
-        return shlex.join(argv)
+            return shlex.join(preset.argv(task.command, flags, tuple(agent.args)))
+        return shlex.join(preset.argv(prompt_for(task), flags, tuple(agent.args)))
     assert agent.command is not None  # the Agent model guarantees command or preset
     if "{command}" in agent.command and not task.command:
         raise AgentConfigError(task.id, f"agent template {agent.command!r} uses {{command}} "
@@ -118,6 +102,58 @@ def command_for(agent: Agent, task: Task, ctx: AgentContext) -> str:
     return rendered
 
 
-def check_agent(agent: Agent, task: Task) -> None:
-    """Raise :class:`AgentConfigError` now (before anything runs) if ``task`` cannot run."""
+def check_agent(agent: Agent, task: Task, installed: bool = True, network: bool = True) -> None:
+    """Raise :class:`AgentConfigError` now (before anything runs) if ``task`` cannot run:
+    no command, a ``${NAME}`` the caller lacks, a preset's CLI cut off from its model
+    API (``network`` off: it would retry silently until its timeout), or
+    (``installed``) a preset whose CLI is not where a sandbox can run it."""
     command_for(agent, task, AgentContext(task.id, task.description, "", "", "", task.command or ""))
+    expand_env(task.id, task.env)
+    if not network and agent.preset not in (None, "shell"):
+        raise AgentConfigError(task.id, f"agent {agent.preset!r} needs the network to reach "
+                                        "its model API, and limits.network is off")
+    if installed and agent.preset not in (None, "shell"):
+        check_installed(task.id, agent.preset)  # type: ignore[arg-type]
+
+
+def check_installed(task_id: str, preset: str) -> None:
+    """Bad input unless ``preset``'s CLI is on PATH outside ``/tmp``."""
+    p = PRESETS[preset]
+    exe, under_tmp = find_cli(preset)
+    if exe is None:
+        raise AgentConfigError(task_id, f"agent {preset!r} needs the `{p.exe}` CLI, which is "
+                                        f"not on PATH (install {p.package}; `forkyard agents` "
+                                        "lists what is installed)")
+    if under_tmp:
+        raise AgentConfigError(task_id, f"agent {preset!r}: `{p.exe}` is {exe}, under /tmp, "
+                                        "which a sandbox replaces with its own temp dir: "
+                                        "install it elsewhere")
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(task_id: str, env: Mapping[str, str],
+               caller: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` with each ``${NAME}`` replaced by the caller's variable; one the caller
+    lacks is bad input (an empty key would fail later, and quietly)."""
+    caller = os.environ if caller is None else caller
+    out = {}
+    for name, value in env.items():
+        def sub(m: re.Match[str], name: str = name) -> str:
+            if m.group(1) not in caller:
+                raise AgentConfigError(task_id, f"env {name}: ${{{m.group(1)}}} is not set")
+            return caller[m.group(1)]
+        out[name] = _VAR.sub(sub, value)
+    return out
+
+
+def agent_env(task: Task, ctx: AgentContext) -> dict[str, str]:
+    """The environment a task's agent is given: its task file ``env`` expanded, then
+    forkyard's own ``FORKYARD_*`` values (which a task cannot override)."""
+    return {**expand_env(task.id, task.env), **ctx.env()}
+
+
+def expand_paths(paths: tuple[str, ...] | list[str]) -> tuple[Path, ...]:
+    """Task-file paths as absolute paths (``~`` is the caller's home)."""
+    return tuple(Path(os.path.abspath(os.path.expanduser(p))) for p in paths)

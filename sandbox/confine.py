@@ -155,7 +155,7 @@ def resolve(mode: Mode, required: bool) -> Confinement:
 
 def bwrap_argv(
     *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, extra_rw: tuple[Path, ...] = (),
-    status_fd: int | None = None,
+    extra_ro: tuple[Path, ...] = (), status_fd: int | None = None,
 ) -> list[str]:
     """The ``bwrap ...`` prefix that confines a command to ``worktree``."""
     flags = bwrap_flags() or ()
@@ -181,6 +181,8 @@ def bwrap_argv(
     # clone and its .venv under /tmp would otherwise vanish behind the new /tmp.
     for p in _host_paths_under_tmp():
         argv += ["--ro-bind", str(p), str(p)]
+    for p in extra_ro:  # what the user asked to see (e.g. a tool installed under /tmp)
+        argv += ["--ro-bind-try", str(p), str(p)]
     for p in (worktree, tmpdir, *git.rw, *extra_rw):
         argv += ["--bind", str(p), str(p)]
     # Read-only islands inside the writable binds: mounted last so they sit on top.

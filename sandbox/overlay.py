@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gitproc.git import Repo
+from sandbox import places
 
 MS_NOSUID, MS_NODEV, MS_BIND, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x40000
 MNT_DETACH = 0x2
@@ -95,20 +96,16 @@ def release_root(path: Path) -> None:
         _libc.umount2(os.fsencode(os.path.realpath(path)), 0)
 
 
-#: Where a run's mounts go, under ``.git/forkyard``: sandboxes, and base checkouts.
-MOUNT_DIRS = ("worktrees", "bases")
-
-
 def unmount_run(forkyard_dir: Path, run_id: str) -> None:
     """Detach whatever a (dead) run left mounted, then release the private roots."""
-    for sub in MOUNT_DIRS:
-        unmount_under(forkyard_dir / sub / run_id)
+    for root in places.mount_roots(forkyard_dir):
+        unmount_under(root / run_id)
     release_roots(forkyard_dir)
 
 
 def release_roots(forkyard_dir: Path) -> None:
-    for sub in MOUNT_DIRS:
-        release_root(forkyard_dir / sub)
+    for root in places.mount_roots(forkyard_dir):
+        release_root(root)
 
 
 def has_mounts(path: Path) -> bool:
@@ -266,8 +263,8 @@ class Bases:
     def _make(self, commit: str) -> Base:
         unmount_under(self.root)  # a killed run's, being resumed
         shutil.rmtree(self.root, ignore_errors=True)
-        for sub in MOUNT_DIRS:  # where this run's mounts go
-            private_root(self.repo.forkyard_dir / sub)
+        for root in places.mount_roots(self.repo.forkyard_dir):  # where this run's mounts go
+            private_root(root)
         self.root.mkdir(parents=True)
         need = self._footprint(commit)
         if need <= MEMORY_SHARE * _available_memory():
@@ -306,9 +303,10 @@ class Bases:
             unmount_under(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
             # The sandboxes' mount points (kept sandboxes are plain, non-empty dirs).
-            spare = self.repo.forkyard_dir / "worktrees" / self.root.name
+            spare = places.run_dir(self.repo.forkyard_dir, self.root.name)
             # At or above a mount point: keep.  (One read of the mount table for them all.)
-            mounted = {p for m in mounts_under(self.repo.forkyard_dir) for p in (m, *m.parents)}
+            mounted = {p for r in places.mount_roots(self.repo.forkyard_dir)
+                       for m in mounts_under(r) for p in (m, *m.parents)}
             for d in (*(spare.iterdir() if spare.is_dir() else ()), spare, self.root.parent):
                 with contextlib.suppress(OSError):
                     if Path(os.path.realpath(d)) not in mounted:

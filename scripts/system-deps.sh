@@ -21,7 +21,11 @@ for exe in dockerd docker containerd runc docker-init; do
 done
 command -v iptables >/dev/null || add iptables
 [ -x /bin/busybox ] || add busybox-static
-command -v npm >/dev/null || add npm  # the MCP Inspector (scripts/mcp-inspector.sh)
+# The agent CLIs (scripts/agents.sh): npm for Claude Code, Codex and Gemini CLI (node
+# itself comes with it; one older than 20 gets a newer runtime from npm), a venv for aider.
+command -v node >/dev/null || add nodejs
+command -v npm >/dev/null || add npm  # also the MCP Inspector (scripts/mcp-inspector.sh)
+python3 -c 'import ensurepip' 2>/dev/null || add python3-venv
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2

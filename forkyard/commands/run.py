@@ -30,12 +30,16 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
 
     console = Console(file=stream or sys.stderr)
     table = Table(title=f"run {result.run_id}: {result.outcome}", title_justify="left")
-    for col in ("task", "status", "integrated", "time", "agent", "files", "why"):
+    for col in ("task", "status", "integrated", "time", "agent", "files", "tokens in/out",
+                "why"):
         table.add_column(col, overflow="fold" if col == "why" else "ellipsis")
     for r in result.results:
-        style = "green" if r.integrated else ("yellow" if r.status == "succeeded" else "red")
-        table.add_row(r.task, r.status, "yes" if r.integrated else "no", f"{r.duration_s:.1f}s",
+        style = ("yellow" if r.no_changes or (r.status == "succeeded" and not r.integrated)
+                 else "green" if r.integrated else "red")
+        table.add_row(r.task, r.status + (", changed nothing" if r.no_changes else ""),
+                      "yes" if r.integrated else "no", f"{r.duration_s:.1f}s",
                       "" if r.agent is None else str(r.agent), str(len(r.files_modified)),
+                      "" if r.tokens is None else f"{r.tokens.input}/{r.tokens.output}",
                       r.reason.splitlines()[0] if r.reason else "", style=style)
     console.print(table)
     for b in result.batches:
@@ -56,7 +60,9 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
     console.print(
         f"wall {m.wall_s:.1f}s, task time {m.total_task_s:.1f}s, speedup {m.actual_speedup:.2f}x "
         f"(estimated {m.estimated_speedup:.2f}x), overhead {m.overhead_s:.1f}s, "
-        f"{m.agents_used} agents at {m.agent_utilisation:.0%}")
+        f"{m.agents_used} agents at {m.agent_utilisation:.0%}"
+        + ("" if result.tokens is None else
+           f", {result.tokens.input} tokens in, {result.tokens.output} out"))
     console.print(f"{result.target}: {result.target_sha_before[:10]} -> {result.target_sha_after[:10]}"
                   f"   report: forkyard report {result.run_id}")
 

@@ -26,14 +26,18 @@ def print_status(st: RunStatus) -> None:
     for neck in st.bottlenecks:
         console.print(f"[yellow]bottleneck[/yellow] {neck['task']}: {neck['reason']}")
     table = Table()
-    for col in ("task", "status", "agent", "elapsed", "progress", "integrated", "last output"):
+    for col in ("task", "status", "agent", "elapsed", "progress", "integrated", "tokens",
+                "last output"):
         # One line a task: a narrow terminal cuts the last output, never wraps it.
         table.add_column(col, overflow="ellipsis", no_wrap=True,
                          ratio=1 if col == "last output" else None)
     for t in st.tasks:
-        table.add_row(t.task, t.status, "" if t.agent is None else str(t.agent),
+        tokens = "" if t.tokens is None else f"{t.tokens['input']}/{t.tokens['output']}"
+        table.add_row(t.task, t.status + (" (no changes)" if t.no_changes else ""),
+                      "" if t.agent is None else str(t.agent),
                       f"{t.elapsed_s:.1f}s", "" if t.progress is None else f"{t.progress:.0%}",
-                      "yes" if t.integrated else "", (t.reason or t.last_line)[:200])
+                      "yes" if t.integrated else "", tokens, (t.reason or t.last_line)[:200],
+                      style="yellow" if t.no_changes else None)
     console.print(table)
     for b in st.batches:
         detail = "; ".join(f"{c.get('task') or 'batch'}: {c.get('kind')}"

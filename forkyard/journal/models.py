@@ -45,6 +45,13 @@ class Attempt(BaseModel):
     ref: str | None = None
 
 
+class TokenUsage(BaseModel):
+    """Tokens an agent CLI reported using (its stream's totals)."""
+
+    input: int = 0
+    output: int = 0
+
+
 class TaskResult(BaseModel):
     """One task's outcome in a run."""
 
@@ -61,6 +68,10 @@ class TaskResult(BaseModel):
     files_modified: list[FileChange] = Field(default_factory=list)
     limits: LimitsReport = Field(default_factory=LimitsReport)
     log_tail: str = ""
+    message: str = Field("", description="Why it ended as it did (killed, no changes ...).")
+    no_changes: bool = Field(False, description="Succeeded (exit 0) having changed nothing.")
+    final_message: str | None = Field(None, description="The agent CLI's last message.")
+    tokens: TokenUsage | None = Field(None, description="Tokens the agent CLI reported.")
 
 
 class BatchResult(BaseModel):
@@ -102,6 +113,7 @@ class RunResult(BaseModel):
     results: list[TaskResult]
     batches: list[BatchResult]
     metrics: Metrics
+    tokens: TokenUsage | None = Field(None, description="All tasks' tokens, where reported.")
 
     def exit_code(self) -> int:
         """0 all landed, 1 failures or conflicts, 130 interrupted."""

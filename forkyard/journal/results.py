@@ -10,6 +10,7 @@ from forkyard.journal.models import (
     LimitsReport,
     RunResult,
     TaskResult,
+    TokenUsage,
 )
 from forkyard.journal.state import RunManifest, RunView, TaskView
 from planner import Plan, TaskFile
@@ -20,6 +21,11 @@ def _task_result(t: TaskView, limits: LimitsReport) -> TaskResult:
     reason = t.reason or t.skip_reason or (t.message if status != "succeeded" else "")
     if status == "succeeded" and t.rejected and not t.integrated:
         status = "rejected"  # it ran fine, but its batch would not take it
+    report = t.agent_report if isinstance(t.agent_report, dict) else {}
+    tokens = None
+    if report:
+        tokens = TokenUsage(input=int(report.get("input_tokens") or 0),
+                            output=int(report.get("output_tokens") or 0))
     return TaskResult(
         task=t.id, status=status,  # type: ignore[arg-type]
         exit_code=t.exit_code, duration_s=round(t.duration_s, 3), agent=t.agent,
@@ -30,7 +36,10 @@ def _task_result(t: TaskView, limits: LimitsReport) -> TaskResult:
                   for a in t.history],
         files_modified=[FileChange(path=p, added=a, removed=r) for p, a, r in t.files_modified],
         limits=limits.model_copy(update={"enforced_by": t.enforced_by}),
-        log_tail=t.log_tail,
+        log_tail=t.log_tail, message=t.message,
+        no_changes=status == "succeeded" and not t.commit and not t.files_modified,
+        final_message=str(report["final_message"]) if report.get("final_message") else None,
+        tokens=tokens,
     )
 
 
@@ -73,8 +82,11 @@ def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: st
         estimated_speedup=plan.estimated_speedup,
         agents_used=len({t.agent for t in view.tasks.values() if t.agent is not None}),
     )
+    counted = [r.tokens for r in results if r.tokens is not None]
     return RunResult(
         run_id=manifest.run_id, outcome=outcome_of(view, results),  # type: ignore[arg-type]
         target=manifest.target, target_sha_before=manifest.target_sha_before,
         target_sha_after=tip_after, results=results, batches=batches, metrics=metrics,
+        tokens=TokenUsage(input=sum(c.input for c in counted),
+                          output=sum(c.output for c in counted)) if counted else None,
     )

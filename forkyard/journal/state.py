@@ -67,6 +67,7 @@ class TaskView:
     confinement: str = "none"
     log_tail: str = ""
     message: str = ""
+    agent_report: dict[str, Any] | None = None   # from the agent CLI's stream
     last_line: str = ""
     progress: float | None = None
     skip_reason: str = ""
@@ -77,6 +78,19 @@ class TaskView:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def no_changes(self) -> bool:
+        """Succeeded (exit 0) having changed nothing: never shown as a plain success."""
+        return self.status == "succeeded" and not self.commit and not self.files_modified
+
+    @property
+    def tokens(self) -> tuple[int, int] | None:
+        """(input, output) tokens the agent CLI reported, if it did."""
+        r = self.agent_report
+        if not isinstance(r, dict):
+            return None
+        return int(r.get("input_tokens") or 0), int(r.get("output_tokens") or 0)
 
 
 @dataclass
@@ -186,7 +200,7 @@ def _task_event(t: TaskView, ev: Event) -> None:
         t.duration_s = float(ev.get("duration_s", 0.0))
         t.busy_s += t.duration_s
         for key in ("exit_code", "commit", "agent", "branch", "base", "files_modified",
-                    "enforced_by", "confinement", "log_tail", "message"):
+                    "enforced_by", "confinement", "log_tail", "message", "agent_report"):
             if key in ev.data:
                 setattr(t, key, ev.data[key])
         if t.status == "succeeded" and not t.commit:

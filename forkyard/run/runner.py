@@ -360,6 +360,7 @@ class Runner:
             files_modified=[[f.path, f.added, f.removed] for f in result.files_modified],
             enforced_by=result.enforced_by, confinement=result.confinement,
             log_tail=result.log_tail[-2000:], message=message, attempt_ref=ref,
+            **({"agent_report": dict(result.agent_report)} if result.agent_report else {}),
         )
         spec = self.specs[t]
         if (status in RETRYABLE and attempt <= spec.task.retries and not self.stopping):

@@ -22,8 +22,8 @@ from dataclasses import replace
 
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
 from gitproc.process import can_raise_priority, lower_thread_priority
-from sandbox import overlay
-from sandbox.agents import AgentContext, command_for
+from sandbox import overlay, places
+from sandbox.agents import AgentContext, agent_env, command_for, expand_paths
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
 
 
@@ -70,8 +70,10 @@ class SandboxMaker:
                            base, task.command or "", self.run_id, attempt)
         return SandboxSpec(
             run_id=self.run_id, task_id=task.id, base=base, command=command_for(agent, task, ctx),
-            limits=limits, env=ctx.env(), description=task.description, confine=self.confine,
-            setup_command=self.setup_command, copy_files=self.copy_files, image=self.image)
+            limits=limits, env=agent_env(task, ctx), description=task.description,
+            confine=self.confine, setup_command=self.setup_command, copy_files=self.copy_files,
+            image=self.image, preset=agent.preset, extra_rw=expand_paths(task.extra_rw),
+            extra_ro=expand_paths(task.extra_ro))
 
     # -- ahead of time ---------------------------------------------------------------------
 
@@ -190,7 +192,7 @@ def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: b
     where = "/work" if docker else str(sandbox.worktree)
     ctx = AgentContext(task.id, task.description, where, spec.branch, spec.base,
                        task.command or "", spec.run_id, attempt)
-    return replace(spec, command=command_for(agent, task, ctx), env=ctx.env())
+    return replace(spec, command=command_for(agent, task, ctx), env=agent_env(task, ctx))
 
 
 def discard_branch(repo: Repo, branch: str) -> None:
@@ -200,7 +202,7 @@ def discard_branch(repo: Repo, branch: str) -> None:
     """
     ref = f"refs/heads/{branch}"
     _, run_id, task_id = branch.split("/", 2)
-    place = repo.forkyard_dir / "worktrees" / run_id / task_id
+    place = places.worktree_path(repo.forkyard_dir, run_id, task_id)
     overlay.unmount_under(place)  # a killed run's overlay sandbox
     for wt in repo.worktrees():
         if wt.get("branch") == ref:

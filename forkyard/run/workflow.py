@@ -110,7 +110,11 @@ def _specs(taskfile: TaskFile, the_plan: Plan) -> dict[str, TaskSpec]:
     out = {}
     for task in taskfile.tasks:
         deps = tuple(the_plan.dependencies.get(task.id, task.depends_on))
-        out[task.id] = TaskSpec(task, taskfile.agent_for(task), taskfile.limits_for(task), deps)
+        rw, ro = taskfile.paths_for(task)
+        # The defaults' env and paths folded into the task: the loop sees one task.
+        folded = task.model_copy(update={"env": taskfile.env_for(task), "extra_rw": list(rw),
+                                         "extra_ro": list(ro)})
+        out[task.id] = TaskSpec(folded, taskfile.agent_for(task), taskfile.limits_for(task), deps)
     return out
 
 
@@ -156,7 +160,9 @@ def run_workflow(
     if opts.agent is not None:
         taskfile = with_default_agent(taskfile, opts.agent)
     for task in taskfile.tasks:
-        check_agent(taskfile.agent_for(task), task)
+        check_agent(taskfile.agent_for(task), task.model_copy(
+            update={"env": taskfile.env_for(task)}), installed=opts.backend == "worktree",
+            network=bool(taskfile.limits_for(task).network))
     target, target_ref = resolve_target(r, opts.into)
     if not r.bare and r.current_branch() == target and r.is_dirty():
         raise SandboxBadInputError(

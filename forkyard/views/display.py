@@ -36,6 +36,18 @@ def _fmt_batch(ev: Event) -> str:
     return f"batch {ev.get('index')} rolled back ({', '.join(ev.get('tasks', []))}): {why}"
 
 
+def _no_changes(ev: Event) -> bool:
+    return (ev.get("status") == "succeeded" and not ev.get("commit")
+            and not ev.get("files_modified"))
+
+
+def _tokens(ev: Event) -> str:
+    r = ev.get("agent_report")
+    if not isinstance(r, dict):
+        return ""
+    return f", {r.get('input_tokens', 0)} tokens in, {r.get('output_tokens', 0)} out"
+
+
 class PlainDisplay:
     """One line per state change on ``stream`` (stderr by default)."""
 
@@ -72,7 +84,8 @@ class PlainDisplay:
             why = f": {_short(str(ev.get('message')), 160)}" if (
                 ev.get("status") != "succeeded" and ev.get("message")) else ""
             return (f"[agent {ev.get('agent')}] {t} {ev.get('status')} in "
-                    f"{ev.get('duration_s', 0):.1f}s ({files} files){why}")
+                    f"{ev.get('duration_s', 0):.1f}s ({files} files{_tokens(ev)}){why}"
+                    + (": exited 0 but changed nothing" if _no_changes(ev) else ""))
         if ev.type == "batch_started":
             return f"batch {ev.get('index')} integrating: {', '.join(ev.get('tasks', []))}"
         if ev.type == "task_retry":
@@ -124,6 +137,8 @@ class LiveDisplay:
                     ev.type == "task_finished" and ev.get("status") != "succeeded"):
                 # Failures are news, not just a count.
                 self.batch_lines.append(PlainDisplay.format(ev) or "")
+            elif ev.type == "task_finished" and _no_changes(ev):
+                self.batch_lines.append(f"{ev.task} exited 0 but changed nothing")
 
     def start(self) -> None:
         from rich.live import Live
@@ -187,7 +202,8 @@ class LiveDisplay:
                                       style="yellow"))
             for line in self.batch_lines[-6:]:
                 style = ("red" if "rolled back" in line or " failed" in line
-                         or "timed_out" in line else "green")
+                         or "timed_out" in line else
+                         "yellow" if "changed nothing" in line else "green")
                 parts.append(Text(line, style=style))
             return Group(*parts)
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from forkyard.journal.events import resolve_run
+from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
 from gitproc.git import Repo
@@ -101,6 +102,7 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str,
         f"overhead {m.overhead_s:.1f}s)</td></tr>",
         f"<tr><td>speedup</td><td>{m.actual_speedup:.2f}x actual, {m.estimated_speedup:.2f}x "
         f"estimated; {m.agents_used} agents, {m.agent_utilisation:.0%} utilised</td></tr>",
+        f"<tr><td>tokens</td><td>{_tokens(result)}</td></tr>",
         "</table>",
         "<h2>Planned schedule</h2>",
         gantt(planned, plan.agents, " min"),
@@ -110,20 +112,26 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str,
                          for k, c in _COLORS.items()) + "</p>",
         "<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>integrated</th>"
         "<th class='num'>time</th><th>agent</th><th>commit</th><th>files (+/-)</th>"
-        "<th>limits</th><th>why</th><th>log tail</th></tr>",
+        "<th>limits</th><th class='num'>tokens in/out</th><th>why</th>"
+        "<th>final message / log tail</th></tr>",
     ]
     for r in result.results:
-        cls = "ok" if r.integrated else ("warn" if r.status == "succeeded" else "bad")
+        cls = ("warn" if r.no_changes or (r.status == "succeeded" and not r.integrated)
+               else "ok" if r.integrated else "bad")
+        status = r.status + (" (changed nothing)" if r.no_changes else "")
+        tokens = "" if r.tokens is None else f"{r.tokens.input}/{r.tokens.output}"
+        said = f"<p>{_e(r.final_message[-500:])}</p>" if r.final_message else ""
         files = "<br>".join(f"{_e(f.path)} <span class='ok'>+{f.added}</span> "
                             f"<span class='bad'>-{f.removed}</span>" for f in r.files_modified)
         lim = r.limits
         parts.append(
-            f"<tr><td>{_e(r.task)}</td><td class='{cls}'>{_e(r.status)}</td>"
+            f"<tr><td>{_e(r.task)}</td><td class='{cls}'>{_e(status)}</td>"
             f"<td>{'yes' if r.integrated else 'no'}</td><td class='num'>{r.duration_s:.1f}s</td>"
             f"<td>{'' if r.agent is None else r.agent}</td>"
             f"<td><code>{_e((r.commit or '')[:10])}</code></td><td>{files}</td>"
             f"<td>{lim.memory_mb} MiB, {lim.cpus} cpu, {lim.pids} pids ({_e(lim.enforced_by)})"
-            f"</td><td>{_e(r.reason)}</td><td><pre>{_e(r.log_tail[-1500:])}</pre></td></tr>")
+            f"</td><td class='num'>{tokens}</td><td>{_e(r.reason)}</td>"
+            f"<td>{said}<pre>{_e(r.log_tail[-1500:])}</pre></td></tr>")
     parts.append("</table><h2>Batches</h2><table><tr><th>#</th><th>tasks</th><th>outcome</th>"
                  "<th>landed</th><th>rolled back</th><th>conflicts</th></tr>")
     for b in view.batches:
@@ -140,6 +148,12 @@ def render(manifest: RunManifest, view: RunView, plan: Plan, tip_after: str,
                      f"<td>{_e(', '.join(b.rejected))}</td><td>{conflicts}</td></tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
+
+
+def _tokens(result: RunResult) -> str:
+    if result.tokens is None:
+        return "not reported (no agent CLI with a stream)"
+    return f"{result.tokens.input} in, {result.tokens.output} out"
 
 
 def _options(manifest: RunManifest) -> str:

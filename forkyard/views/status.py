@@ -31,6 +31,8 @@ class TaskStatusRow(BaseModel):
     integrated: bool
     last_line: str
     reason: str = ""
+    no_changes: bool = False      # succeeded having changed nothing
+    tokens: dict[str, int] | None = None   # {"input": n, "output": n} from the agent CLI
 
 
 class BatchStatusRow(BaseModel):
@@ -122,7 +124,9 @@ def run_status(repo: Repo, run_id: str | None = None) -> RunStatus:
         tasks=[TaskStatusRow(task=t.id, status=_row_status(t), agent=t.agent,
                              elapsed_s=round(_elapsed(t, task_now), 2), progress=t.progress,
                              integrated=t.integrated, last_line=t.last_line,
-                             reason=t.reason or t.skip_reason)
+                             reason=t.reason or t.skip_reason, no_changes=t.no_changes,
+                             tokens=None if t.tokens is None else
+                             {"input": t.tokens[0], "output": t.tokens[1]})
                for t in view.tasks.values()],
         dead_for_s=round(now - view.last_ts, 1) if state == "crashed" else 0.0,
         batches=[BatchStatusRow(index=b.index, tasks=b.tasks, outcome=b.outcome,

@@ -29,6 +29,8 @@ ExitCallback = Callable[[], None]
 #: What a command under ``env_policy="minimal"`` sees of the caller's environment.
 MINIMAL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LC_ALL",
                "LC_CTYPE", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+#: A task's message when its agent exited 0 having changed nothing (no silent success).
+NO_CHANGES = "the agent exited 0 but changed nothing"
 
 
 def branch_name(run_id: str, task_id: str) -> str:
@@ -58,6 +60,9 @@ class SandboxSpec:
     harvest: bool = True
     """Commit and import what the command left (an agent's work); False for a command
     whose leftovers are discarded with the sandbox (a validation)."""
+    preset: str | None = None       # the agent CLI's preset: its private home's config, its stream
+    extra_rw: tuple[Path, ...] = ()   # more host paths the agent may write
+    extra_ro: tuple[Path, ...] = ()   # more host paths it may read where hidden (under /tmp)
 
     @property
     def branch(self) -> str:
@@ -87,6 +92,7 @@ class ExecResult:
     enforced_by: str = "none"       # cgroup-v2 | cgroup-v1 | cgroup-hybrid | rlimit | docker | none
     confinement: str = "none"       # bwrap | landlock | bwrap+landlock | docker | none
     message: str = ""               # human explanation (e.g. why it was killed)
+    agent_report: Mapping[str, object] | None = None  # from the CLI's stream (sandbox/streams.py)
 
 
 class Backend(ABC):

@@ -93,6 +93,9 @@ class DockerConfig(BaseModel):
     log_tail_lines: int = Field(200, ge=1)
     """How many trailing output lines a result keeps."""
 
+    sandbox_dir: Path | None = None
+    """Where the worktrees mounted at ``/work`` go (see the worktree backend's option)."""
+
 
 class DockerBackendError(SandboxError, RuntimeError):
     """The Docker engine refused or failed an operation on a task's container."""
@@ -162,7 +165,8 @@ class DockerBackend(Backend):
         # The host side of a docker sandbox is a worktree sandbox: the same worktree,
         # run lock, copied ignored files, port lease, leftover commit and cleanup.  Its
         # cgroups and confinement are never used here (execute is ours).
-        self._worktrees = WorktreeBackend(repo, WorktreeConfig(confinement="none", limits="none"))
+        self._worktrees = WorktreeBackend(repo, WorktreeConfig(
+            confinement="none", limits="none", sandbox_dir=self.config.sandbox_dir))
 
     # -- engine ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gitproc.git import Repo
+from sandbox import places
 from sandbox.backends.base import Sandbox, SandboxSpec
 from sandbox.ports import PortLease
 
@@ -25,8 +26,8 @@ def container_name(spec: SandboxSpec) -> str:
 
 
 def worktree_path(repo: Repo, spec: SandboxSpec) -> Path:
-    """Where the sandbox's worktree lives: ``.git/forkyard/worktrees/<run>/<task>``."""
-    return repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+    """Where the sandbox's worktree lives (:func:`sandbox.places.worktree_path`)."""
+    return places.worktree_path(repo.forkyard_dir, spec.run_id, spec.task_id)
 
 
 def agent_env(spec: SandboxSpec, port: int | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from forkyard.gc import gc
 from gitproc.git import Repo
 from gitproc.process import spawn
 from planner.tasks import Limits
-from sandbox import cgroups, limits
+from sandbox import cgroups, limits, places
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from tests.conftest import require
 from tests.sandbox.conftest import has_cgroups, make_spec
@@ -57,7 +57,7 @@ def test_a_sandbox_half_made_by_a_crashed_run_is_collected(pylib: Repo, tmp_path
     # locked ("initializing") and its .git never appeared; gc must still clear it, or the
     # branch stays checked out there and cannot be deleted.
     spec = make_spec(pylib, "true", run_id="halfmade", task_id="t")
-    place = pylib.forkyard_dir / "worktrees" / "halfmade" / "t"
+    place = places.worktree_path(pylib.forkyard_dir, "halfmade", "t")
     place.mkdir(parents=True)
     (tmp_path / "upper").mkdir()
     admin = pylib.worktree_register(place, spec.branch, spec.base, tmp_path / "upper" / ".git")

@@ -18,6 +18,7 @@ from forkyard.run.options import RunOptions
 from forkyard.run.workflow import run_workflow
 from gitproc.git import Repo
 from planner import TaskFile
+from sandbox import places
 
 FAST = {"memory_mb": 256, "cpus": 1.0, "pids": 128, "timeout_s": 60, "network": False}
 
@@ -123,11 +124,12 @@ def test_run_json_is_exactly_the_documented_shape(webapp: Repo, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert set(doc) == {"run_id", "outcome", "target", "target_sha_before", "target_sha_after",
-                        "results", "batches", "metrics"}
+                        "results", "batches", "metrics", "tokens"}
     assert doc["outcome"] == "succeeded" and doc["target"] == "main"
     assert set(doc["results"][0]) == {"task", "status", "exit_code", "duration_s", "agent",
                                       "branch", "commit", "integrated", "files_modified",
-                                      "limits", "log_tail", "reason", "attempts"}
+                                      "limits", "log_tail", "reason", "attempts", "message",
+                                      "no_changes", "final_message", "tokens"}
     assert set(doc["results"][0]["attempts"][0]) == {"n", "status", "agent", "duration_s",
                                                      "commit", "ref"}
     assert set(doc["results"][0]["limits"]) == {"memory_mb", "cpus", "pids", "enforced_by"}
@@ -153,7 +155,8 @@ def test_templates_and_environment_reach_the_agent(webapp: Repo) -> None:
     assert res.outcome == "succeeded", res.results[0].log_tail
     task_id, branch, worktree = webapp.out("show", "main:env.txt").split("|")
     assert task_id == "t1" and branch == f"forkyard/{res.run_id}/t1"
-    assert worktree.endswith(f"worktrees/{res.run_id}/t1")
+    assert worktree == str(places.worktree_path(webapp.forkyard_dir, res.run_id, "t1"))
+    assert ".git" not in Path(worktree).parts  # agent CLIs refuse to edit under .git
     assert webapp.out("show", "main:desc.txt") == "it's $(not run) \"quoted\""
 
 

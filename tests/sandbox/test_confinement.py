@@ -17,6 +17,7 @@ import pytest
 from gitproc.git import Repo
 from gitproc.process import spawn
 from planner.tasks import Limits
+from sandbox import places
 from sandbox.backends.base import ExecResult
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from sandbox.errors import ConfinementError
@@ -320,7 +321,7 @@ def test_a_sandbox_a_crash_left_half_made_is_discarded_for_a_fresh_start(
     from forkyard.run.sandboxes import discard_branch
 
     spec = make_spec(pylib, "echo fresh > fresh.txt")
-    place = pylib.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+    place = places.worktree_path(pylib.forkyard_dir, spec.run_id, spec.task_id)
     place.mkdir(parents=True)
     (tmp_path / "upper").mkdir()
     admin = pylib.worktree_register(place, spec.branch, spec.base, tmp_path / "upper" / ".git")

@@ -12,7 +12,7 @@ import pytest
 
 from fixtures import repos
 from gitproc.git import Repo
-from sandbox import overlay
+from sandbox import overlay, places
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from sandbox.backends.worktree.harvest import _index_ours, _untouched
 from tests.conftest import require
@@ -109,7 +109,7 @@ def test_clean_up_unmounts_and_the_runs_last_sandbox_drops_the_base(
     # The last one gone: the base, every mount point and the private mounts too.
     assert overlay.mounts_under(repo.forkyard_dir) == []
     assert not (repo.forkyard_dir / "bases" / run).exists()
-    assert not (repo.forkyard_dir / "worktrees" / run).exists()
+    assert not places.run_dir(repo.forkyard_dir, run).exists()
     assert [w["worktree"] for w in repo.worktrees()] == [str(repo.path)]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gitproc.git import Repo
+from sandbox import places
 from sandbox.backends import DummyConfig, WorktreeConfig, get_backend
 from sandbox.backends.worktree import WorktreeBackend
 from sandbox.errors import SandboxBadInputError
@@ -132,4 +133,4 @@ def test_parallel_sandboxes_share_one_backend(pylib: Repo) -> None:
     assert len({r.commit for r in results}) == 6
     assert len({r.log_tail.strip() for r in results}) == 6  # distinct ports
     assert [f.path for f in results[3].files_modified] == ["port-3.txt"]
-    assert not (pylib.forkyard_dir / "worktrees" / run_id).exists()
+    assert not places.run_dir(pylib.forkyard_dir, run_id).exists()

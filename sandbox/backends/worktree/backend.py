@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gitproc.git import NumStat, Repo, clean_env
+from gitproc.git import NumStat, Repo
 from gitproc.process import background_priority, raise_priority
-from sandbox import cgroups, confine, limits, overlay, setup
+from sandbox import cgroups, confine, limits, overlay, places, setup
 from sandbox.backends.base import (
-    MINIMAL_ENV,
+    NO_CHANGES,
     Backend,
     ExecResult,
     ExitCallback,
@@ -30,6 +30,7 @@ from sandbox.backends.base import (
     SandboxSpec,
     Status,
 )
+from sandbox.backends.worktree import home as agent_home
 from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
 from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
 from sandbox.backends.worktree.layout import (
@@ -56,24 +57,26 @@ from sandbox.ports import PortLease, lease_port
 
 
 class WorktreeBackend(Backend):
-    """Agents in git worktrees under ``.git/forkyard/worktrees/<run-id>/<task-id>``."""
+    """Agents in git worktrees at ``<sandbox root>/<run-id>/<task-id>`` (``sandbox/places.py``)."""
 
     name = "worktree"
 
     def __init__(self, repo: Repo, config: WorktreeConfig | None = None, **options: object) -> None:
         super().__init__(repo)
         self.config = config or WorktreeConfig.model_validate(options)
+        places.set_sandbox_root(repo.forkyard_dir, self.config.sandbox_dir)
         self._hier: cgroups.Hierarchies | None = None
         self._locks: dict[str, tuple[RunLock, int]] = {}
         self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
+        self._ident: tuple[str, str] | None = None
 
     # -- prepare ------------------------------------------------------------------
 
     def prepare(self, spec: SandboxSpec) -> Sandbox:
         """A worktree on a new branch ``forkyard/<run>/<task>`` at the base -- an overlay
         (:func:`layout.prepare_overlay`) or ``git worktree add`` -- plus set-up."""
-        path = self.repo.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+        path = places.worktree_path(self.repo.forkyard_dir, spec.run_id, spec.task_id)
         if path.exists() and not _spare_mount_point(path):
             raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
         self._hold(spec.run_id)
@@ -182,25 +185,7 @@ class WorktreeBackend(Backend):
         return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
 
     def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
-        spec = sandbox.spec
-        env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
-        if spec.env_policy == "minimal":  # no secrets: see SandboxSpec.env_policy
-            env = {k: v for k, v in env.items() if k in MINIMAL_ENV or k.startswith("GIT_")}
-        if "LC_ALL" in os.environ:
-            env["LC_ALL"] = os.environ["LC_ALL"]
-        else:
-            env.pop("LC_ALL", None)
-        env.update({
-            "FORKYARD_TASK_ID": spec.task_id, "FORKYARD_RUN_ID": spec.run_id,
-            "FORKYARD_BRANCH": spec.branch, "FORKYARD_BASE": spec.base,
-            "FORKYARD_WORKTREE": str(sandbox.worktree), "FORKYARD_DESCRIPTION": spec.description,
-            "TMPDIR": str(tmpdir), limits.TOKEN_VAR: token,
-        })
-        port = spec.port if spec.port is not None else _lease_port(sandbox)
-        if port is not None:
-            env["PORT"] = env["FORKYARD_PORT"] = str(port)
-        env.update(spec.env)
-        return env
+        return agent_home.sandbox_env(sandbox, tmpdir, token, _lease_port(sandbox))
 
     def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
               status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
@@ -213,10 +198,13 @@ class WorktreeBackend(Backend):
             argv = ["/bin/sh", "-c", JOIN_SH, "forkyard-shim", *opts[1::2], "--"]
         else:
             argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
+        extra_rw = self._extra_rw(sandbox)
         if conf.bwrap:
             argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
                                        git=prep.gitpaths, network=spec.limits.network,
-                                       extra_rw=self.config.extra_rw, status_fd=status_fd)
+                                       extra_rw=extra_rw,
+                                       extra_ro=(*self.config.extra_ro, *spec.extra_ro),
+                                       status_fd=status_fd)
         if conf.landlock or gate_fd is not None:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
             argv += [sys.executable, "-I", "-S", SHIM]
@@ -224,7 +212,7 @@ class WorktreeBackend(Backend):
                 ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
                                            git=prep.gitpaths, network=spec.limits.network,
                                            inside_bwrap=conf.bwrap)
-                ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
+                ll["rw"] = [*ll["rw"], *map(str, extra_rw)]  # type: ignore[misc]
                 argv += confine.landlock_shim_args(ll)
             if prep.cpu_fd is not None and enf.cgroup is not None and enf.cgroup.cpu_quota:
                 argv += ["--write-fd", f"{prep.cpu_fd}={enf.cgroup.cpu_quota[1]}"]
@@ -232,6 +220,14 @@ class WorktreeBackend(Backend):
                 argv += ["--gate", str(gate_fd)]
             argv += ["--"]
         return argv if command is None else [*argv, "/bin/sh", "-c", command]
+
+    def _extra_rw(self, sandbox: Sandbox) -> tuple[Path, ...]:
+        """What the agent may write besides its worktree, temp dir and git paths: its
+        private home, and the paths the configuration and the task file add."""
+        home = sandbox.state.get("home")
+        own = (home,) if isinstance(home, Path) else ()
+        return (*own, *self.config.extra_rw,
+                *(p for p in sandbox.spec.extra_rw if p.exists()))
 
     def _prepare_run(self, sandbox: Sandbox, gated: bool = False) -> _Prepared:
         """What the agent runs in and under: temp and object dirs, limits, confinement.
@@ -246,6 +242,9 @@ class WorktreeBackend(Backend):
         shutil.rmtree(objects, ignore_errors=True)  # a crashed run's
         objects.mkdir()
         sandbox.state["objects"] = objects
+        if self._ident is None:
+            self._ident = agent_home.identity(self.repo)
+        sandbox.state["home"] = agent_home.make_home(spec, tmpdir, self._ident)
         gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
                                        objects)
         pinned = _pin_git_files(gitpaths, spec.branch)
@@ -335,7 +334,8 @@ class WorktreeBackend(Backend):
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
-        lines.on_line = on_line
+        reader = agent_home.stream_reader(spec.preset)
+        lines.on_line = on_line if reader is None else agent_home.reader_callback(reader, on_line)
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
         reason: str | None = None
         rc: int | None = None
@@ -383,15 +383,19 @@ class WorktreeBackend(Backend):
         files: list[NumStat] = []
         commit_msg, broken = "", False
         if spec.harvest:  # (a validation's leftovers are thrown away with its sandbox)
+            agent_home.remove_scratch(sandbox.worktree, spec.preset)
             with background_priority():  # the agent is gone: agents starting come first
                 commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
         if broken:
             status = "failed"
+        if spec.harvest and status == "succeeded" and commit is None and not files:
+            message = "; ".join(m for m in (message, NO_CHANGES) if m)
         return ExecResult(
             status=status, exit_code=rc, duration_s=round(time.monotonic() - started, 3),
             log_tail="\n".join(lines.tail), commit=commit, files_modified=tuple(files),
             enforced_by=enf.name, confinement=prep.conf.name,
             message="; ".join(m for m in (message, commit_msg) if m),
+            agent_report=None if reader is None else reader.report.to_dict(),
         )
 
     def _status(self, rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:
@@ -466,9 +470,10 @@ class WorktreeBackend(Backend):
             lease = sandbox.state.pop("lease", None)
             if isinstance(lease, PortLease):
                 lease.release()
-            objects = sandbox.state.pop("objects", None)
-            if isinstance(objects, Path):
-                shutil.rmtree(objects, ignore_errors=True)
+            for key in ("objects", "home"):
+                own = sandbox.state.pop(key, None)
+                if isinstance(own, Path):
+                    shutil.rmtree(own, ignore_errors=True)
             tmpdir = sandbox.state.pop("tmpdir", None)
             layers = sandbox.state.pop("layers", None)
             if isinstance(layers, overlay.Layers):

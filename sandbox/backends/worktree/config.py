@@ -41,7 +41,14 @@ class WorktreeConfig(BaseModel):
     port_range: tuple[int, int] = DEFAULT_RANGE
     """Leased ports come from ``[lo, hi)``."""
     extra_rw: tuple[Path, ...] = ()
-    """More paths agents may write (e.g. ``~/.cache``): bound read-write, allowed by Landlock."""
+    """More paths agents may write (e.g. ``~/.cache``): bound read-write, allowed by Landlock
+    (``--extra-rw``; a task file's ``extra_rw`` adds per task)."""
+    extra_ro: tuple[Path, ...] = ()
+    """More paths agents may read where the sandbox hides them (under ``/tmp``), bound
+    read-only (``--extra-ro``; a task file's ``extra_ro`` adds per task)."""
+    sandbox_dir: Path | None = None
+    """Where sandboxes go (``<dir>/<repo>-<hash>/<run>/<task>``); default under
+    ``$XDG_CACHE_HOME/forkyard/sandboxes`` (``sandbox/places.py``).  Never inside ``.git``."""
     setup_timeout_s: float = Field(600, gt=0)
     """Wall-clock limit of the per-run setup command."""
     layers: Literal["auto", "overlay", "checkout"] = "auto"
