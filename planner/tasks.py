@@ -6,11 +6,38 @@ Loaders that read YAML, JSON and spec-kit markdown into these models live in
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESETS = ("claude", "codex", "aider", "gemini", "shell")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class NetworkAllow(BaseModel):
+    """``network: {allow: [domains]}``: only these hosts, through the run's proxy (the
+    agent preset's own API hosts are added to them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: tuple[str, ...] = Field(default=(), description="Host names (``*.example.com``, ``host:port``).")
+
+
+#: ``auto``: a preset's API hosts through the proxy, nothing for a plain command;
+#: ``none``: no network at all; ``full``: the host's network; ``{allow: [...]}``.
+Network = Literal["auto", "none", "full"] | NetworkAllow
+
+
+def _network(value: Any) -> Any:
+    # Old task files said `network: true/false`.
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    if value == "allow":
+        return {"allow": []}
+    if isinstance(value, list):
+        return {"allow": value}
+    return value
 
 
 class Limits(BaseModel):
@@ -22,14 +49,18 @@ class Limits(BaseModel):
     cpus: float | None = Field(1.0, gt=0, description="CPU quota in cores (1.5 = one and a half).")
     pids: int | None = Field(512, ge=1, description="Maximum number of processes/threads.")
     timeout_s: float | None = Field(1800, gt=0, description="Wall-clock limit; the tree is killed.")
-    network: bool = Field(True, description="Whether the agent may reach the network.")
+    network: Network = Field("auto", description="auto, none, full or {allow: [hosts]}.")
+    disk_mb: int | None = Field(None, ge=16, description="What the sandbox may write "
+                                "(its changes, temp dir, objects), in MiB.")
+
+    _net = field_validator("network", mode="before")(classmethod(lambda cls, v: _network(v)))
 
     def merged(self, override: Limits | dict[str, Any] | None) -> Limits:
         """These limits with the fields ``override`` sets explicitly replaced."""
         if override is None:
             return self
         data = override if isinstance(override, dict) else override.model_dump(exclude_unset=True)
-        return self.model_copy(update=data)
+        return Limits.model_validate({**self.model_dump(), **data})
 
 
 class Agent(BaseModel):
@@ -55,6 +86,34 @@ def _coerce_agent(value: Any) -> Any:
     return value
 
 
+class AgentEnvironment(BaseModel):
+    """What reaches an agent besides its command: environment variables (an allowlist;
+    see ``sandbox/secrets.py``) and paths it may not read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: dict[str, str] = Field(default_factory=dict, description="Environment for the agent; "
+                                "a value may name the caller's variables as ${NAME}.")
+    pass_env: list[str] = Field(default_factory=list, description="The caller's variables passed as they are.")
+    deny_read: list[str] = Field(default_factory=list, description="More paths the agent may not read.")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"bad environment variable name {name!r}")
+        return v
+
+    @field_validator("pass_env")
+    @classmethod
+    def _pass_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"bad environment variable name {name!r}")
+        return v
+
+
 class Setup(BaseModel):
     """Per-run set-up of every sandbox."""
 
@@ -67,7 +126,7 @@ class Setup(BaseModel):
     command: str | None = Field(None, description="Run in each worktree before the agent.")
 
 
-class Task(BaseModel):
+class Task(AgentEnvironment):
     """One unit of agent work."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,7 +150,7 @@ class Task(BaseModel):
         return [v] if isinstance(v, str) else v
 
 
-class Defaults(BaseModel):
+class Defaults(AgentEnvironment):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     agent: Agent = Field(default_factory=lambda: Agent(command="bash -c {command}"))
@@ -114,3 +173,13 @@ class TaskFile(BaseModel):
 
     def limits_for(self, task: Task) -> Limits:
         return self.defaults.limits.merged(task.limits)
+
+    def with_defaults(self, task: Task) -> Task:
+        """``task`` with the defaults' ``env`` (the task's names win), ``pass_env`` and
+        ``deny_read`` folded in."""
+        d = self.defaults
+        return task.model_copy(update={
+            "env": {**d.env, **task.env},
+            "pass_env": list(dict.fromkeys([*d.pass_env, *task.pass_env])),
+            "deny_read": list(dict.fromkeys([*d.deny_read, *task.deny_read])),
+        })

@@ -96,7 +96,7 @@ def release_root(path: Path) -> None:
 
 
 #: Where a run's mounts go, under ``.git/forkyard``: sandboxes, and base checkouts.
-MOUNT_DIRS = ("worktrees", "bases")
+MOUNT_DIRS = ("worktrees", "bases", "tmp")  # tmp: disk-limited sandboxes (disk.py)
 
 
 def unmount_run(forkyard_dir: Path, run_id: str) -> None:

@@ -1,7 +1,7 @@
 """The exec shim: put *this* process into its sandbox, then ``exec`` the agent.
 
     python sandbox/shim.py [--procs FILE]... [--rlimit NAME=VALUE]...
-                           [--landlock-network 0|1 [--landlock-rw PATH]... [--landlock-dev PATH]...]
+                           [--landlock-network 0|1|PORT [--landlock-rw PATH]... [--landlock-dev PATH]...]
                            [--write-fd FD=VALUE]... [--gate FD] -- ARGV...
 
 It writes its own pid to every ``cgroup.procs`` given (so the agent is inside its
@@ -35,6 +35,7 @@ RLIMITS = {
     "nproc": resource.RLIMIT_NPROC,
     "cpu": resource.RLIMIT_CPU,
     "core": resource.RLIMIT_CORE,
+    "fsize": resource.RLIMIT_FSIZE,
 }
 
 EXIT_SHIM_FAILED = 125  # like env(1)/docker: "the wrapper failed, the command never ran"
@@ -73,7 +74,8 @@ def _drop_capabilities() -> None:
 # mirror landlockpy's (tests/sandbox/test_shim.py checks that they agree).
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446  # every architecture
 PR_SET_NO_NEW_PRIVS = 38
-RULE_PATH_BENEATH = 1
+RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
+NET_CONNECT_TCP = 1 << 1
 FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FS_MAKE_CHAR, FS_MAKE_BLOCK, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 6, 1 << 11, 1 << 14, 1 << 15
 FS_MIN_ABI = {1 << bit: 1 for bit in range(13)} | {
@@ -100,8 +102,9 @@ def landlock_masks(abi: int, network: bool) -> dict[str, int]:
     """The ruleset's rights for a kernel at ``abi`` (a pure function, for the tests)."""
     fs_all = _for_abi(FS_MIN_ABI, abi)
     net_off = not network
-    scoped = (SCOPE_SIGNAL | (SCOPE_ABSTRACT_UNIX_SOCKET if net_off else 0)) & _for_abi(
-        SCOPE_MIN_ABI, abi)
+    # Abstract unix sockets are scoped whatever the network: with the host's network
+    # namespace (``full``) they would reach the host's (X11, D-Bus...).
+    scoped = (SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET) & _for_abi(SCOPE_MIN_ABI, abi)
     return {
         "handled_fs": fs_all,
         # Handling the network rights and granting none denies TCP bind/connect.
@@ -147,6 +150,9 @@ def _landlock(spec: dict[str, object]) -> None:
         _pack_ = 1
         _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
+    class NetPortAttr(ctypes.Structure):
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
     abi = call(SYS_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     m = landlock_masks(abi, bool(spec.get("network", True)))
     attr = RulesetAttr(m["handled_fs"], m["handled_net"], m["scoped"])
@@ -174,6 +180,12 @@ def _landlock(spec: dict[str, object]) -> None:
         for path in spec.get("rw", []):  # type: ignore[attr-defined]
             if os.path.exists(path):
                 allow(path, m["writable"] if os.path.isdir(path) else m["writable"] & m["file"])
+        port = int(spec.get("connect_port", 0))  # type: ignore[call-overload]
+        if port and m["handled_net"] & NET_CONNECT_TCP:
+            # The ``allow`` policy: TCP only to the proxy's forwarder (the netns has no
+            # other interface than loopback anyway).
+            rule = NetPortAttr(NET_CONNECT_TCP, port)
+            call(SYS_ADD_RULE, ruleset, RULE_NET_PORT, ctypes.byref(rule), 0)
         flags = 0
         if abi >= RESTRICT_NO_NEW_PRIVS_ABI:
             flags |= RESTRICT_NO_NEW_PRIVS
@@ -230,8 +242,9 @@ def main(argv: list[str]) -> int:
             limits.append((RLIMITS[name], int(num)))
         elif opt.startswith("--landlock-") and opt[11:] in ("network", "rw", "dev"):
             landlock = landlock or {"network": True, "rw": [], "dev": []}
-            if opt == "--landlock-network":
+            if opt == "--landlock-network":  # 1: any; 0: none; a port: to it only
                 landlock["network"] = value == "1"
+                landlock["connect_port"] = int(value) if value not in ("0", "1") else 0
             else:
                 landlock[opt[11:]].append(value)  # type: ignore[attr-defined]
         elif opt == "--gate":

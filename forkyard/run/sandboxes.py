@@ -23,7 +23,7 @@ from dataclasses import replace
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
 from gitproc.process import can_raise_priority, lower_thread_priority
 from sandbox import overlay
-from sandbox.agents import AgentContext, command_for
+from sandbox.agents import AgentContext, command_for, sandbox_fields
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
 
 
@@ -70,8 +70,9 @@ class SandboxMaker:
                            base, task.command or "", self.run_id, attempt)
         return SandboxSpec(
             run_id=self.run_id, task_id=task.id, base=base, command=command_for(agent, task, ctx),
-            limits=limits, env=ctx.env(), description=task.description, confine=self.confine,
-            setup_command=self.setup_command, copy_files=self.copy_files, image=self.image)
+            description=task.description, confine=self.confine,
+            setup_command=self.setup_command, copy_files=self.copy_files, image=self.image,
+            **sandbox_fields(agent, task, limits, ctx))
 
     # -- ahead of time ---------------------------------------------------------------------
 
@@ -190,7 +191,8 @@ def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: b
     where = "/work" if docker else str(sandbox.worktree)
     ctx = AgentContext(task.id, task.description, where, spec.branch, spec.base,
                        task.command or "", spec.run_id, attempt)
-    return replace(spec, command=command_for(agent, task, ctx), env=ctx.env())
+    return replace(spec, command=command_for(agent, task, ctx),
+                   env=sandbox_fields(agent, task, spec_t.limits, ctx)["env"])  # type: ignore[attr-defined]
 
 
 def discard_branch(repo: Repo, branch: str) -> None:

@@ -38,7 +38,7 @@ from gitproc.lock import FileLock
 from planner import Plan, TaskFile, load_tasks
 from planner import plan as make_plan
 from sandbox import overlay
-from sandbox.agents import check_agent
+from sandbox.agents import check_agent, check_policies, network_mode_for_docker
 from sandbox.backends.base import Backend
 from sandbox.errors import SandboxBadInputError
 
@@ -107,7 +107,8 @@ def _specs(taskfile: TaskFile, the_plan: Plan) -> dict[str, TaskSpec]:
     out = {}
     for task in taskfile.tasks:
         deps = tuple(the_plan.dependencies.get(task.id, task.depends_on))
-        out[task.id] = TaskSpec(task, taskfile.agent_for(task), taskfile.limits_for(task), deps)
+        out[task.id] = TaskSpec(taskfile.with_defaults(task), taskfile.agent_for(task),
+                                taskfile.limits_for(task), deps)
     return out
 
 
@@ -154,6 +155,8 @@ def run_workflow(
         taskfile = with_default_agent(taskfile, opts.agent)
     for task in taskfile.tasks:
         check_agent(taskfile.agent_for(task), task)
+        check_policies(taskfile.agent_for(task), taskfile.with_defaults(task),
+                       taskfile.limits_for(task))
     target, target_ref = resolve_target(r, opts.into)
     if not r.bare and r.current_branch() == target and r.is_dirty():
         raise SandboxBadInputError(
@@ -164,6 +167,9 @@ def run_workflow(
         plan = make_plan(taskfile, agents=opts.agents, goal=opts.goal,
                          durations=durations or None)
     be = backend or make_backend(r, opts)
+    if be.name == "docker":  # what it cannot enforce is bad input now, not a failed task
+        for task in taskfile.tasks:
+            network_mode_for_docker(task.id, taskfile.agent_for(task), taskfile.limits_for(task))
     _recover(r)  # a crashed run's half-done batch: finish or roll back before we read the tip
     tip = r.rev_parse(target_ref)
 

@@ -40,6 +40,9 @@ class SandboxSpec:
     command: str                    # shell command line, run with /bin/sh -c in the sandbox
     limits: Limits = field(default_factory=Limits)
     env: Mapping[str, str] = field(default_factory=dict)   # extra environment for the agent
+    pass_env: tuple[str, ...] = ()    # the caller's variables passed by name (masked)
+    secret_env: tuple[str, ...] = ()  # names in ``env`` whose values are secrets (masked)
+    deny_read: tuple[str, ...] = ()   # more paths the agent may not read
     description: str = ""
     confine: bool = True            # False only by explicit user opt-out
     setup_command: str | None = None

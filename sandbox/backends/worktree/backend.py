@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gitproc.git import Repo, clean_env
+from gitproc.git import Repo
 from gitproc.process import background_priority, raise_priority
-from sandbox import cgroups, confine, limits, overlay, setup
+from sandbox import cgroups, confine, disk, limits, overlay, secrets, setup
 from sandbox.backends.base import (
     Backend,
     ExecResult,
@@ -27,8 +27,8 @@ from sandbox.backends.base import (
     LineCallback,
     Sandbox,
     SandboxSpec,
-    Status,
 )
+from sandbox.backends.worktree import policies as pol
 from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
 from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
 from sandbox.backends.worktree.layout import (
@@ -51,6 +51,7 @@ from sandbox.backends.worktree.supervise import (
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
+from sandbox.network import forwarder_argv
 from sandbox.ports import PortLease, lease_port
 
 
@@ -66,6 +67,7 @@ class WorktreeBackend(Backend):
         self._locks: dict[str, tuple[RunLock, int]] = {}
         self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
+        self._net = pol.RunProxies(self.config.proxy_hosts)
 
     # -- prepare ------------------------------------------------------------------
 
@@ -80,12 +82,14 @@ class WorktreeBackend(Backend):
             path.parent.mkdir(parents=True, exist_ok=True)
             drop_dangling(self.repo, spec.branch)
             state: dict[str, object] = {"made_at": spec.base}  # where the branch was made
+            space = state["disk"] = pol.make_disk(self.repo, spec)
             if self._overlays():
                 with self._lock:
                     bases = self._bases.setdefault(spec.run_id,
                                                    overlay.Bases(self.repo, spec.run_id))
                 prepare_overlay(self.repo, bases, spec, path, state,
-                                required=self.config.layers == "overlay")
+                                required=self.config.layers == "overlay",
+                                layer=space.root / "layer" if isinstance(space, disk.Disk) else None)
             else:
                 self.repo.worktree_add(path, spec.branch, spec.base)
                 state["at"] = spec.base
@@ -95,6 +99,9 @@ class WorktreeBackend(Backend):
             if spec.port is None and self.config.lease_ports:
                 state["lease"] = lease_port(self.repo.forkyard_dir / "ports", self.config.port_range)
         except BaseException:
+            space = locals().get("state", {}).get("disk")
+            if isinstance(space, disk.Disk):
+                space.remove()
             self._release(spec.run_id)
             raise
         return Sandbox(spec, path, spec.branch, state)
@@ -129,6 +136,7 @@ class WorktreeBackend(Backend):
                 bases = self._bases.pop(run_id, None)
                 if bases is not None:
                     bases.close()  # the run's last sandbox is gone
+                self._net.stop(run_id)
             else:
                 self._locks[run_id] = (lock, n - 1)
 
@@ -180,30 +188,11 @@ class WorktreeBackend(Backend):
                 raise SandboxError("limits='cgroup' but no writable cgroup hierarchy here")
         return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
 
-    def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
-        spec = sandbox.spec
-        env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
-        if "LC_ALL" in os.environ:
-            env["LC_ALL"] = os.environ["LC_ALL"]
-        else:
-            env.pop("LC_ALL", None)
-        env.update({
-            "FORKYARD_TASK_ID": spec.task_id, "FORKYARD_RUN_ID": spec.run_id,
-            "FORKYARD_BRANCH": spec.branch, "FORKYARD_BASE": spec.base,
-            "FORKYARD_WORKTREE": str(sandbox.worktree), "FORKYARD_DESCRIPTION": spec.description,
-            "TMPDIR": str(tmpdir), limits.TOKEN_VAR: token,
-        })
-        port = spec.port if spec.port is not None else _lease_port(sandbox)
-        if port is not None:
-            env["PORT"] = env["FORKYARD_PORT"] = str(port)
-        env.update(spec.env)
-        return env
-
     def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
               status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
         """The agent's argv; ``command`` None with ``gate_fd``: a warm start's, whose
         command comes through the gate (``sandbox/shim.py``)."""
-        spec, conf, enf = sandbox.spec, prep.conf, prep.enf
+        conf, enf = prep.conf, prep.enf
         opts = enf.shim_args
         if all(o == "--procs" for o in opts[::2]):
             # Only cgroup joins (or nothing): the shell does that ~10x cheaper than a Python.
@@ -212,14 +201,17 @@ class WorktreeBackend(Backend):
             argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
         if conf.bwrap:
             argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
-                                       git=prep.gitpaths, network=spec.limits.network,
-                                       extra_rw=self.config.extra_rw, status_fd=status_fd)
+                                       git=prep.gitpaths, network=prep.network,
+                                       extra_rw=self.config.extra_rw, status_fd=status_fd,
+                                       proxy_dir=prep.proxy_dir, deny=prep.deny)
+            if prep.network.kind == "allow":
+                argv += forwarder_argv()
         if conf.landlock or gate_fd is not None:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
             argv += [sys.executable, "-I", "-S", SHIM]
             if conf.landlock:
                 ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
-                                           git=prep.gitpaths, network=spec.limits.network,
+                                           git=prep.gitpaths, network=prep.network,
                                            inside_bwrap=conf.bwrap)
                 ll["rw"] = [*ll["rw"], *map(str, self.config.extra_rw)]  # type: ignore[misc]
                 argv += confine.landlock_shim_args(ll)
@@ -235,7 +227,11 @@ class WorktreeBackend(Backend):
         ``gated``: a warm start (the CPU quota is then always left to the inner shim)."""
         spec = sandbox.spec
         conf = confine.resolve(self.config.confinement, spec.confine)
-        tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
+        network = pol.network_of(spec)
+        pol.check_network(network, conf)
+        space = sandbox.state.get("disk")
+        tmpdir = (space.root / "tmp" if isinstance(space, disk.Disk)
+                  else self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id)
         tmpdir.mkdir(parents=True, exist_ok=True)
         sandbox.state["tmpdir"] = tmpdir
         # Beside the temp dir, not in it: an agent emptying its $TMPDIR keeps its commits.
@@ -249,16 +245,26 @@ class WorktreeBackend(Backend):
         sandbox.state["gitdir"] = gitpaths.gitdir
         # The CPU quota is written by the inner shim, last, when there is one.
         enf = self._enforcement(spec, defer_cpu=conf.landlock or gated)
+        enf = pol.with_disk_fallback(enf, spec, space)
         sandbox.state["cgroup"] = enf.cgroup
+        proxy_dir = None
+        if network.kind == "allow" and conf.bwrap:
+            proxy_dir = self._net.open(spec.run_id, spec.task_id, network)
+            sandbox.state["proxy"] = spec.task_id
+        deny = (secrets.denied_paths(self.repo.forkyard_dir, spec.deny_read)
+                if conf.bwrap else ())
         cpu_fd = None
         if enf.cgroup is not None and enf.cgroup.cpu_quota is not None:
             cpu_fd = os.open(enf.cgroup.cpu_quota[0], os.O_WRONLY | os.O_CLOEXEC)
         token = uuid.uuid4().hex
         sandbox.state["token"] = token
-        return _Prepared(conf, tmpdir, objects, gitpaths, pinned, enf, cpu_fd, token)
+        return _Prepared(conf, tmpdir, objects, gitpaths, pinned, enf, cpu_fd, token,
+                         network, proxy_dir, deny)
 
     def _agent_env(self, sandbox: Sandbox, prep: _Prepared) -> dict[str, str]:
-        return {**self._env(sandbox, prep.tmpdir, prep.token), **odb_env(self.repo, prep.objects)}
+        port = sandbox.spec.port if sandbox.spec.port is not None else _lease_port(sandbox)
+        return {**pol.sandbox_env(sandbox, prep.network, prep.tmpdir, prep.token, port),
+                **odb_env(self.repo, prep.objects)}
 
     def warm(self, sandbox: Sandbox) -> None:
         """Start the agent's process chain ahead of its turn, up to its last ``exec``.
@@ -286,7 +292,7 @@ class WorktreeBackend(Backend):
             agent = launch(self._argv(sandbox, prep, None, status_w if prep.conf.bwrap
                                       else None, gate_r),
                            fds, sandbox.worktree, self._agent_env(sandbox, prep),
-                           _Lines(self.config.log_tail_lines))
+                           _Lines(self.config.log_tail_lines, pol.masker(sandbox.spec) or None))
         except Exception:
             for fd in (gate_w, status_r):
                 if fd >= 0:
@@ -309,6 +315,8 @@ class WorktreeBackend(Backend):
             with contextlib.suppress(Exception):
                 group.remove()
         sandbox.state.pop("token", None)
+        if sandbox.state.pop("proxy", None) is not None:
+            self._net.close(sandbox.spec.run_id, sandbox.spec.task_id)
 
     def _abandon(self, sandbox: Sandbox) -> None:
         """Stop a warm start's waiting chain (its shim exits on the closed gate)."""
@@ -332,6 +340,7 @@ class WorktreeBackend(Backend):
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
+        lines.mask = pol.masker(spec) or None
         lines.on_line = on_line
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
         reason: str | None = None
@@ -365,13 +374,14 @@ class WorktreeBackend(Backend):
         enf = prep.enf
         if enf.cgroup is not None:
             enf.cgroup.wait_empty()  # ...and gone, before anything reads what they left
-        status = self._status(rc, reason, enf)
+        status = pol.status_of(rc, reason, enf)
         if status == "timed_out":
             message = f"killed after the {spec.limits.timeout_s:g}s timeout"
         elif status == "oom_killed":
             message = f"killed by the OOM killer at the {spec.limits.memory_mb} MiB memory limit"
         elif status == "cancelled":
             message = "cancelled"
+        message = "; ".join(m for m in (message, *pol.policy_notes(sandbox, self._net)) if m)
         if enf.name == "rlimit":
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
@@ -386,17 +396,6 @@ class WorktreeBackend(Backend):
             enforced_by=enf.name, confinement=prep.conf.name,
             message="; ".join(m for m in (message, commit_msg) if m),
         )
-
-    def _status(self, rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:
-        if reason == "cancelled":
-            return "cancelled"
-        if reason == "timed_out":
-            return "timed_out"
-        # OOM: the group's kernel counter, cross-checked with a failed exit (a kill signal
-        # shows up as 137 through sh/bwrap, or -9 directly).
-        if enf.cgroup is not None and rc not in (0, None) and enf.cgroup.oom_kills() > 0:
-            return "oom_killed"
-        return "succeeded" if rc == 0 else "failed"
 
     def _run_phase(
         self, build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
@@ -471,6 +470,12 @@ class WorktreeBackend(Backend):
             if isinstance(tmpdir, Path):
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 _rmdir_quiet(tmpdir.parent)
+            space = sandbox.state.pop("disk", None)
+            if isinstance(space, disk.Disk):
+                space.remove()
+                _rmdir_quiet(space.root.parent)
+            if sandbox.state.pop("proxy", None) is not None:
+                self._net.close(spec.run_id, spec.task_id)
             if not keep and sandbox.worktree.exists():
                 # An overlay's mount point stays until the run's base goes (see overlay.py).
                 remove_worktree(self.repo, sandbox,
