@@ -22,6 +22,7 @@ checked; it never resolves twice.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import selectors
 import shutil
@@ -91,6 +92,7 @@ class NetworkProxy:
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._stopping = False
+        self._serial = itertools.count()
         self.decisions: list[Decision] = []
         self._thread = threading.Thread(target=self._serve, name="forkyard-netproxy", daemon=True)
         self._thread.start()
@@ -101,7 +103,7 @@ class NetworkProxy:
         """A listener for sandbox ``key`` with ``allow``; returns the directory holding
         its socket (the directory, not the socket, is what the sandbox mounts)."""
         allowlist = Allowlist(allow)
-        directory = self._root / f"s{abs(hash(key)) & 0xFFFFFFFF:08x}-{len(self._listeners)}"
+        directory = self._root / f"s{next(self._serial)}"  # short: the socket path must be
         directory.mkdir(mode=0o755)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(directory / SOCKET_NAME))

@@ -227,8 +227,7 @@ class WorktreeBackend(Backend):
         ``gated``: a warm start (the CPU quota is then always left to the inner shim)."""
         spec = sandbox.spec
         conf = confine.resolve(self.config.confinement, spec.confine)
-        network = pol.network_of(spec)
-        pol.check_network(network, conf)
+        network = pol.check_network(pol.network_of(spec), conf)
         space = sandbox.state.get("disk")
         tmpdir = (space.root / "tmp" if isinstance(space, disk.Disk)
                   else self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id)

@@ -22,12 +22,17 @@ def network_of(spec: SandboxSpec) -> NetworkPolicy:
     return policy_for(spec.limits.network)
 
 
-def check_network(policy: NetworkPolicy, conf: Confinement) -> None:
-    """Refuse what this confinement cannot enforce: ``allow`` needs bubblewrap."""
-    if policy.kind == "allow" and conf.landlock and not conf.bwrap:
+def check_network(policy: NetworkPolicy, conf: Confinement) -> NetworkPolicy:
+    """The policy as this confinement enforces it: refused where it cannot be (``allow``
+    needs bubblewrap); ``full`` with no confinement at all (the explicit opt-out: no
+    proxy variables pointing at a forwarder that is not there)."""
+    if not conf.bwrap and not conf.landlock:
+        return NetworkPolicy("full")
+    if policy.kind == "allow" and not conf.bwrap:
         raise ConfinementError(
             "the 'allow' network policy needs bubblewrap (a network namespace); with "
             "Landlock alone use network 'none' or 'full'")
+    return policy
 
 
 def agent_env(spec: SandboxSpec, policy: NetworkPolicy,
