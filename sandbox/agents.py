@@ -20,6 +20,10 @@ description as the prompt:
 - shell: ``bash -c COMMAND`` (the task's own ``command``)
 
 A preset's ``args`` go before the prompt, e.g. ``{preset: claude, args: [--model, opus]}``.
+
+Each preset also declares the caller's variables its CLI needs (:data:`PRESET_ENV`: passed
+by name, masked in output) and the hosts it reaches (:data:`PRESET_HOSTS`: the ``auto``
+network policy); ``docs/security.md`` has the policies.
 """
 
 from __future__ import annotations
@@ -43,8 +47,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 #: The caller's variables each preset's CLI needs (its API key and endpoint), passed to
 #: its agents by name -- the rest of the environment is not (``sandbox/secrets.py``);
-#: their values are masked in what forkyard records.  The hosts each preset reaches are
-#: ``sandbox.network.PRESET_HOSTS``.
+#: their values are masked in what forkyard records.
 PRESET_ENV: dict[str, tuple[str, ...]] = {
     "claude": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL",
                "ANTHROPIC_MODEL", "CLAUDE_CODE_OAUTH_TOKEN"),
@@ -53,6 +56,17 @@ PRESET_ENV: dict[str, tuple[str, ...]] = {
               "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY", "AIDER_MODEL"),
     "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_CLOUD_PROJECT",
                "GOOGLE_GENAI_USE_VERTEXAI"),
+    "shell": (),
+}
+#: The hosts each preset's CLI reaches (its model API; a starting point: check the CLI's
+#: documentation): the ``auto`` network policy's allowlist (``sandbox/network/policy.py``).
+PRESET_HOSTS: dict[str, tuple[str, ...]] = {
+    "claude": ("api.anthropic.com",),
+    "codex": ("api.openai.com", "chatgpt.com", "auth.openai.com"),
+    "gemini": ("generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com",
+               "oauth2.googleapis.com"),
+    "aider": ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com",
+              "openrouter.ai", "api.deepseek.com"),
     "shell": (),
 }
 #: arguments that must follow the prompt (claude's options may come after ``-p PROMPT``).

@@ -29,22 +29,13 @@ from pathlib import Path
 from typing import Literal
 
 from planner.tasks import Limits, NetworkAllow
+from sandbox.agents import PRESET_HOSTS
 from sandbox.network.allowlist import Allowlist
 
 PROXY_PORT = 3128                        # squid's port: what tools expect of a proxy
 INSIDE_DIR = "/run/forkyard-net"         # inside forkyard's tmpfs over /run
 FORWARD = str(Path(__file__).with_name("forward.py"))
 
-#: Each preset's model API hosts (a starting point: check the CLI's documentation).
-PRESET_HOSTS: dict[str, tuple[str, ...]] = {
-    "claude": ("api.anthropic.com",),
-    "codex": ("api.openai.com", "chatgpt.com", "auth.openai.com"),
-    "gemini": ("generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com",
-               "oauth2.googleapis.com"),
-    "aider": ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com",
-              "openrouter.ai", "api.deepseek.com"),
-    "shell": (),
-}
 
 
 @dataclass(frozen=True)
