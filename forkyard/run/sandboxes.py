@@ -23,8 +23,9 @@ from dataclasses import replace
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
 from gitproc.process import can_raise_priority, lower_thread_priority
 from sandbox import overlay
-from sandbox.agents import AgentContext, command_for, sandbox_fields
+from sandbox.agents import AgentContext, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
+from sandbox.policies import sandbox_fields
 
 
 class SandboxMaker:

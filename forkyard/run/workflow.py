@@ -38,9 +38,10 @@ from gitproc.lock import FileLock
 from planner import Plan, TaskFile, load_tasks
 from planner import plan as make_plan
 from sandbox import overlay
-from sandbox.agents import check_agent, check_policies, network_mode_for_docker
+from sandbox.agents import check_agent
 from sandbox.backends.base import Backend
 from sandbox.errors import SandboxBadInputError
+from sandbox.policies import check_policies, network_mode_for_docker
 
 Listener = Callable[[Any], None]
 #: What a caller-chosen run id may be: it names a directory and a branch prefix.

@@ -11,7 +11,7 @@ import pytest
 from forkyard.journal.events import RunPaths, read_events
 from gitproc.git import Repo
 from tests.conftest import require
-from tests.security.conftest import run_tasks
+from tests.security.harness import run_tasks
 
 # 48 MiB, written in 1 MiB blocks; prints dd's verdict.
 FILL = "dd if=/dev/zero of={where} bs=1M count=48 2>&1"

@@ -16,7 +16,7 @@ import pytest
 from gitproc.git import Repo
 from planner import Limits
 from sandbox.errors import SandboxBadInputError
-from tests.security.conftest import Server, run_tasks
+from tests.security.harness import Server, run_tasks
 
 # A raw TCP connect from Python: prints CONNECTED or the errno name (ignores proxy vars).
 RAW = ("python3 -c 'import socket,errno,sys\n"

@@ -16,9 +16,10 @@ import pytest
 from forkyard.journal.events import RunPaths
 from gitproc.git import Repo
 from planner import Agent, Limits, Task
-from sandbox.agents import PRESET_ENV, AgentContext, sandbox_fields
+from sandbox.agents import PRESET_ENV, AgentContext
 from sandbox.errors import SandboxBadInputError
-from tests.security.conftest import run_tasks
+from sandbox.policies import sandbox_fields
+from tests.security.harness import run_tasks
 
 SECRET = "sk-test-7f3a9c1e5b2d4f60"
 
