@@ -2,14 +2,16 @@
 
     python sandbox/shim.py [--procs FILE]... [--rlimit NAME=VALUE]...
                            [--landlock-network 0|1|PORT [--landlock-rw PATH]... [--landlock-dev PATH]...]
-                           [--write-fd FD=VALUE]... [--gate FD] -- ARGV...
+                           [--write-fd FD=VALUE]... [--gate FD] [--forward SOCKET:PORT]
+                           -- ARGV...
 
 It writes its own pid to every ``cgroup.procs`` given (so the agent is inside its
 cgroups before its first instruction runs, and everything it forks inherits them), sets
 rlimits (the fallback when no cgroup is writable), optionally enforces a Landlock
 ruleset, writes each VALUE to its inherited FD (a cgroup control file opened outside the
 sandbox: the CPU quota, applied last so that the set-up above is not throttled), and
-replaces itself with ``ARGV``.
+replaces itself with ``ARGV``.  With ``--forward`` it first starts the ``allow`` network
+policy's forwarder (below).
 
 With ``--gate FD`` the shim is started ahead of the agent's turn (a *warm* start: see
 ``sandbox/backends/worktree/backend.py``): everything above but the writes is done, then it
@@ -226,12 +228,107 @@ def gate_payload(argv: list[str], env: dict[str, str]) -> bytes:
     return b"".join(e + b"\0" for e in entries)
 
 
+# The ``allow`` network policy's forwarder (``sandbox/network/policy.py``): inside the
+# sandbox's network namespace, 127.0.0.1:PORT relayed to the run's proxy socket.  Done
+# here, in the shim the sandbox runs anyway, rather than by a program of its own: one
+# interpreter start less per agent.  Bound before Landlock (which then only grants
+# connecting to PORT) and before a warm start's gate, so it is listening before the
+# agent runs; the relay is a grandchild with /dev/null for stdio and no other inherited
+# descriptor (it never holds the agent's output open), and it ends with the agent
+# (bubblewrap's pid namespace; a pidfd as well).
+
+
+def _copy(src: object, dst: object) -> None:
+    import socket
+
+    assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+    try:
+        while chunk := src.recv(131072):
+            dst.sendall(chunk)
+        dst.shutdown(socket.SHUT_WR)  # pass the half-close on
+    except OSError:
+        for sock in (src, dst):  # a reset on one side ends both
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _relay_one(client: object, path: str) -> None:
+    import socket
+    import threading
+
+    assert isinstance(client, socket.socket)
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError as exc:
+        body = f"forkyard: the run's network proxy is gone ({exc.strerror})\n".encode()
+        try:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+    else:
+        back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
+        back.start()
+        _copy(client, upstream)
+        back.join()
+    upstream.close()
+    client.close()
+
+
+def _forward(spec: str) -> None:
+    """``--forward SOCKET:PORT``: listen, leave the relay behind, return (to exec)."""
+    import select
+    import socket
+    import threading
+
+    path, _, port = spec.rpartition(":")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", int(port)))
+    listener.listen(128)
+    pidfd = os.pidfd_open(os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        try:
+            if os.fork() == 0:  # the relay
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                keep = sorted({listener.fileno(), pidfd})
+                os.closerange(3, keep[0])
+                os.closerange(keep[0] + 1, keep[1])
+                os.closerange(keep[1] + 1, 65536)
+                try:
+                    while True:
+                        ready, _, _ = select.select([listener.fileno(), pidfd], [], [])
+                        if pidfd in ready:
+                            break  # the agent is gone
+                        try:
+                            client, _ = listener.accept()
+                        except OSError:
+                            continue
+                        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        threading.Thread(target=_relay_one, args=(client, path), daemon=True).start()
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    listener.close()
+    os.close(pidfd)
+
+
 def main(argv: list[str]) -> int:
     procs: list[str] = []
     limits: list[tuple[int, int]] = []
     landlock: dict[str, object] | None = None
     writes: list[tuple[int, bytes]] = []
     gate: int | None = None
+    forward: str | None = None
     i = 0
     while i < len(argv) and argv[i] != "--":
         opt, value = argv[i], argv[i + 1]
@@ -249,6 +346,8 @@ def main(argv: list[str]) -> int:
                 landlock[opt[11:]].append(value)  # type: ignore[attr-defined]
         elif opt == "--gate":
             gate = int(value)
+        elif opt == "--forward":
+            forward = value
         elif opt == "--write-fd":
             num, _, text = value.partition("=")
             writes.append((int(num), text.encode()))
@@ -270,6 +369,8 @@ def main(argv: list[str]) -> int:
                 os.close(fd)
         for which, amount in limits:
             resource.setrlimit(which, (amount, amount))
+        if forward is not None:
+            _forward(forward)
         if landlock is not None:
             _landlock(landlock)
         env = None

@@ -1,6 +1,7 @@
 """Network policy for sandboxes: ``none``, ``allow`` (an allowlist enforced by the run's
 proxy) or ``full``.  ``policy.py`` resolves a task's policy, ``proxy.py`` is the proxy,
-``forward.py`` runs inside a sandbox, ``allowlist.py`` matches host names."""
+``allowlist.py`` matches host names; the forwarder inside a sandbox is the exec shim's
+(``sandbox/shim.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sandbox.network.policy import (
     PRESET_HOSTS,
     PROXY_PORT,
     NetworkPolicy,
-    forwarder_argv,
+    forwarder_args,
     policy_for,
     proxy_env,
     resolved_limits,
@@ -17,4 +18,4 @@ from sandbox.network.policy import (
 from sandbox.network.proxy import Decision, NetworkProxy
 
 __all__ = ["INSIDE_DIR", "PRESET_HOSTS", "PROXY_PORT", "Decision", "NetworkPolicy",
-           "NetworkProxy", "forwarder_argv", "policy_for", "proxy_env", "resolved_limits"]
+           "NetworkProxy", "forwarder_args", "policy_for", "proxy_env", "resolved_limits"]

@@ -12,8 +12,9 @@ How each is enforced with bubblewrap (``sandbox/confine.py``):
 - ``none``: a network namespace of its own (loopback only);
 - ``allow``: the same namespace, plus the run's proxy (``sandbox/network/proxy.py``)
   reachable through a unix socket mounted read-only at :data:`INSIDE_DIR`, and a
-  forwarder (``forward.py``) listening on ``127.0.0.1:PROXY_PORT`` that the proxy
-  variables (:func:`proxy_env`) point at.  A client that ignores them gets nowhere
+  forwarder (started by the exec shim inside the sandbox, ``sandbox/shim.py``)
+  listening on ``127.0.0.1:PROXY_PORT`` that the proxy variables (:func:`proxy_env`)
+  point at.  A client that ignores them gets nowhere
   (no route, no DNS), so security never depends on the variables;
 - ``full``: the host's network namespace.
 
@@ -23,9 +24,7 @@ refused (:class:`~sandbox.errors.ConfinementError`).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from planner.tasks import Limits, NetworkAllow
@@ -34,7 +33,6 @@ from sandbox.network.allowlist import Allowlist
 
 PROXY_PORT = 3128                        # squid's port: what tools expect of a proxy
 INSIDE_DIR = "/run/forkyard-net"         # inside forkyard's tmpfs over /run
-FORWARD = str(Path(__file__).with_name("forward.py"))
 
 
 
@@ -98,6 +96,6 @@ HOST_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
                    "http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
-def forwarder_argv(port: int = PROXY_PORT) -> list[str]:
-    """The forwarder's argv up to its ``--``: the rest of the chain follows it."""
-    return [sys.executable, "-I", "-S", FORWARD, f"{INSIDE_DIR}/proxy.sock", str(port), "--"]
+def forwarder_args(port: int = PROXY_PORT) -> list[str]:
+    """The exec shim's option that starts the forwarder (``sandbox/shim.py``)."""
+    return ["--forward", f"{INSIDE_DIR}/proxy.sock:{port}"]

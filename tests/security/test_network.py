@@ -29,10 +29,12 @@ def raw(addr: str, fam: str = "INET") -> str:
     return RAW.format(addr=addr, fam=fam)
 
 
-def test_allowed_host_is_reached_through_the_proxy(pylib: Repo, server: Server, curl: str) -> None:
+@pytest.mark.parametrize("confinement", ["auto", "bwrap"])  # the shim forwards either way
+def test_allowed_host_is_reached_through_the_proxy(pylib: Repo, server: Server, curl: str,
+                                                   confinement: str) -> None:
     res = run_tasks(pylib, {"id": "a", "command": "curl -sS http://model.test/v1/x"},
                     limits={"network": {"allow": ["model.test"]}},
-                    proxy_hosts=server.hosts("model.test"))
+                    proxy_hosts=server.hosts("model.test"), confinement=confinement)
     r = res.result("a")
     assert r.status == "succeeded", r.log_tail
     assert "REACHED-HOST-SERVER" in r.log_tail and server.hits == ["model.test"]

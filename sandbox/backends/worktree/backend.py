@@ -51,7 +51,7 @@ from sandbox.backends.worktree.supervise import (
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
-from sandbox.network import forwarder_argv
+from sandbox.network import forwarder_args
 from sandbox.ports import PortLease, lease_port
 
 
@@ -204,11 +204,12 @@ class WorktreeBackend(Backend):
                                        git=prep.gitpaths, network=prep.network,
                                        extra_rw=self.config.extra_rw, status_fd=status_fd,
                                        proxy_dir=prep.proxy_dir, deny=prep.deny)
-            if prep.network.kind == "allow":
-                argv += forwarder_argv()
-        if conf.landlock or gate_fd is not None:
+        forwarding = prep.network.kind == "allow" and conf.bwrap
+        if conf.landlock or gate_fd is not None or forwarding:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
             argv += [sys.executable, "-I", "-S", SHIM]
+            if forwarding:
+                argv += forwarder_args()
             if conf.landlock:
                 ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
                                            git=prep.gitpaths, network=prep.network,
