@@ -15,6 +15,31 @@ PRESETS = ("claude", "codex", "aider", "gemini", "shell")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class NetworkAllow(BaseModel):
+    """``network: {allow: [domains]}``: only these hosts, through the run's proxy (the
+    agent preset's own API hosts are added to them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: tuple[str, ...] = Field(default=(), description="Host names (``*.example.com``, ``host:port``).")
+
+
+#: ``auto``: a preset's API hosts through the proxy, nothing for a plain command;
+#: ``none``: no network at all; ``full``: the host's network; ``{allow: [...]}``.
+Network = Literal["auto", "none", "full"] | NetworkAllow
+
+
+def _network(value: Any) -> Any:
+    # Old task files said `network: true/false`.
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    if value == "allow":
+        return {"allow": []}
+    if isinstance(value, list):
+        return {"allow": value}
+    return value
+
+
 class Limits(BaseModel):
     """Resource limits for one task's sandbox.  None means "no limit" for that resource."""
 
@@ -24,14 +49,18 @@ class Limits(BaseModel):
     cpus: float | None = Field(1.0, gt=0, description="CPU quota in cores (1.5 = one and a half).")
     pids: int | None = Field(512, ge=1, description="Maximum number of processes/threads.")
     timeout_s: float | None = Field(1800, gt=0, description="Wall-clock limit; the tree is killed.")
-    network: bool = Field(True, description="Whether the agent may reach the network.")
+    network: Network = Field("auto", description="auto, none, full or {allow: [hosts]}.")
+    disk_mb: int | None = Field(None, ge=16, description="What the sandbox may write "
+                                "(its changes, temp dir, objects), in MiB.")
+
+    _net = field_validator("network", mode="before")(classmethod(lambda cls, v: _network(v)))
 
     def merged(self, override: Limits | dict[str, Any] | None) -> Limits:
         """These limits with the fields ``override`` sets explicitly replaced."""
         if override is None:
             return self
         data = override if isinstance(override, dict) else override.model_dump(exclude_unset=True)
-        return self.model_copy(update=data)
+        return Limits.model_validate({**self.model_dump(), **data})
 
 
 class Agent(BaseModel):
@@ -60,14 +89,20 @@ def _coerce_agent(value: Any) -> Any:
 
 
 class AgentSurroundings(BaseModel):
-    """What a task's agent gets besides its command, in the defaults and per task: its
-    environment (``${NAME}`` in a value is the caller's variable) and more paths of the
-    host in its sandbox (``~`` is the caller's home)."""
+    """What a task's agent gets besides its command, in the defaults and per task.
+
+    Its environment is an allowlist (``sandbox/secrets.py``): ``env`` values (``${NAME}``
+    in a value is the caller's variable: a missing one is bad input; the run's manifest
+    keeps the reference, never the value) and ``pass_env``, the caller's variables passed
+    as they are.  Paths: ``deny_read`` hides more of the host, ``extra_rw``/``extra_ro``
+    show more of it (``~`` is the caller's home)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the agent; "
                                 "a value may name the caller's variables as ${NAME}.")
+    pass_env: list[str] = Field(default_factory=list, description="The caller's variables passed as they are.")
+    deny_read: list[str] = Field(default_factory=list, description="More paths the agent may not read.")
     extra_rw: list[str] = Field(default_factory=list, description="More paths the agent may write.")
     extra_ro: list[str] = Field(default_factory=list, description="More paths the agent may "
                                 "read where the sandbox would hide them (under /tmp).")
@@ -80,10 +115,18 @@ class AgentSurroundings(BaseModel):
                 raise ValueError(f"bad environment variable name {name!r}")
         return v
 
-    @field_validator("extra_rw", "extra_ro", mode="before")
+    @field_validator("pass_env", "deny_read", "extra_rw", "extra_ro", mode="before")
     @classmethod
-    def _paths(cls, v: Any) -> Any:
+    def _as_lists(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("pass_env")
+    @classmethod
+    def _pass_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"bad environment variable name {name!r}")
+        return v
 
 
 class Setup(BaseModel):
@@ -146,12 +189,16 @@ class TaskFile(BaseModel):
     def limits_for(self, task: Task) -> Limits:
         return self.defaults.limits.merged(task.limits)
 
-    def env_for(self, task: Task) -> dict[str, str]:
-        """The defaults' ``env`` with the task's on top (unexpanded)."""
-        return {**self.defaults.env, **task.env}
-
-    def paths_for(self, task: Task) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(extra read-write, extra read-only) paths: the defaults' and the task's."""
+    def with_defaults(self, task: Task) -> Task:
+        """``task`` with the defaults' surroundings folded in: ``env`` (the task's names
+        win, values unexpanded), ``pass_env``, ``deny_read``, ``extra_rw`` and
+        ``extra_ro`` (the defaults' first, each once)."""
         d = self.defaults
-        return (tuple(dict.fromkeys([*d.extra_rw, *task.extra_rw])),
-                tuple(dict.fromkeys([*d.extra_ro, *task.extra_ro])))
+
+        def both(field: str) -> list[str]:
+            return list(dict.fromkeys([*getattr(d, field), *getattr(task, field)]))
+
+        return task.model_copy(update={
+            "env": {**d.env, **task.env},
+            **{f: both(f) for f in ("pass_env", "deny_read", "extra_rw", "extra_ro")},
+        })

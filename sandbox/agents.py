@@ -14,6 +14,11 @@ task's description as the prompt (``sandbox/presets.py`` has each one and why):
 preset's default flags, ``args`` add to them, e.g. ``{preset: claude, args: [--model,
 opus]}``.  A task file's ``env`` (defaults, then the task's) reaches the agent with
 ``${NAME}`` replaced by the caller's variable.
+
+Each preset also declares the caller's variables its CLI needs (``Preset.pass_env``, with
+its key and endpoint variables: passed by name, masked in output) and the hosts it
+reaches (``Preset.domains``: the ``auto`` network policy); ``docs/security.md`` has the
+policies.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.tasks import Agent, Task
+from sandbox import secrets
 from sandbox.errors import SandboxBadInputError
 from sandbox.presets import PRESETS, find_cli
 
@@ -111,7 +117,7 @@ def check_agent(agent: Agent, task: Task, installed: bool = True, network: bool 
     expand_env(task.id, task.env)
     if not network and agent.preset not in (None, "shell"):
         raise AgentConfigError(task.id, f"agent {agent.preset!r} needs the network to reach "
-                                        "its model API, and limits.network is off")
+                                        "its model API, and limits.network is none")
     if installed and agent.preset not in (None, "shell"):
         check_installed(task.id, agent.preset)  # type: ignore[arg-type]
 
@@ -130,22 +136,21 @@ def check_installed(task_id: str, preset: str) -> None:
                                         "install it elsewhere")
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+def task_env(task_id: str, env: Mapping[str, str],
+             caller: Mapping[str, str] | None = None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``env`` with each ``${NAME}`` replaced by the caller's variable, and the names whose
+    value came from the caller (secrets: masked, ``sandbox/secrets.py``).  A variable the
+    caller lacks is bad input (an empty key would fail later, and quietly)."""
+    try:
+        return secrets.expand(env, caller)
+    except secrets.EnvReferenceError as exc:
+        raise AgentConfigError(task_id, str(exc)) from None
 
 
 def expand_env(task_id: str, env: Mapping[str, str],
                caller: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``env`` with each ``${NAME}`` replaced by the caller's variable; one the caller
-    lacks is bad input (an empty key would fail later, and quietly)."""
-    caller = os.environ if caller is None else caller
-    out = {}
-    for name, value in env.items():
-        def sub(m: re.Match[str], name: str = name) -> str:
-            if m.group(1) not in caller:
-                raise AgentConfigError(task_id, f"env {name}: ${{{m.group(1)}}} is not set")
-            return caller[m.group(1)]
-        out[name] = _VAR.sub(sub, value)
-    return out
+    """``env`` with each ``${NAME}`` replaced by the caller's variable (:func:`task_env`)."""
+    return task_env(task_id, env, caller)[0]
 
 
 def agent_env(task: Task, ctx: AgentContext) -> dict[str, str]:

@@ -26,15 +26,18 @@ file before it commits.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from gitproc.process import run
+from sandbox.network.policy import INSIDE_DIR, PROXY_PORT, NetworkPolicy
 
 Mode = Literal["auto", "bwrap", "landlock", "bwrap+landlock", "none"]
 
@@ -154,16 +157,25 @@ def resolve(mode: Mode, required: bool) -> Confinement:
 
 
 def bwrap_argv(
-    *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, extra_rw: tuple[Path, ...] = (),
-    extra_ro: tuple[Path, ...] = (), status_fd: int | None = None,
+    *, worktree: Path, tmpdir: Path, git: GitPaths, network: NetworkPolicy | bool,
+    extra_rw: tuple[Path, ...] = (), extra_ro: tuple[Path, ...] = (),
+    status_fd: int | None = None, proxy_dir: Path | None = None, deny: tuple[Path, ...] = (),
 ) -> list[str]:
-    """The ``bwrap ...`` prefix that confines a command to ``worktree``."""
+    """The ``bwrap ...`` prefix that confines a command to ``worktree``.
+
+    ``network``: the policy (a bool: ``full``/``none``); ``proxy_dir``: with ``allow``, the
+    directory of the run's proxy socket for this sandbox, mounted read-only at
+    ``network.INSIDE_DIR``; ``deny``: paths hidden (``sandbox/secrets.py``) but for one
+    the task file shows on purpose (``extra_rw``/``extra_ro``; a denied path below a
+    shown one stays hidden).
+    """
+    kind = _kind(network)
     flags = bwrap_flags() or ()
     argv = [
         shutil.which("bwrap") or "bwrap",
         "--die-with-parent", "--new-session", "--cap-drop", "ALL", *flags,
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        *(() if network else ("--unshare-net",)),
+        *(() if kind == "full" else ("--unshare-net",)),
         "--ro-bind", "/", "/",
         "--dev", "/dev", "--proc", "/proc",
     ]
@@ -171,8 +183,13 @@ def bwrap_argv(
         if os.path.isdir(d) and not os.path.islink(d):
             argv += ["--tmpfs", d]
     resolved = Path("/run/systemd/resolve")  # resolv.conf often points here
-    if network and resolved.is_dir():
+    if kind == "full" and resolved.is_dir():
         argv += ["--ro-bind", str(resolved), str(resolved)]
+    if kind == "allow":
+        if proxy_dir is None:
+            raise ValueError("the allow network policy needs the proxy's directory")
+        # Read-only: with write access an agent could replace the socket.
+        argv += ["--ro-bind", str(proxy_dir), INSIDE_DIR]
     # The sandbox's temp dir becomes /tmp first; the repository may itself live under
     # /tmp (test suites, CI), so its git dir is re-exposed read-only on top, then the
     # writable paths on top of that.
@@ -181,10 +198,36 @@ def bwrap_argv(
     # clone and its .venv under /tmp would otherwise vanish behind the new /tmp.
     for p in _host_paths_under_tmp():
         argv += ["--ro-bind", str(p), str(p)]
-    for p in extra_ro:  # what the user asked to see (e.g. a tool installed under /tmp)
-        argv += ["--ro-bind-try", str(p), str(p)]
-    for p in (worktree, tmpdir, *git.rw, *extra_rw):
+    # Secrets and other sandboxes' files (``deny``) are hidden; a path the task file shows
+    # on purpose (extra_ro, e.g. a tool under /tmp; extra_rw) is mounted before them,
+    # so a secret below it stays hidden, or after them when it lies below one (the
+    # sandbox's own paths under .git/forkyard; a denied path shown exactly is not hidden).
+    hidden = [p for p in deny if not _already_hidden(p, git.common_dir)
+              and p not in (*extra_rw, *extra_ro)]
+
+    def shown(later: bool) -> list[str]:
+        out = []
+        for paths, opt in ((extra_ro, "--ro-bind-try"), (extra_rw, "--bind")):
+            for p in paths:
+                if any(p.is_relative_to(h) for h in hidden) == later:
+                    out += [opt, str(p), str(p)]
+        return out
+
+    argv += shown(later=False)
+    for p in hidden:
+        argv += ["--tmpfs", str(p)] if p.is_dir() else ["--ro-bind", "/dev/null", str(p)]
+    # Listening unix sockets elsewhere (a daemon's under $HOME, /var/lib...): connect()
+    # ignores network namespaces and read-only mounts, so cover each with /dev/null.
+    for p in _host_sockets():
+        if not any(p.is_relative_to(h) for h in (*hidden, worktree, tmpdir)) \
+                and not _already_hidden(p, git.common_dir):
+            argv += ["--ro-bind", "/dev/null", str(p)]
+    for p in (worktree, tmpdir, *git.rw):
         argv += ["--bind", str(p), str(p)]
+    argv += shown(later=True)
+    for p in hidden:  # the tmpfs itself, not what is mounted back below it
+        if p.is_dir():
+            argv += ["--remount-ro", str(p)]
     # Read-only islands inside the writable binds: mounted last so they sit on top.
     for p in git.ro:
         argv += ["--ro-bind", str(p), str(p)]
@@ -192,6 +235,39 @@ def bwrap_argv(
         argv += ["--json-status-fd", str(status_fd)]
     argv += ["--chdir", str(worktree), "--"]
     return argv
+
+
+def _kind(network: NetworkPolicy | bool) -> str:
+    if isinstance(network, bool):
+        return "full" if network else "none"
+    return network.kind
+
+
+def _already_hidden(path: Path, common_dir: Path) -> bool:
+    """Under /run or /tmp (replaced whole) and not re-exposed with the git dir."""
+    if path.is_relative_to(common_dir):
+        return False
+    return any(path.is_relative_to(d) for d in (*_RUN_DIRS, "/tmp"))
+
+
+def _host_sockets() -> list[Path]:
+    """Path-bound listening unix sockets of this host's network namespace that exist here."""
+    found: list[Path] = []
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                # Num RefCount Protocol Flags Type St Inode Path; flag 0x10000: listening
+                if len(fields) < 8 or not fields[7].startswith("/") or not int(fields[3], 16) & 0x10000:
+                    continue
+                p = Path(fields[7])
+                with contextlib.suppress(OSError):
+                    if stat.S_ISSOCK(p.lstat().st_mode):
+                        found.append(p)
+    except OSError:
+        pass
+    return sorted(set(found))
 
 
 def _host_paths_under_tmp() -> list[Path]:
@@ -206,7 +282,8 @@ def _host_paths_under_tmp() -> list[Path]:
 
 def landlock_shim_args(spec: dict[str, object]) -> list[str]:
     """:func:`landlock_spec` as options of the exec shim."""
-    args = ["--landlock-network", "1" if spec.get("network", True) else "0"]
+    port = spec.get("connect_port")
+    args = ["--landlock-network", str(port) if port else "1" if spec.get("network", True) else "0"]
     for key in ("rw", "dev"):
         for path in spec.get(key, []):  # type: ignore[attr-defined]
             args += [f"--landlock-{key}", str(path)]
@@ -214,12 +291,15 @@ def landlock_shim_args(spec: dict[str, object]) -> list[str]:
 
 
 def landlock_spec(
-    *, worktree: Path, tmpdir: Path, git: GitPaths, network: bool, inside_bwrap: bool
+    *, worktree: Path, tmpdir: Path, git: GitPaths, network: NetworkPolicy | bool,
+    inside_bwrap: bool,
 ) -> dict[str, object]:
-    """The JSON the exec shim turns into a Landlock ruleset."""
+    """The JSON the exec shim turns into a Landlock ruleset.  ``allow`` needs bubblewrap
+    (a network namespace): Landlock can only grant TCP to the forwarder's port."""
+    kind = _kind(network)
     rw = [str(worktree), str(tmpdir), *(str(p) for p in git.rw), "/dev/shm"]
     if inside_bwrap:
         rw.append("/tmp")  # bubblewrap mounts the sandbox's temp dir there
     return {"rw": rw, "dev": ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts",
                               "/dev/ptmx", "/dev/random", "/dev/urandom"],
-            "network": network}
+            "network": kind == "full", "connect_port": PROXY_PORT if kind == "allow" else 0}

@@ -15,7 +15,10 @@ worktree backend's ``sandbox_dir`` option); it is recorded in ``.git/forkyard/sa
 so that everything else which must find the sandboxes (``forkyard gc``, the clean-up of a
 retried task, overlay mounts of a dead run) finds them without being told again.
 Everything forkyard keeps about a sandbox besides its files (temp dir, private object
-directory, overlay layer, private home) stays under ``.git/forkyard/tmp/<run-id>/``.
+directory, overlay layer, private home, the disk-limited file system of ``limits.disk_mb``
+and its image) stays under ``.git/forkyard/tmp/<run-id>/``.  Inside a confined sandbox
+``.git/forkyard`` and the other sandboxes are hidden; the sandbox's own paths there are
+mounted back (``sandbox/secrets.py``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def worktree_path(forkyard_dir: Path, run_id: str, task_id: str) -> Path:
     return run_dir(forkyard_dir, run_id) / task_id
 
 
-def mount_roots(forkyard_dir: Path) -> tuple[Path, Path]:
-    """Where a run's overlay mounts go: the sandbox root and the base checkouts."""
-    return sandbox_root(forkyard_dir), forkyard_dir / "bases"
+def mount_roots(forkyard_dir: Path) -> tuple[Path, Path, Path]:
+    """Where a run's mounts go: the sandbox root (overlays), the base checkouts, and the
+    per-sandbox dirs (the loop-mounted file systems of ``limits.disk_mb``, ``disk.py``)."""
+    return sandbox_root(forkyard_dir), forkyard_dir / "bases", forkyard_dir / "tmp"

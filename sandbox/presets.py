@@ -49,10 +49,16 @@ class Preset:
     pass_env: tuple[str, ...] = ()            # the caller's variables the CLI may need
     key_env: tuple[str, ...] = ()             # any one of these configures the API key
     endpoint_env: tuple[str, ...] = ()        # a custom endpoint (proxy, local model)
-    domains: tuple[str, ...] = ()             # hosts the CLI reaches in production
+    domains: tuple[str, ...] = ()             # hosts the CLI reaches: the ``auto`` network allowlist
     home_files: tuple[str, ...] = ()          # the user's config, relative to HOME
     stream: Stream | None = None              # how its output is read (sandbox/streams.py)
     package: str = ""                         # where the CLI comes from (for messages)
+
+    @property
+    def caller_vars(self) -> tuple[str, ...]:
+        """The caller's variables passed to its agents by name (the environment is an
+        allowlist, ``sandbox/secrets.py``): ``pass_env`` with the key and endpoint ones."""
+        return tuple(dict.fromkeys([*self.pass_env, *self.key_env, *self.endpoint_env]))
 
     def argv(self, prompt: str, flags: tuple[str, ...] | None, args: tuple[str, ...]) -> list[str]:
         """The command line for ``prompt``; ``flags`` None: the preset's defaults."""
@@ -87,7 +93,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         pass_env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_API_KEY"),
         key_env=("OPENAI_API_KEY", "CODEX_API_KEY"),
         endpoint_env=("OPENAI_BASE_URL",),
-        domains=("api.openai.com",),
+        # chatgpt.com and auth.openai.com: a ChatGPT sign-in (~/.codex/auth.json).
+        domains=("api.openai.com", "chatgpt.com", "auth.openai.com"),
         home_files=(".codex/config.toml", ".codex/auth.json", ".codex/AGENTS.md"),
         stream="codex", package="npm @openai/codex"),
     Preset(
@@ -99,7 +106,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                   "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_GENAI_USE_VERTEXAI"),
         key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
         endpoint_env=("GOOGLE_GEMINI_BASE_URL",),
-        domains=("generativelanguage.googleapis.com",),
+        # cloudcode-pa and oauth2: a Google sign-in instead of an API key.
+        domains=("generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com",
+                 "oauth2.googleapis.com"),
         home_files=(".gemini/settings.json", ".gemini/GEMINI.md"),
         stream="gemini", package="npm @google/gemini-cli"),
     Preset(
@@ -119,7 +128,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         key_env=("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY",
                  "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY"),
         endpoint_env=("OPENAI_API_BASE",),
-        domains=("api.openai.com", "api.anthropic.com", "openrouter.ai"),
+        domains=("api.openai.com", "api.anthropic.com", "openrouter.ai",
+                 "generativelanguage.googleapis.com", "api.deepseek.com"),
         home_files=(".aider.conf.yml", ".aider.model.settings.yml", ".aider.model.metadata.json",
                     ".env"),
         stream="aider", package="PyPI aider-chat"),

@@ -1,15 +1,17 @@
 """The exec shim: put *this* process into its sandbox, then ``exec`` the agent.
 
     python sandbox/shim.py [--procs FILE]... [--rlimit NAME=VALUE]...
-                           [--landlock-network 0|1 [--landlock-rw PATH]... [--landlock-dev PATH]...]
-                           [--write-fd FD=VALUE]... [--gate FD] -- ARGV...
+                           [--landlock-network 0|1|PORT [--landlock-rw PATH]... [--landlock-dev PATH]...]
+                           [--write-fd FD=VALUE]... [--gate FD] [--forward SOCKET:PORT]
+                           -- ARGV...
 
 It writes its own pid to every ``cgroup.procs`` given (so the agent is inside its
 cgroups before its first instruction runs, and everything it forks inherits them), sets
 rlimits (the fallback when no cgroup is writable), optionally enforces a Landlock
 ruleset, writes each VALUE to its inherited FD (a cgroup control file opened outside the
 sandbox: the CPU quota, applied last so that the set-up above is not throttled), and
-replaces itself with ``ARGV``.
+replaces itself with ``ARGV``.  With ``--forward`` it first starts the ``allow`` network
+policy's forwarder (below).
 
 With ``--gate FD`` the shim is started ahead of the agent's turn (a *warm* start: see
 ``sandbox/backends/worktree/backend.py``): everything above but the writes is done, then it
@@ -35,6 +37,7 @@ RLIMITS = {
     "nproc": resource.RLIMIT_NPROC,
     "cpu": resource.RLIMIT_CPU,
     "core": resource.RLIMIT_CORE,
+    "fsize": resource.RLIMIT_FSIZE,
 }
 
 EXIT_SHIM_FAILED = 125  # like env(1)/docker: "the wrapper failed, the command never ran"
@@ -73,7 +76,8 @@ def _drop_capabilities() -> None:
 # mirror landlockpy's (tests/sandbox/test_shim.py checks that they agree).
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446  # every architecture
 PR_SET_NO_NEW_PRIVS = 38
-RULE_PATH_BENEATH = 1
+RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
+NET_CONNECT_TCP = 1 << 1
 FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FS_MAKE_CHAR, FS_MAKE_BLOCK, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 6, 1 << 11, 1 << 14, 1 << 15
 FS_MIN_ABI = {1 << bit: 1 for bit in range(13)} | {
@@ -100,8 +104,9 @@ def landlock_masks(abi: int, network: bool) -> dict[str, int]:
     """The ruleset's rights for a kernel at ``abi`` (a pure function, for the tests)."""
     fs_all = _for_abi(FS_MIN_ABI, abi)
     net_off = not network
-    scoped = (SCOPE_SIGNAL | (SCOPE_ABSTRACT_UNIX_SOCKET if net_off else 0)) & _for_abi(
-        SCOPE_MIN_ABI, abi)
+    # Abstract unix sockets are scoped whatever the network: with the host's network
+    # namespace (``full``) they would reach the host's (X11, D-Bus...).
+    scoped = (SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET) & _for_abi(SCOPE_MIN_ABI, abi)
     return {
         "handled_fs": fs_all,
         # Handling the network rights and granting none denies TCP bind/connect.
@@ -147,6 +152,9 @@ def _landlock(spec: dict[str, object]) -> None:
         _pack_ = 1
         _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
+    class NetPortAttr(ctypes.Structure):
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
     abi = call(SYS_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     m = landlock_masks(abi, bool(spec.get("network", True)))
     attr = RulesetAttr(m["handled_fs"], m["handled_net"], m["scoped"])
@@ -174,6 +182,12 @@ def _landlock(spec: dict[str, object]) -> None:
         for path in spec.get("rw", []):  # type: ignore[attr-defined]
             if os.path.exists(path):
                 allow(path, m["writable"] if os.path.isdir(path) else m["writable"] & m["file"])
+        port = int(spec.get("connect_port", 0))  # type: ignore[call-overload]
+        if port and m["handled_net"] & NET_CONNECT_TCP:
+            # The ``allow`` policy: TCP only to the proxy's forwarder (the netns has no
+            # other interface than loopback anyway).
+            rule = NetPortAttr(NET_CONNECT_TCP, port)
+            call(SYS_ADD_RULE, ruleset, RULE_NET_PORT, ctypes.byref(rule), 0)
         flags = 0
         if abi >= RESTRICT_NO_NEW_PRIVS_ABI:
             flags |= RESTRICT_NO_NEW_PRIVS
@@ -214,12 +228,107 @@ def gate_payload(argv: list[str], env: dict[str, str]) -> bytes:
     return b"".join(e + b"\0" for e in entries)
 
 
+# The ``allow`` network policy's forwarder (``sandbox/network/policy.py``): inside the
+# sandbox's network namespace, 127.0.0.1:PORT relayed to the run's proxy socket.  Done
+# here, in the shim the sandbox runs anyway, rather than by a program of its own: one
+# interpreter start less per agent.  Bound before Landlock (which then only grants
+# connecting to PORT) and before a warm start's gate, so it is listening before the
+# agent runs; the relay is a grandchild with /dev/null for stdio and no other inherited
+# descriptor (it never holds the agent's output open), and it ends with the agent
+# (bubblewrap's pid namespace; a pidfd as well).
+
+
+def _copy(src: object, dst: object) -> None:
+    import socket
+
+    assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+    try:
+        while chunk := src.recv(131072):
+            dst.sendall(chunk)
+        dst.shutdown(socket.SHUT_WR)  # pass the half-close on
+    except OSError:
+        for sock in (src, dst):  # a reset on one side ends both
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _relay_one(client: object, path: str) -> None:
+    import socket
+    import threading
+
+    assert isinstance(client, socket.socket)
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError as exc:
+        body = f"forkyard: the run's network proxy is gone ({exc.strerror})\n".encode()
+        try:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+    else:
+        back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
+        back.start()
+        _copy(client, upstream)
+        back.join()
+    upstream.close()
+    client.close()
+
+
+def _forward(spec: str) -> None:
+    """``--forward SOCKET:PORT``: listen, leave the relay behind, return (to exec)."""
+    import select
+    import socket
+    import threading
+
+    path, _, port = spec.rpartition(":")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", int(port)))
+    listener.listen(128)
+    pidfd = os.pidfd_open(os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        try:
+            if os.fork() == 0:  # the relay
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                keep = sorted({listener.fileno(), pidfd})
+                os.closerange(3, keep[0])
+                os.closerange(keep[0] + 1, keep[1])
+                os.closerange(keep[1] + 1, 65536)
+                try:
+                    while True:
+                        ready, _, _ = select.select([listener.fileno(), pidfd], [], [])
+                        if pidfd in ready:
+                            break  # the agent is gone
+                        try:
+                            client, _ = listener.accept()
+                        except OSError:
+                            continue
+                        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        threading.Thread(target=_relay_one, args=(client, path), daemon=True).start()
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    listener.close()
+    os.close(pidfd)
+
+
 def main(argv: list[str]) -> int:
     procs: list[str] = []
     limits: list[tuple[int, int]] = []
     landlock: dict[str, object] | None = None
     writes: list[tuple[int, bytes]] = []
     gate: int | None = None
+    forward: str | None = None
     i = 0
     while i < len(argv) and argv[i] != "--":
         opt, value = argv[i], argv[i + 1]
@@ -230,12 +339,15 @@ def main(argv: list[str]) -> int:
             limits.append((RLIMITS[name], int(num)))
         elif opt.startswith("--landlock-") and opt[11:] in ("network", "rw", "dev"):
             landlock = landlock or {"network": True, "rw": [], "dev": []}
-            if opt == "--landlock-network":
+            if opt == "--landlock-network":  # 1: any; 0: none; a port: to it only
                 landlock["network"] = value == "1"
+                landlock["connect_port"] = int(value) if value not in ("0", "1") else 0
             else:
                 landlock[opt[11:]].append(value)  # type: ignore[attr-defined]
         elif opt == "--gate":
             gate = int(value)
+        elif opt == "--forward":
+            forward = value
         elif opt == "--write-fd":
             num, _, text = value.partition("=")
             writes.append((int(num), text.encode()))
@@ -257,6 +369,8 @@ def main(argv: list[str]) -> int:
                 os.close(fd)
         for which, amount in limits:
             resource.setrlimit(which, (amount, amount))
+        if forward is not None:
+            _forward(forward)
         if landlock is not None:
             _landlock(landlock)
         env = None

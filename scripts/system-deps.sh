@@ -26,6 +26,11 @@ command -v iptables >/dev/null || add iptables
 command -v node >/dev/null || add nodejs
 command -v npm >/dev/null || add npm  # also the MCP Inspector (scripts/mcp-inspector.sh)
 python3 -c 'import ensurepip' 2>/dev/null || add python3-venv
+# limits.disk_mb (sandbox/disk.py): a loop-mounted ext4 image per sandbox.
+command -v mkfs.ext4 >/dev/null || add e2fsprogs
+command -v tune2fs >/dev/null || add e2fsprogs
+# The attack suite's network tests (tests/security/) use curl inside the sandbox.
+command -v curl >/dev/null || add curl
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2

@@ -23,8 +23,9 @@ from dataclasses import replace
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
 from gitproc.process import can_raise_priority, lower_thread_priority
 from sandbox import overlay, places
-from sandbox.agents import AgentContext, agent_env, command_for, expand_paths
+from sandbox.agents import AgentContext, agent_env, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
+from sandbox.policies import sandbox_fields
 
 
 class SandboxMaker:
@@ -70,10 +71,9 @@ class SandboxMaker:
                            base, task.command or "", self.run_id, attempt)
         return SandboxSpec(
             run_id=self.run_id, task_id=task.id, base=base, command=command_for(agent, task, ctx),
-            limits=limits, env=agent_env(task, ctx), description=task.description,
-            confine=self.confine, setup_command=self.setup_command, copy_files=self.copy_files,
-            image=self.image, preset=agent.preset, extra_rw=expand_paths(task.extra_rw),
-            extra_ro=expand_paths(task.extra_ro))
+            description=task.description, confine=self.confine,
+            setup_command=self.setup_command, copy_files=self.copy_files, image=self.image,
+            **sandbox_fields(agent, task, limits, ctx))
 
     # -- ahead of time ---------------------------------------------------------------------
 

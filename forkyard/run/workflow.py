@@ -44,6 +44,7 @@ from sandbox import overlay
 from sandbox.agents import check_agent
 from sandbox.backends.base import Backend
 from sandbox.errors import SandboxBadInputError
+from sandbox.policies import check_policies, network_mode_for_docker
 
 Listener = Callable[[Any], None]
 #: What a caller-chosen run id may be: it names a directory and a branch prefix.
@@ -110,11 +111,9 @@ def _specs(taskfile: TaskFile, the_plan: Plan) -> dict[str, TaskSpec]:
     out = {}
     for task in taskfile.tasks:
         deps = tuple(the_plan.dependencies.get(task.id, task.depends_on))
-        rw, ro = taskfile.paths_for(task)
-        # The defaults' env and paths folded into the task: the loop sees one task.
-        folded = task.model_copy(update={"env": taskfile.env_for(task), "extra_rw": list(rw),
-                                         "extra_ro": list(ro)})
-        out[task.id] = TaskSpec(folded, taskfile.agent_for(task), taskfile.limits_for(task), deps)
+        # The defaults' env, pass_env and paths folded into the task: the loop sees one task.
+        out[task.id] = TaskSpec(taskfile.with_defaults(task), taskfile.agent_for(task),
+                                taskfile.limits_for(task), deps)
     return out
 
 
@@ -160,9 +159,10 @@ def run_workflow(
     if opts.agent is not None:
         taskfile = with_default_agent(taskfile, opts.agent)
     for task in taskfile.tasks:
-        check_agent(taskfile.agent_for(task), task.model_copy(
-            update={"env": taskfile.env_for(task)}), installed=opts.backend == "worktree",
-            network=bool(taskfile.limits_for(task).network))
+        agent, folded = taskfile.agent_for(task), taskfile.with_defaults(task)
+        network = check_policies(agent, folded, taskfile.limits_for(task))
+        check_agent(agent, folded, installed=opts.backend == "worktree",
+                    network=network.kind != "none")
     target, target_ref = resolve_target(r, opts.into)
     if not r.bare and r.current_branch() == target and r.is_dirty():
         raise SandboxBadInputError(
@@ -173,6 +173,9 @@ def run_workflow(
         plan = make_plan(taskfile, agents=opts.agents, goal=opts.goal,
                          durations=durations or None)
     be = backend or make_backend(r, opts)
+    if be.name == "docker":  # what it cannot enforce is bad input now, not a failed task
+        for task in taskfile.tasks:
+            network_mode_for_docker(task.id, taskfile.agent_for(task), taskfile.limits_for(task))
     _recover(r)  # a crashed run's half-done batch: finish or roll back before we read the tip
     tip = r.rev_parse(target_ref)
 

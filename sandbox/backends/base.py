@@ -47,22 +47,26 @@ class SandboxSpec:
     command: str                    # shell command line, run with /bin/sh -c in the sandbox
     limits: Limits = field(default_factory=Limits)
     env: Mapping[str, str] = field(default_factory=dict)   # extra environment for the agent
+    pass_env: tuple[str, ...] = ()    # the caller's variables passed by name (masked)
+    secret_env: tuple[str, ...] = ()  # names in ``env`` whose values are secrets (masked)
+    deny_read: tuple[str, ...] = ()   # more paths the agent may not read
     description: str = ""
     confine: bool = True            # False only by explicit user opt-out
     setup_command: str | None = None
     copy_files: tuple[str, ...] = ()  # git-ignored files/globs copied from the main worktree
     port: int | None = None         # leased port: PORT / FORKYARD_PORT
     image: str | None = None        # docker backend only
-    env_policy: Literal["inherit", "minimal"] = "inherit"
-    """inherit: the caller's environment reaches the command (an agent needs its API
-    keys); minimal: only :data:`MINIMAL_ENV` names and ``env`` (a validation runs code
-    nobody reviewed yet and needs no secrets)."""
+    env_policy: Literal["allowlist", "minimal"] = "allowlist"
+    """allowlist: the caller's basics, ``pass_env`` (the preset's key and endpoint
+    variables, the task file's) and ``env`` reach the command (``sandbox/secrets.py``);
+    minimal: only :data:`MINIMAL_ENV` names and ``env`` (a validation runs code nobody
+    reviewed yet and needs no secrets)."""
     harvest: bool = True
     """Commit and import what the command left (an agent's work); False for a command
     whose leftovers are discarded with the sandbox (a validation)."""
     preset: str | None = None       # the agent CLI's preset: its private home's config, its stream
     extra_rw: tuple[Path, ...] = ()   # more host paths the agent may write
-    extra_ro: tuple[Path, ...] = ()   # more host paths it may read where hidden (under /tmp)
+    extra_ro: tuple[Path, ...] = ()   # more host paths it may read where hidden (/tmp, deny)
 
     @property
     def branch(self) -> str:

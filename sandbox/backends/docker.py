@@ -29,13 +29,14 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gitproc.git import Repo
+from sandbox.backends import docker_spec
 from sandbox.backends.base import (
     Backend,
     ExecResult,
@@ -111,15 +112,18 @@ class _LogPump:
     """Streams a container's output to ``on_line`` from a thread and keeps the tail."""
 
     def __init__(self, chunks: Iterator[bytes], on_line: LineCallback | None,
-                 tail_lines: int) -> None:
+                 tail_lines: int, mask: Callable[[str], str] | None = None) -> None:
         self._chunks = chunks
         self._on_line = on_line
+        self._mask = mask
         self._tail: deque[str] = deque(maxlen=tail_lines)
         self._thread = threading.Thread(target=self._pump, name="forkyard-docker-logs",
                                         daemon=True)
         self._thread.start()
 
     def _emit(self, line: str) -> None:
+        if self._mask is not None:  # passed secrets never reach forkyard's records
+            line = self._mask(line)
         self._tail.append(line)
         if self._on_line is not None:
             try:
@@ -279,7 +283,8 @@ class DockerBackend(Backend):
         except Exception as exc:
             raise DockerBackendError("start", spec.task_id, str(exc)) from exc
         started = time.monotonic()
-        logs = _LogPump(stream, on_line, self.config.log_tail_lines)
+        logs = _LogPump(stream, on_line, self.config.log_tail_lines,
+                        docker_spec.masker(sandbox.spec) or None)
         threading.Thread(target=waiter, name="forkyard-docker-wait", daemon=True).start()
 
         timeout_s = spec.limits.timeout_s

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from gitproc.git import Repo
-from sandbox import places
+from sandbox import places, secrets
 from sandbox.backends.base import Sandbox, SandboxSpec
+from sandbox.errors import SandboxBadInputError
+from sandbox.network import policy_for
 from sandbox.ports import PortLease
 
 WORKDIR = "/work"
@@ -50,8 +52,28 @@ def agent_env(spec: SandboxSpec, port: int | None = None) -> dict[str, str]:
     port = spec.port if spec.port is not None else port
     if port is not None:
         env["PORT"] = env["FORKYARD_PORT"] = str(port)
+    # Nothing else of forkyard's environment: the caller's variables by name only
+    # (the preset's, ``pass_env``; see sandbox/secrets.py).
+    env.update(secrets.passed(spec.pass_env))
     env.update(spec.env)
     return env
+
+
+def masker(spec: SandboxSpec) -> secrets.Masker:
+    """Masks the values passed from the caller in the container's output."""
+    values = [v for n, v in secrets.passed(spec.pass_env).items()]
+    return secrets.Masker([*values, *(spec.env[n] for n in spec.secret_env if n in spec.env)])
+
+
+def network_mode(spec: SandboxSpec) -> str | None:
+    """``none`` -> no network; ``full`` -> the engine's default bridge.  ``allow`` needs
+    forkyard's proxy inside the container, which this backend does not do yet: refused."""
+    policy = policy_for(spec.limits.network)
+    if policy.kind == "allow":
+        raise SandboxBadInputError(
+            f"task {spec.task_id!r}: the docker backend cannot enforce the network allowlist "
+            f"({policy}); use limits.network none or full, or the worktree backend")
+    return None if policy.kind == "full" else "none"
 
 
 def _command(spec: SandboxSpec) -> list[str]:
@@ -89,7 +111,7 @@ def run_options(sandbox: Sandbox, repo_path: Path, user: str) -> dict[str, Any]:
         "read_only": True,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
-        "network_mode": None if limits.network else "none",
+        "network_mode": network_mode(spec),
         "detach": True,
     }
     if limits.memory_mb is not None:

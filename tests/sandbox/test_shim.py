@@ -18,7 +18,8 @@ def test_landlock_masks_match_landlockpy(abi: int, network: bool) -> None:
     assert m["handled_fs"] == fs_all
     assert m["writable"] == fs_all & ~(ll.AccessFS.MAKE_CHAR | ll.AccessFS.MAKE_BLOCK)
     assert m["handled_net"] == (ll.AccessNet.NONE if network else ll.net_for_abi(abi))
-    scopes = ll.Scope.SIGNAL | (ll.Scope.NONE if network else ll.Scope.ABSTRACT_UNIX_SOCKET)
+    # Abstract unix sockets are scoped with the network on too (the host's X11, D-Bus).
+    scopes = ll.Scope.SIGNAL | ll.Scope.ABSTRACT_UNIX_SOCKET
     assert m["scoped"] == scopes & ll.scope_for_abi(abi)
     assert m["read"] == ll.AccessFS.READ_FILE | ll.AccessFS.READ_DIR | ll.AccessFS.EXECUTE
     assert m["file"] == (ll.AccessFS.EXECUTE | ll.AccessFS.WRITE_FILE | ll.AccessFS.READ_FILE

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gitproc.git import NumStat, Repo
 from gitproc.process import background_priority, raise_priority
-from sandbox import cgroups, confine, limits, overlay, places, setup
+from sandbox import cgroups, confine, disk, limits, overlay, places, setup
 from sandbox.backends.base import (
     NO_CHANGES,
     Backend,
@@ -28,9 +28,9 @@ from sandbox.backends.base import (
     LineCallback,
     Sandbox,
     SandboxSpec,
-    Status,
 )
 from sandbox.backends.worktree import home as agent_home
+from sandbox.backends.worktree import policies as pol
 from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
 from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
 from sandbox.backends.worktree.layout import (
@@ -53,6 +53,7 @@ from sandbox.backends.worktree.supervise import (
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
+from sandbox.network import forwarder_args
 from sandbox.ports import PortLease, lease_port
 
 
@@ -70,6 +71,7 @@ class WorktreeBackend(Backend):
         self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
         self._ident: tuple[str, str] | None = None
+        self._net = pol.RunProxies(self.config.proxy_hosts)
 
     # -- prepare ------------------------------------------------------------------
 
@@ -79,17 +81,19 @@ class WorktreeBackend(Backend):
         path = places.worktree_path(self.repo.forkyard_dir, spec.run_id, spec.task_id)
         if path.exists() and not _spare_mount_point(path):
             raise SandboxBadInputError(f"sandbox {path} already exists (run `forkyard gc`?)")
+        state: dict[str, object] = {"made_at": spec.base}  # where the branch was made
         self._hold(spec.run_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             drop_dangling(self.repo, spec.branch)
-            state: dict[str, object] = {"made_at": spec.base}  # where the branch was made
+            space = state["disk"] = pol.make_disk(self.repo, spec)
             if self._overlays():
                 with self._lock:
                     bases = self._bases.setdefault(spec.run_id,
                                                    overlay.Bases(self.repo, spec.run_id))
                 prepare_overlay(self.repo, bases, spec, path, state,
-                                required=self.config.layers == "overlay")
+                                required=self.config.layers == "overlay",
+                                layer=space.root / "layer" if isinstance(space, disk.Disk) else None)
             else:
                 self.repo.worktree_add(path, spec.branch, spec.base)
                 state["at"] = spec.base
@@ -99,6 +103,7 @@ class WorktreeBackend(Backend):
             if spec.port is None and self.config.lease_ports:
                 state["lease"] = lease_port(self.repo.forkyard_dir / "ports", self.config.port_range)
         except BaseException:
+            pol.drop_disk(state)
             self._release(spec.run_id)
             raise
         return Sandbox(spec, path, spec.branch, state)
@@ -133,6 +138,7 @@ class WorktreeBackend(Backend):
                 bases = self._bases.pop(run_id, None)
                 if bases is not None:
                     bases.close()  # the run's last sandbox is gone
+                self._net.stop(run_id)
             else:
                 self._locks[run_id] = (lock, n - 1)
 
@@ -184,9 +190,6 @@ class WorktreeBackend(Backend):
                 raise SandboxError("limits='cgroup' but no writable cgroup hierarchy here")
         return limits.Enforcement("rlimit", None, limits.rlimit_args(spec.limits))
 
-    def _env(self, sandbox: Sandbox, tmpdir: Path, token: str) -> dict[str, str]:
-        return agent_home.sandbox_env(sandbox, tmpdir, token, _lease_port(sandbox))
-
     def _argv(self, sandbox: Sandbox, prep: _Prepared, command: str | None,
               status_fd: int | None = None, gate_fd: int | None = None) -> list[str]:
         """The agent's argv; ``command`` None with ``gate_fd``: a warm start's, whose
@@ -198,19 +201,23 @@ class WorktreeBackend(Backend):
             argv = ["/bin/sh", "-c", JOIN_SH, "forkyard-shim", *opts[1::2], "--"]
         else:
             argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
-        extra_rw = self._extra_rw(sandbox)
+        extra_rw = agent_home.writable(sandbox, self.config.extra_rw)
         if conf.bwrap:
             argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
-                                       git=prep.gitpaths, network=spec.limits.network,
+                                       git=prep.gitpaths, network=prep.network,
                                        extra_rw=extra_rw,
                                        extra_ro=(*self.config.extra_ro, *spec.extra_ro),
-                                       status_fd=status_fd)
-        if conf.landlock or gate_fd is not None:
+                                       status_fd=status_fd, proxy_dir=prep.proxy_dir,
+                                       deny=prep.deny)
+        forwarding = prep.network.kind == "allow" and conf.bwrap
+        if conf.landlock or gate_fd is not None or forwarding:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
             argv += [sys.executable, "-I", "-S", SHIM]
+            if forwarding:
+                argv += forwarder_args()
             if conf.landlock:
                 ll = confine.landlock_spec(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
-                                           git=prep.gitpaths, network=spec.limits.network,
+                                           git=prep.gitpaths, network=prep.network,
                                            inside_bwrap=conf.bwrap)
                 ll["rw"] = [*ll["rw"], *map(str, extra_rw)]  # type: ignore[misc]
                 argv += confine.landlock_shim_args(ll)
@@ -221,20 +228,15 @@ class WorktreeBackend(Backend):
             argv += ["--"]
         return argv if command is None else [*argv, "/bin/sh", "-c", command]
 
-    def _extra_rw(self, sandbox: Sandbox) -> tuple[Path, ...]:
-        """What the agent may write besides its worktree, temp dir and git paths: its
-        private home, and the paths the configuration and the task file add."""
-        home = sandbox.state.get("home")
-        own = (home,) if isinstance(home, Path) else ()
-        return (*own, *self.config.extra_rw,
-                *(p for p in sandbox.spec.extra_rw if p.exists()))
-
     def _prepare_run(self, sandbox: Sandbox, gated: bool = False) -> _Prepared:
         """What the agent runs in and under: temp and object dirs, limits, confinement.
         ``gated``: a warm start (the CPU quota is then always left to the inner shim)."""
         spec = sandbox.spec
         conf = confine.resolve(self.config.confinement, spec.confine)
-        tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
+        network = pol.check_network(pol.network_of(spec), conf)
+        space = sandbox.state.get("disk")
+        tmpdir = (space.root / "tmp" if isinstance(space, disk.Disk)
+                  else self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id)
         tmpdir.mkdir(parents=True, exist_ok=True)
         sandbox.state["tmpdir"] = tmpdir
         # Beside the temp dir, not in it: an agent emptying its $TMPDIR keeps its commits.
@@ -251,16 +253,22 @@ class WorktreeBackend(Backend):
         sandbox.state["gitdir"] = gitpaths.gitdir
         # The CPU quota is written by the inner shim, last, when there is one.
         enf = self._enforcement(spec, defer_cpu=conf.landlock or gated)
+        enf = pol.with_disk_fallback(enf, spec, space)
         sandbox.state["cgroup"] = enf.cgroup
+        proxy_dir, deny = pol.confinement_paths(sandbox, network, conf, self._net,
+                                                self.repo.forkyard_dir)
         cpu_fd = None
         if enf.cgroup is not None and enf.cgroup.cpu_quota is not None:
             cpu_fd = os.open(enf.cgroup.cpu_quota[0], os.O_WRONLY | os.O_CLOEXEC)
         token = uuid.uuid4().hex
         sandbox.state["token"] = token
-        return _Prepared(conf, tmpdir, objects, gitpaths, pinned, enf, cpu_fd, token)
+        return _Prepared(conf, tmpdir, objects, gitpaths, pinned, enf, cpu_fd, token,
+                         network, proxy_dir, deny)
 
     def _agent_env(self, sandbox: Sandbox, prep: _Prepared) -> dict[str, str]:
-        return {**self._env(sandbox, prep.tmpdir, prep.token), **odb_env(self.repo, prep.objects)}
+        return {**agent_home.sandbox_env(sandbox, prep.network, prep.tmpdir, prep.token,
+                                         _lease_port(sandbox)),
+                **odb_env(self.repo, prep.objects)}
 
     def warm(self, sandbox: Sandbox) -> None:
         """Start the agent's process chain ahead of its turn, up to its last ``exec``.
@@ -288,7 +296,7 @@ class WorktreeBackend(Backend):
             agent = launch(self._argv(sandbox, prep, None, status_w if prep.conf.bwrap
                                       else None, gate_r),
                            fds, sandbox.worktree, self._agent_env(sandbox, prep),
-                           _Lines(self.config.log_tail_lines))
+                           _Lines(self.config.log_tail_lines, pol.masker(sandbox.spec) or None))
         except Exception:
             for fd in (gate_w, status_r):
                 if fd >= 0:
@@ -311,6 +319,7 @@ class WorktreeBackend(Backend):
             with contextlib.suppress(Exception):
                 group.remove()
         sandbox.state.pop("token", None)
+        pol.close_proxy(sandbox, self._net)
 
     def _abandon(self, sandbox: Sandbox) -> None:
         """Stop a warm start's waiting chain (its shim exits on the closed gate)."""
@@ -334,6 +343,7 @@ class WorktreeBackend(Backend):
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
+        lines.mask = pol.masker(spec) or None
         reader = agent_home.stream_reader(spec.preset)
         lines.on_line = on_line if reader is None else agent_home.reader_callback(reader, on_line)
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
@@ -368,13 +378,14 @@ class WorktreeBackend(Backend):
         enf = prep.enf
         if enf.cgroup is not None:
             enf.cgroup.wait_empty()  # ...and gone, before anything reads what they left
-        status = self._status(rc, reason, enf)
+        status = pol.status_of(rc, reason, enf)
         if status == "timed_out":
             message = f"killed after the {spec.limits.timeout_s:g}s timeout"
         elif status == "oom_killed":
             message = f"killed by the OOM killer at the {spec.limits.memory_mb} MiB memory limit"
         elif status == "cancelled":
             message = "cancelled"
+        message = "; ".join(m for m in (message, *pol.policy_notes(sandbox, self._net)) if m)
         if enf.name == "rlimit":
             # Say so: rlimits are per process and weaker (see sandbox/limits.py).
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
@@ -397,17 +408,6 @@ class WorktreeBackend(Backend):
             message="; ".join(m for m in (message, commit_msg) if m),
             agent_report=None if reader is None else reader.report.to_dict(),
         )
-
-    def _status(self, rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:
-        if reason == "cancelled":
-            return "cancelled"
-        if reason == "timed_out":
-            return "timed_out"
-        # OOM: the group's kernel counter, cross-checked with a failed exit (a kill signal
-        # shows up as 137 through sh/bwrap, or -9 directly).
-        if enf.cgroup is not None and rc not in (0, None) and enf.cgroup.oom_kills() > 0:
-            return "oom_killed"
-        return "succeeded" if rc == 0 else "failed"
 
     def _run_phase(
         self, build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
@@ -483,6 +483,7 @@ class WorktreeBackend(Backend):
             if isinstance(tmpdir, Path):
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 _rmdir_quiet(tmpdir.parent)
+            pol.release(sandbox, self._net)
             if not keep and sandbox.worktree.exists():
                 # An overlay's mount point stays until the run's base goes (see overlay.py).
                 remove_worktree(self.repo, sandbox,

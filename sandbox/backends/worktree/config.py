@@ -55,3 +55,7 @@ class WorktreeConfig(BaseModel):
     """How a sandbox's files are made.  overlay: a copy-on-write mount over one checkout
     per run (``sandbox/overlay.py``; needs root); checkout: a full checkout per sandbox;
     auto: overlay where this process can mount, else checkout."""
+    proxy_hosts: dict[str, str] = Field(default_factory=dict)
+    """Static name overrides for the network proxy, ``{"name": "ip:port"}`` (like
+    ``/etc/hosts`` with a port): an internal API gateway, a test server.  Trusted as
+    written: private addresses are allowed for these names."""

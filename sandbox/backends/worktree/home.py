@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
-from gitproc.git import Repo, clean_env
-from sandbox import limits, presets
+from gitproc.git import Repo
+from sandbox import limits, presets, secrets
 from sandbox.backends.base import MINIMAL_ENV, LineCallback, Sandbox, SandboxSpec
+from sandbox.network import NetworkPolicy, proxy_env
+from sandbox.network.policy import HOST_PROXY_VARS
 from sandbox.streams import StreamReader
 
 
@@ -38,17 +41,37 @@ def make_home(spec: SandboxSpec, tmpdir: Path, ident: tuple[str, str]) -> Path:
     return home
 
 
-def sandbox_env(sandbox: Sandbox, tmpdir: Path, token: str, lease: int | None) -> dict[str, str]:
-    """The agent's whole environment: the caller's (without leaked ``GIT_*``), forkyard's
-    values, the private home's, the port, then the task's own ``env``."""
+def writable(sandbox: Sandbox, configured: tuple[Path, ...]) -> tuple[Path, ...]:
+    """What the agent may write besides its worktree, temp dir and git paths: its private
+    home, and the paths the backend's configuration and the task file add."""
+    home = sandbox.state.get("home")
+    own = (home,) if isinstance(home, Path) else ()
+    return (*own, *configured, *(p for p in sandbox.spec.extra_rw if p.exists()))
+
+
+def sandbox_env(sandbox: Sandbox, policy: NetworkPolicy, tmpdir: Path, token: str,
+                lease: int | None, host: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The agent's whole environment but for git's object directories: the one place it
+    is built.  By allowlist (``sandbox/secrets.py``) from the caller's (``host``): the
+    basics, the preset's and the task file's ``pass_env`` variables, the host's proxy
+    variables under the ``full`` network policy; then the proxy's under ``allow``,
+    forkyard's values, the private home's ``HOME``/``XDG_*`` and the preset's variables,
+    the port (the spec's, else the ``lease``), and last the task's own ``env``.  Under ``env_policy="minimal"`` (a
+    validation: code nobody reviewed yet, which needs no secrets) only the
+    :data:`MINIMAL_ENV` names come from the caller.  Never a leaked ``GIT_DIR`` & co
+    pointing the agent at another repository."""
     spec = sandbox.spec
-    env = clean_env()  # no leaked GIT_DIR & co pointing the agent at another repository
+    host = os.environ if host is None else host
     if spec.env_policy == "minimal":  # no secrets: see SandboxSpec.env_policy
-        env = {k: v for k, v in env.items() if k in MINIMAL_ENV or k.startswith("GIT_")}
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
+        env = {k: v for k, v in host.items() if k in MINIMAL_ENV}
     else:
-        env.pop("LC_ALL", None)
+        env = secrets.base_env(host)
+        if policy.kind == "full":
+            env.update(secrets.passed(HOST_PROXY_VARS, host))
+        env.update(secrets.passed(spec.pass_env, host))
+    if policy.kind == "allow":
+        env.update(proxy_env())
+    env["GIT_TERMINAL_PROMPT"] = "0"
     env.update({
         "FORKYARD_TASK_ID": spec.task_id, "FORKYARD_RUN_ID": spec.run_id,
         "FORKYARD_BRANCH": spec.branch, "FORKYARD_BASE": spec.base,

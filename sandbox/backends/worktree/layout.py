@@ -20,10 +20,12 @@ _REMOVING = threading.Lock()  # worktree trees are deleted one at a time (filesy
 
 
 def prepare_overlay(repo: Repo, bases: overlay.Bases, spec: SandboxSpec, path: Path,
-                    state: dict[str, object], required: bool = False) -> None:
+                    state: dict[str, object], required: bool = False,
+                    layer: Path | None = None) -> None:
     """The worktree as an overlay on the run's base checkout (``sandbox/overlay.py``);
     ``bases``: the run's base checkouts; ``required``: fail rather than fall back
-    (``layers='overlay'``).
+    (``layers='overlay'``); ``layer``: where the upper layer goes (a disk-limited
+    sandbox's file system, ``sandbox/disk.py``).
 
     The branch, the admin dir and the ``.git`` file (in the upper layer) are written
     directly (:meth:`Repo.worktree_register`), the overlay is mounted and the base's
@@ -32,7 +34,7 @@ def prepare_overlay(repo: Repo, bases: overlay.Bases, spec: SandboxSpec, path: P
     overlays.
     """
     base = bases.get(spec.base)
-    layer = repo.forkyard_dir / "tmp" / spec.run_id / f"{spec.task_id}.layer"
+    layer = layer or repo.forkyard_dir / "tmp" / spec.run_id / f"{spec.task_id}.layer"
     shutil.rmtree(layer, ignore_errors=True)  # a killed run's
     layers = overlay.Layers(base.tree, layer / "upper", layer / "work", path)
     layers.upper.mkdir(parents=True)

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gitproc.process import spawn
 from sandbox import confine, limits, shim
 from sandbox.backends.base import LineCallback
+from sandbox.network import NetworkPolicy
 
 
 def _pump(proc: subprocess.Popen[bytes], lines: _Lines) -> None:
@@ -30,11 +32,14 @@ class _Lines:
     """An agent's output: the trailing lines kept, and where each line goes as it comes
     (set when the task starts: a warm start's chain is pumped before it has a task)."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, mask: Callable[[str], str] | None = None) -> None:
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
         self.on_line: LineCallback | None = None
+        self.mask = mask  # secrets out, before anything keeps the line (sandbox/secrets.py)
 
     def __call__(self, line: str) -> None:
+        if self.mask is not None:
+            line = self.mask(line)
         self.tail.append(line)
         if self.on_line is not None:
             try:
@@ -109,6 +114,9 @@ class _Prepared:
     enf: limits.Enforcement
     cpu_fd: int | None
     token: str
+    network: NetworkPolicy = NetworkPolicy("none")
+    proxy_dir: Path | None = None        # ``allow``: this sandbox's proxy socket's directory
+    deny: tuple[Path, ...] = ()          # hidden from the agent (bubblewrap)
 
 
 @dataclass(frozen=True)
