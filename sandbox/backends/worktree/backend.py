@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gitproc.git import Repo, clean_env
+from gitproc.hostile import write_file_nofollow
 from gitproc.process import background_priority, raise_priority
 from sandbox import cgroups, confine, limits, overlay, setup
 from sandbox.backends.base import (
@@ -29,11 +30,24 @@ from sandbox.backends.base import (
     SandboxSpec,
     Status,
 )
-from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
-from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
+from sandbox.backends.worktree.config import (
+    BWRAP_ATTEMPTS,
+    COMMIT_SH,
+    JOIN_SH,
+    SHIM,
+    WorktreeConfig,
+)
+from sandbox.backends.worktree.harvest import (
+    _pin_git_files,
+    _stat_key,
+    odb_env,
+    receive,
+    restore_pinned,
+)
 from sandbox.backends.worktree.layout import (
     _materialize,
     _rmdir_quiet,
+    task_dir,
     _spare_mount_point,
     drop_dangling,
     prepare_overlay,
@@ -235,16 +249,27 @@ class WorktreeBackend(Backend):
         ``gated``: a warm start (the CPU quota is then always left to the inner shim)."""
         spec = sandbox.spec
         conf = confine.resolve(self.config.confinement, spec.confine)
-        tmpdir = self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id
-        tmpdir.mkdir(parents=True, exist_ok=True)
+        # One host-owned directory per sandbox (task ids cannot make two collide): the
+        # agent's temp dir, and beside it, not in it (an agent emptying its $TMPDIR keeps
+        # its commits), its object directory and the private ref and reflog dirs.
+        own = task_dir(self.repo, spec)
+        own.mkdir(parents=True, exist_ok=True)
+        tmpdir = own / "tmp"
+        tmpdir.mkdir(exist_ok=True)
         sandbox.state["tmpdir"] = tmpdir
-        # Beside the temp dir, not in it: an agent emptying its $TMPDIR keeps its commits.
-        objects = tmpdir.with_name(f"{spec.task_id}.objects")
-        shutil.rmtree(objects, ignore_errors=True)  # a crashed run's
-        objects.mkdir()
+        objects = own / "objects"
+        for d in (objects, own / "refs", own / "logs"):
+            shutil.rmtree(d, ignore_errors=True)  # a crashed run's
+            d.mkdir()
         sandbox.state["objects"] = objects
         gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
-                                       objects)
+                                       objects, own if conf.bwrap else None)
+        # The ref file the agent's git moves: its own under bubblewrap; Landlock alone
+        # cannot hide the real one (see confine.GitPaths).
+        name = Path(spec.branch).name
+        sandbox.state["head_private"] = conf.bwrap
+        sandbox.state["head"] = (own / "refs" / name if conf.bwrap
+                                 else self.repo.common_dir / "refs" / "heads" / spec.branch)
         pinned = _pin_git_files(gitpaths, spec.branch)
         sandbox.state["gitdir"] = gitpaths.gitdir
         # The CPU quota is written by the inner shim, last, when there is one.
@@ -330,6 +355,9 @@ class WorktreeBackend(Backend):
         self.to_base(sandbox)
         warm = sandbox.state.pop("warm", None)
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
+        head = sandbox.state.get("head")
+        if sandbox.state.get("head_private") and isinstance(head, Path):
+            write_file_nofollow(head, f"{spec.base}\n".encode())  # where its git starts
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
         lines.on_line = on_line
@@ -377,7 +405,17 @@ class WorktreeBackend(Backend):
             message = "; ".join(m for m in (message, "limits enforced by rlimits only: no "
                                             "writable cgroup here") if m)
         with background_priority():  # the agent is gone: agents starting come first
-            commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
+            restore_pinned(prep.pinned)
+            # Its leftovers are committed where it ran, confined, as it: the host only
+            # reads the resulting commit's name and imports its objects.
+            rc_commit, _ = self._run_phase(
+                lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), COMMIT_SH, fd),
+                COMMIT_SH, prep.conf.bwrap, sandbox, env, prep,
+                time.monotonic() + self.config.commit_timeout_s, None, _Lines(20))
+            commit, files, commit_msg, broken = receive(self.repo, sandbox)
+            if rc_commit != 0 and not broken:
+                commit_msg = "; ".join(m for m in (
+                    commit_msg, f"could not commit leftover changes (exit {rc_commit})") if m)
         if broken:
             status = "failed"
         return ExecResult(
@@ -468,9 +506,9 @@ class WorktreeBackend(Backend):
                 if keep:
                     _materialize(sandbox.worktree)
                 layers.unmount()
-            if isinstance(tmpdir, Path):
-                shutil.rmtree(tmpdir, ignore_errors=True)
-                _rmdir_quiet(tmpdir.parent)
+            if isinstance(tmpdir, Path):  # the sandbox's own dir (see layout.task_dir)
+                shutil.rmtree(tmpdir.parent, ignore_errors=True)
+                _rmdir_quiet(tmpdir.parent.parent)
             if not keep and sandbox.worktree.exists():
                 # An overlay's mount point stays until the run's base goes (see overlay.py).
                 remove_worktree(self.repo, sandbox,

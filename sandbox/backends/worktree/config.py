@@ -19,6 +19,18 @@ UNPACK_LIMIT = 100
 # ``--`` (any failure: exit 125 like the shim, the command never ran), then exec the rest.
 JOIN_SH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
+# The confined last step after an agent: its leftovers staged and committed by git
+# *inside* the sandbox (under its confinement and limits), with forkyard's identity and
+# no hooks, so that no host git ever reads the agent's worktree, index, config or hooks.
+_GIT = "git -c core.hooksPath=/dev/null -c commit.gpgSign=false -c gc.auto=0"
+COMMIT_SH = (
+    f"{_GIT} add -A && {{ {_GIT} diff --cached --quiet || "
+    "GIT_AUTHOR_NAME=forkyard GIT_AUTHOR_EMAIL=forkyard@localhost "
+    "GIT_COMMITTER_NAME=forkyard GIT_COMMITTER_EMAIL=forkyard@localhost "
+    f'{_GIT} commit --quiet --no-verify -m "forkyard: $FORKYARD_TASK_ID" '
+    '-m "${FORKYARD_DESCRIPTION:-Changes left by the agent.}"; }'
+)
+
 
 class WorktreeConfig(BaseModel):
     """Configuration of the worktree backend (the default)."""
@@ -42,6 +54,8 @@ class WorktreeConfig(BaseModel):
     """Leased ports come from ``[lo, hi)``."""
     extra_rw: tuple[Path, ...] = ()
     """More paths agents may write (e.g. ``~/.cache``): bound read-write, allowed by Landlock."""
+    commit_timeout_s: float = Field(300, gt=0)
+    """Wall-clock limit of the confined step that commits what an agent left."""
     setup_timeout_s: float = Field(600, gt=0)
     """Wall-clock limit of the per-run setup command."""
     layers: Literal["auto", "overlay", "checkout"] = "auto"

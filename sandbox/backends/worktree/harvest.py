@@ -9,12 +9,20 @@ the branch needs into the shared store before anyone reads the branch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 from typing import NoReturn
 
 from gitproc.git import GitError, RefMovedError, Repo
+from gitproc.hostile import (
+    HostileFileError,
+    read_regular,
+    read_sha,
+    scrub_special,
+    write_file_nofollow,
+)
 from sandbox import confine, overlay
 from sandbox.backends.base import Sandbox
 from sandbox.backends.worktree.config import UNPACK_LIMIT
@@ -32,17 +40,7 @@ def gather(repo: Repo, sandbox: Sandbox, pinned: dict[Path, bytes]
            ) -> tuple[str | None, list, str, bool]:
     """:func:`collect`, plus whether the branch was broken (the task has failed)."""
     spec = sandbox.spec
-    for path, data in pinned.items():  # undo tampering Landlock alone cannot stop
-        try:
-            if not path.is_symlink() and path.is_file() and path.read_bytes() == data:
-                continue
-        except OSError:
-            pass
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-        path.write_bytes(data)
+    restore_pinned(pinned)
     ref = repo.common_dir / "refs" / "heads" / spec.branch
     gitdir = sandbox.state.get("gitdir")
     locks = [ref.with_name(ref.name + ".lock")]
@@ -85,6 +83,106 @@ def gather(repo: Repo, sandbox: Sandbox, pinned: dict[Path, bytes]
     return tip, repo.numstat(spec.base, tip), note, False
 
 
+# Host git reading an object directory the agent wrote: none of the agent's
+# commit-graph or multi-pack index (they could lie about what is there), no fsmonitor.
+_UNTRUSTED_ODB = ("-c", "core.commitGraph=false", "-c", "core.multiPackIndex=false",
+                  "-c", "core.fsmonitor=false")
+# A git reading what an agent left must end, whatever it finds.
+_HOST_GIT_TIMEOUT_S = 600.0
+
+
+def receive(repo: Repo, sandbox: Sandbox) -> tuple[str | None, list, str, bool]:
+    """What a confined agent left, received as data: (commit or None, numstat, message,
+    whether the task failed for it).
+
+    The agent's leftovers were already committed inside its sandbox (a confined step
+    after its command: ``config.COMMIT_SH``), so no git runs here in its worktree or
+    with its git dir, config, index or hooks.  Its branch head is read from the ref file
+    its git wrote (``state["head"]``: a private one under bubblewrap) as 40 hex digits,
+    never followed; the objects that commit needs are imported into the shared store,
+    each re-hashed, and checked complete there; only then does the real branch move, by
+    compare-and-swap from the base to exactly that commit.
+    """
+    spec = sandbox.spec
+    branch = f"refs/heads/{spec.branch}"
+    head, objects = sandbox.state.get("head"), sandbox.state.get("objects")
+    try:
+        tip = read_sha(head) if isinstance(head, Path) else None
+    except HostileFileError as exc:
+        return None, [], f"the agent's branch is not a commit: {exc}", True
+    if tip is None or tip == spec.base:
+        return None, [], "", False  # nothing committed (or the branch deleted)
+    try:
+        if isinstance(objects, Path):
+            scrub_special(objects)  # no FIFO for our git to block on, no link to follow
+            _tidy_objects(objects)
+            _import(repo, objects, tip, spec.base)
+        repo.git(*_UNTRUSTED_ODB, "rev-list", "--objects", "--quiet", f"{tip}^{{commit}}",
+                 "--not", spec.base, timeout=_HOST_GIT_TIMEOUT_S)
+    except (GitError, OSError) as exc:
+        detail = (exc.stderr.decode("utf-8", "replace").strip().splitlines()
+                  if isinstance(exc, GitError) else [str(exc)])
+        fate = f"{branch} was left at the base {spec.base[:12]}"
+        if not sandbox.state.get("head_private"):  # the agent's git moved the real one
+            fate = _reset_real(repo, branch, spec.base, tip)
+        return None, [], (f"the agent's branch tip {tip[:12]} is missing objects or has "
+                          f"corrupt ones ({detail[-1] if detail else 'git failed'}); "
+                          f"{fate}"), True
+    if sandbox.state.get("head_private"):
+        try:
+            repo.update_ref(branch, tip, spec.base, "forkyard: the agent's work")
+        except (GitError, RefMovedError) as exc:
+            return None, [], f"could not move {branch} to the agent's work: {exc}", True
+    return tip, repo.numstat(spec.base, tip), "", False
+
+
+def _reset_real(repo: Repo, branch: str, base: str, tip: str) -> str:
+    """Reset a real branch the agent moved onto a broken commit (Landlock alone): by
+    compare-and-swap, never through a link its reflog was replaced by."""
+    log = repo.common_dir / "logs" / branch
+    with contextlib.suppress(OSError, HostileFileError):
+        scrub_special(log)
+    try:
+        repo.update_ref(branch, base, tip, "forkyard: reset a broken branch")
+        return f"{branch} was reset to the base {base[:12]}"
+    except (GitError, RefMovedError):
+        return f"{branch} was left at {tip[:12]}"
+
+
+def _import(repo: Repo, objects: Path, tip: str | None, base: str) -> None:
+    """Copy what ``base..tip`` needs, and whatever else the agent's object directory
+    holds, into the shared store (:class:`GitError` when that fails)."""
+    own = repo.git(*_UNTRUSTED_ODB, "cat-file", "--batch-all-objects", "--unordered",
+                   "--batch-check=%(objectname)", env={"GIT_OBJECT_DIRECTORY": str(objects)},
+                   timeout=_HOST_GIT_TIMEOUT_S).out.split()
+    revs = [*own, *((tip, f"^{base}") if tip not in (None, base) else ())]
+    if not revs:
+        return
+    pack = repo.git(*_UNTRUSTED_ODB, "pack-objects", "--revs", "--local", "--stdout", "-q",
+                    input="".join(f"{r}\n" for r in revs).encode(),
+                    env=odb_env(repo, objects), timeout=_HOST_GIT_TIMEOUT_S).stdout
+    count = int.from_bytes(pack[8:12], "big") if len(pack) >= 12 else 0
+    if count >= UNPACK_LIMIT:
+        repo.git("index-pack", "--stdin", input=pack, timeout=_HOST_GIT_TIMEOUT_S)
+    elif count:
+        repo.git("unpack-objects", "-q", input=pack, timeout=_HOST_GIT_TIMEOUT_S)
+
+
+def restore_pinned(pinned: dict[Path, bytes]) -> None:
+    """Put back the git control files (``.git`` file, HEAD, the pointers) as we wrote
+    them: undo tampering Landlock alone cannot stop (under bubblewrap they are
+    read-only binds).  Never reads or writes through a link or a special file."""
+    for path, data in pinned.items():
+        try:
+            if read_regular(path, len(data)) == data:
+                continue
+        except HostileFileError:
+            pass
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        write_file_nofollow(path, data)
+
+
 def import_objects(repo: Repo, objects: Path, ref: str, base: str) -> bool:
     """Copy the objects the agent made into the shared store, verified; False when
     there were none and the branch is still at ``base`` or gone.
@@ -104,20 +202,8 @@ def import_objects(repo: Repo, objects: Path, ref: str, base: str) -> bool:
     if not made and tip in (None, base):
         return False  # the agent wrote nothing: the cheap common case
     try:
-        own = repo.git("cat-file", "--batch-all-objects", "--unordered",
-                       "--batch-check=%(objectname)",
-                       env={"GIT_OBJECT_DIRECTORY": str(objects)}).out.split()
-        revs = [*own, *((tip, f"^{base}") if tip not in (None, base) else ())]
-        if not revs:
-            return True
-        pack = repo.git("pack-objects", "--revs", "--local", "--stdout", "-q",
-                        input="".join(f"{r}\n" for r in revs).encode(),
-                        env=odb_env(repo, objects)).stdout
-        count = int.from_bytes(pack[8:12], "big") if len(pack) >= 12 else 0
-        if count >= UNPACK_LIMIT:
-            repo.git("index-pack", "--stdin", input=pack)
-        elif count:
-            repo.git("unpack-objects", "-q", input=pack)
+        scrub_special(objects)
+        _import(repo, objects, tip, base)
     except GitError as exc:
         reset_broken(repo, ref, base, tip, exc)
     return True
