@@ -28,6 +28,7 @@ def merge_sources(
     squash: bool = False,
     mode: str = "conservative",
     message: str | None = None,
+    shas: Sequence[str] | None = None,
 ) -> MergeReport:
     """Merge ``sources`` (in order) into branch ``into`` as one transaction.
 
@@ -35,10 +36,12 @@ def merge_sources(
     report whatever the outcome; raises :class:`merge.errors.BadInputError` subclasses
     (exit code 2, nothing changed) for unknown refs, a non-branch target or a dirty
     checkout of the target.  ``message`` replaces the commit message of every commit
-    made; ``{source}`` in it names that commit's own source.
+    made; ``{source}`` in it names that commit's own source.  ``shas``: the exact
+    commit each source stands for (merged whatever its name points at meanwhile).
     """
     return Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
-                       semantic=semantic, squash=squash, mode=mode, message=message).run()
+                       semantic=semantic, squash=squash, mode=mode, message=message,
+                       shas=shas).run()
 
 
 def detect_conflicts(

@@ -11,14 +11,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from forkyard.run.screen import ScreenLimits, screen
 from gitproc.git import Repo
 
 
 @dataclass(frozen=True)
 class BatchItem:
+    """One finished task in a batch: ``commit`` is what it finished with (recorded then),
+    the only thing merged, whatever its branch points at later."""
+
     task: str
     branch: str
     commit: str
+    allow_deletes: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,32 +87,46 @@ def merge_integrator(
     validate: str | None,
     mode: str,
     semantic: bool = True,
+    limits: ScreenLimits | None = None,
 ) -> Integrator:
-    """An :data:`Integrator` over ``merge.merge_sources`` into ``target_ref``."""
+    """An :data:`Integrator` over ``merge.merge_sources`` into ``target_ref``.  Each
+    task's commit is screened first (:func:`forkyard.run.screen.screen`): one held back
+    is rejected alone, the rest of its batch goes on."""
     from merge import merge_sources
 
+    bounds = limits or ScreenLimits()
+
     def integrate(index: int, items: Sequence[BatchItem], tip: str) -> BatchOutcome:
-        task_of = {i.branch: i.task for i in items}
         tasks = tuple(i.task for i in items)
+        held: list[dict[str, Any]] = []
+        for i in items:
+            why = screen(repo, tip, i.task, i.commit, bounds, i.allow_deletes)
+            if why is not None:
+                held.append(why)
+        out = {h["task"] for h in held}
+        items = [i for i in items if i.task not in out]
+        if not items:
+            return BatchOutcome(index, tasks, (), tasks, tip, tip, tuple(held))
+        task_of = {i.branch: i.task for i in items}
         try:
             report = merge_sources(
                 repo, target_ref, [i.branch for i in items], validate=validate,
-                semantic=semantic, mode=mode,
+                semantic=semantic, mode=mode, shas=[i.commit for i in items],
                 message=f"forkyard {run_id}: batch {index}: merge {{source}}",
             )
         except Exception as exc:  # lock held, ref moved under us, engine bug: nothing landed
-            return BatchOutcome(index, tasks, (), tasks, tip, tip, (), describe(exc))
+            return BatchOutcome(index, tasks, (), tasks, tip, tip, tuple(held), describe(exc))
         new_tip = report.new_sha if report.outcome == "committed" and report.new_sha else tip
         if report.outcome == "committed":
             landed = tuple(task_of.get(s, s) for s in report.landed) if report.landed else (
-                tuple(t for t in tasks if task_of.get(t) not in report.culprits))
+                tuple(i.task for i in items if i.branch not in report.culprits))
         else:
             landed = ()
         rejected = tuple(t for t in tasks if t not in landed)
         old = report.target_sha or tip
         # (merge_sources also brings a checkout of the target along with the ref.)
         return BatchOutcome(index, tasks, landed, rejected, old, new_tip,
-                            tuple(conflicts_of(report, task_of)))
+                            (*held, *conflicts_of(report, task_of)))
 
     return integrate
 

@@ -421,8 +421,11 @@ class Runner:
             return
         batch = [t for t in self.order if t in self.pending]
         self.pending.clear()
+        # The commit each task finished with, recorded then: what lands, whatever its
+        # branch points at by now.
         items = [BatchItem(t, branch_name(self.config.run_id, t),
-                           self.records[t].result.commit or "")  # type: ignore[union-attr]
+                           self.records[t].result.commit or "",  # type: ignore[union-attr]
+                           self.specs[t].task.allow_deletes)
                  for t in batch]
         index = self.batch_index
         self.batch_index += 1

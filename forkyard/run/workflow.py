@@ -29,6 +29,7 @@ from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
 from forkyard.run.integrate import Integrator, merge_integrator
+from forkyard.run.screen import ScreenLimits
 from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
 from forkyard.views.history import History
@@ -207,7 +208,10 @@ def _execute(
         integrator = merge_integrator(
             repo, manifest.target_ref, run_id=manifest.run_id,
             validate=opts.validate_command,
-            mode="bisect" if config.strategy == "aggressive" else "conservative")
+            mode="bisect" if config.strategy == "aggressive" else "conservative",
+            limits=ScreenLimits(
+                None if opts.max_file_mb is None else int(opts.max_file_mb * 1024 * 1024),
+                opts.max_delete_share))
     runner = Runner(
         repo, _specs(taskfile, the_plan), _order(the_plan, taskfile),
         [b.tasks for b in the_plan.batches], config, backend, integrator, log, tip,
