@@ -12,9 +12,16 @@ import contextlib
 import os
 import re
 import stat
+import unicodedata
 from pathlib import Path
 
 _SHA = re.compile(rb"[0-9a-f]{40}")
+# Terminal escape sequences: CSI (colours, cursor), OSC (title, clipboard, links: ended
+# by BEL or ST), DCS/SOS/PM/APC strings, and two-character ones; their 8-bit forms too.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]")
 
 
 class HostileFileError(OSError):
@@ -110,3 +117,22 @@ def write_file_nofollow(path: str | os.PathLike[str], data: bytes) -> None:
         os.close(fd)
     os.rename(tmp, path)
 
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character removed (C0 and C1 controls, DEL, and
+    format characters such as bidirectional overrides), tabs and newlines made spaces:
+    what an agent wrote, safe to show on a terminal (no escape sequence reaches it: no
+    OSC 52 clipboard write, no cursor games, no title change)."""
+    if text.isprintable():
+        return text
+    text = _ESCAPES.sub("", text)  # whole sequences, not only their ESC
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in "\t\n\r":
+            out.append(" ")
+        elif unicodedata.category(ch) == "Zs":
+            out.append(" ")  # exotic spaces are fine; isprintable() calls them not
+    return "".join(out)

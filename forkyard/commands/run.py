@@ -11,6 +11,7 @@ from typing import Any
 
 from forkyard.journal.models import RunResult
 from forkyard.run.options import RunOptions
+from gitproc.hostile import printable
 from sandbox.errors import SandboxBadInputError
 
 
@@ -47,8 +48,9 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
         line = f"batch {b.index} {b.outcome}: " + (f"landed {', '.join(landed)}" if landed else "")
         if rolled:
             line += ("; " if landed else "") + f"rolled back {', '.join(rolled)}"
-        console.print(line + (f" - {what}" if what else ""),
-                      style="red" if rolled else "green", highlight=False)
+        # Paths and messages come from agents' work: no markup, no control characters.
+        console.print(printable(line + (f" - {what}" if what else "")),
+                      style="red" if rolled else "green", highlight=False, markup=False)
     m = result.metrics
     console.print(
         f"wall {m.wall_s:.1f}s, task time {m.total_task_s:.1f}s, speedup {m.actual_speedup:.2f}x "

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from forkyard.views.status import RunStatus
+from gitproc.hostile import printable
 
 
 def print_status(st: RunStatus) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=sys.stdout)
     console.print(f"[bold]run {st.run_id}[/bold] into {st.target}: {st.state}"
@@ -29,12 +31,12 @@ def print_status(st: RunStatus) -> None:
     for t in st.tasks:
         table.add_row(t.task, t.status, "" if t.agent is None else str(t.agent),
                       f"{t.elapsed_s:.1f}s", "" if t.progress is None else f"{t.progress:.0%}",
-                      "yes" if t.integrated else "", t.last_line[:80])
+                      "yes" if t.integrated else "", Text(printable(t.last_line)[:80]))
     console.print(table)
     for b in st.batches:
         detail = "; ".join(f"{c.get('kind')} in {c.get('path')}" for c in b.conflicts)
-        console.print(f"batch {b.index} {b.outcome}: {', '.join(b.tasks)}"
-                      + (f" - {detail}" if detail else ""))
+        console.print(printable(f"batch {b.index} {b.outcome}: {', '.join(b.tasks)}"
+                                + (f" - {detail}" if detail else "")), markup=False)
 
 
 def status_command(repo: Path, run_id: str | None, *, as_json: bool = False) -> int:

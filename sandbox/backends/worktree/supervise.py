@@ -14,15 +14,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitproc.hostile import printable
 from gitproc.process import spawn
 from sandbox import confine, limits, shim
 from sandbox.backends.base import LineCallback
 
 
+# The longest output line kept: whatever an agent prints, forkyard's memory stays
+# bounded (a longer line is cut here, the rest of it read and dropped).
+MAX_LINE_BYTES = 16 * 1024
+
+
 def _pump(proc: subprocess.Popen[bytes], lines: _Lines) -> None:
     assert proc.stdout is not None
-    for raw in iter(proc.stdout.readline, b""):
-        lines(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    cut = False  # inside the dropped rest of an over-long line
+    for raw in iter(lambda: proc.stdout.readline(MAX_LINE_BYTES), b""):  # type: ignore[union-attr]
+        whole = raw.endswith(b"\n")
+        if not cut:
+            # No terminal control sequence goes further (display, journal, report).
+            text = printable(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            lines(text if whole else text + " [line cut]")
+        cut = not whole
     proc.stdout.close()
 
 
