@@ -87,7 +87,7 @@ def drop_dangling(repo: Repo, branch: str) -> None:
     ref = f"refs/heads/{branch}"
     raw = repo.ref_target(ref)
     if raw is not None and repo.try_rev_parse(ref) is None:
-        repo.git("update-ref", "-d", ref, raw, check=False)
+        repo.git("update-ref", "--no-deref", "-d", ref, raw, check=False)
 
 
 def remove_worktree(repo: Repo, sandbox: Sandbox, keep_dir: bool = False) -> None:
