@@ -96,6 +96,8 @@ def run(
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a stopped run.")] = None,
     no_confine: Annotated[bool, typer.Option("--no-confine", help="Run agents unconfined (opt-out).")] = False,
     agent: Annotated[str | None, typer.Option("--agent", help="Default agent: a preset (claude, codex, aider, gemini, shell) or a command template.")] = None,
+    max_file_mb: Annotated[float | None, typer.Option("--max-file-mb", help="Hold back a task adding a file larger than this (MiB; default 100).")] = None,
+    max_delete_share: Annotated[float | None, typer.Option("--max-delete-share", help="Hold back a task deleting more than this share of the files (default 0.5).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -105,7 +107,10 @@ def run(
 
     options = bad_input_from(RunOptions, agents=agents, backend=backend, strategy=strategy,
                              mode=mode, goal=goal, into=into, validate_command=validate,
-                             image=image, keep=keep, confine=not no_confine, agent=agent)
+                             image=image, keep=keep, confine=not no_confine, agent=agent,
+                             **{k: v for k, v in (("max_file_mb", max_file_mb),
+                                                  ("max_delete_share", max_delete_share))
+                                if v is not None})
     return run_command(repo, tasks, options, resume=resume, as_json=as_json)
 
 

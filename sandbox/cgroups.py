@@ -440,7 +440,11 @@ def walk_groups(hier: Hierarchies) -> Iterator[tuple[str, str, list[Path]]]:
         if not base.is_dir():
             continue
         for run_dir in sorted(p for p in base.iterdir() if p.is_dir() and _is_group(p)):
-            for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and _is_group(p)):
+            try:  # other runs' groups come and go while we look (cgroups are host-wide)
+                tasks = sorted(p for p in run_dir.iterdir() if p.is_dir() and _is_group(p))
+            except FileNotFoundError:
+                continue
+            for task_dir in tasks:
                 seen.setdefault((run_dir.name, task_dir.name), []).append(task_dir)
     for (run_id, task_id), dirs in seen.items():
         yield run_id, task_id, dirs
