@@ -29,9 +29,9 @@ from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
 from forkyard.run.integrate import Integrator, merge_integrator
-from forkyard.run.screen import ScreenLimits
 from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
+from forkyard.run.screen import ScreenLimits
 from forkyard.views.history import History
 from gitproc.git import Repo, require_git
 from gitproc.lock import FileLock

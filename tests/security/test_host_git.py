@@ -173,8 +173,8 @@ def test_integration_merges_the_recorded_commit_not_the_branch_name(
 def test_the_host_swapping_a_branch_after_finish_changes_nothing(pylib: Repo) -> None:
     """The same attack with the sandbox out of the way: the branch is moved on the host
     between the task's finish and its batch; the recorded commit lands."""
-    from forkyard.run.workflow import run_workflow
     from forkyard.run.options import RunOptions
+    from forkyard.run.workflow import run_workflow
 
     base = pylib.rev_parse("main")
     evil = pylib.out("commit-tree", pylib.out("rev-parse", "main^{tree}"), "-p", base, "-m", "evil",

@@ -47,11 +47,11 @@ from sandbox.backends.worktree.harvest import (
 from sandbox.backends.worktree.layout import (
     _materialize,
     _rmdir_quiet,
-    task_dir,
     _spare_mount_point,
     drop_dangling,
     prepare_overlay,
     remove_worktree,
+    task_dir,
 )
 from sandbox.backends.worktree.supervise import (
     _Agent,

@@ -1,11 +1,16 @@
-"""What an agent leaves, brought home: its objects imported into the shared store and
-verified there, its uncommitted changes committed with forkyard's identity, and the
-result's branch tip and changed files (the worktree backend's results).
+"""What an agent leaves, brought home.
+
+The worktree backend: :func:`receive`.  The agent's leftovers were committed inside its
+sandbox (a confined last step); here its branch head is read as data (never followed),
+the objects that commit needs are imported into the shared store and verified there,
+and the real branch moves to exactly that commit.  No git runs in the agent's worktree or
+with its git dir, index or config.
+
+The docker backend: :func:`collect` (the container's worktree is committed on the host).
 
 The shared object store (``.git/objects``) is read-only to the agent: its git writes new
-objects to a private object directory (:func:`odb_env`), and :func:`gather` copies what
-the branch needs into the shared store before anyone reads the branch.
-"""
+objects to a private object directory (:func:`odb_env`), and the import copies what the
+branch needs into the shared store before anyone reads the branch."""
 
 from __future__ import annotations
 

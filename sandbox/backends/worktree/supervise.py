@@ -19,7 +19,6 @@ from gitproc.process import spawn
 from sandbox import confine, limits, shim
 from sandbox.backends.base import LineCallback
 
-
 # The longest output line kept: whatever an agent prints, forkyard's memory stays
 # bounded (a longer line is cut here, the rest of it read and dropped).
 MAX_LINE_BYTES = 16 * 1024
