@@ -13,13 +13,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from gitproc.git import Repo, clean_env
 from gitproc.hostile import write_file_nofollow
-from gitproc.process import background_priority, raise_priority
+from gitproc.process import background_priority
 from sandbox import cgroups, confine, limits, overlay, setup
 from sandbox.backends.base import (
     Backend,
@@ -31,7 +30,6 @@ from sandbox.backends.base import (
     Status,
 )
 from sandbox.backends.worktree.config import (
-    BWRAP_ATTEMPTS,
     COMMIT_SH,
     JOIN_SH,
     SHIM,
@@ -56,12 +54,11 @@ from sandbox.backends.worktree.layout import (
 from sandbox.backends.worktree.supervise import (
     _Agent,
     _Lines,
-    _members,
     _Prepared,
     _Warm,
     kill_tree,
     launch,
-    wait,
+    run_phase,
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
@@ -368,9 +365,9 @@ class WorktreeBackend(Backend):
 
         def phase(command: str, until: float | None, ready: _Agent | None = None,
                   last: bool = True) -> tuple[int | None, str | None]:
-            return self._run_phase(
+            return run_phase(
                 lambda fd: self._argv(sandbox, prep, command, fd), command, prep.conf.bwrap,
-                sandbox, env, prep, until, cancel, lines,
+                sandbox.worktree, env, prep, until, cancel, lines, self.config.grace_s,
                 () if prep.cpu_fd is None else (prep.cpu_fd,), ready, settle=not last)
 
         try:
@@ -408,10 +405,11 @@ class WorktreeBackend(Backend):
             restore_pinned(prep.pinned)
             # Its leftovers are committed where it ran, confined, as it: the host only
             # reads the resulting commit's name and imports its objects.
-            rc_commit, _ = self._run_phase(
+            rc_commit, _ = run_phase(
                 lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), COMMIT_SH, fd),
-                COMMIT_SH, prep.conf.bwrap, sandbox, env, prep,
-                time.monotonic() + self.config.commit_timeout_s, None, _Lines(20))
+                COMMIT_SH, prep.conf.bwrap, sandbox.worktree, env, prep,
+                time.monotonic() + self.config.commit_timeout_s, None, _Lines(20),
+                self.config.grace_s)
             commit, files, commit_msg, broken = receive(self.repo, sandbox)
             if rc_commit != 0 and not broken:
                 commit_msg = "; ".join(m for m in (
@@ -435,51 +433,6 @@ class WorktreeBackend(Backend):
         if enf.cgroup is not None and rc not in (0, None) and enf.cgroup.oom_kills() > 0:
             return "oom_killed"
         return "succeeded" if rc == 0 else "failed"
-
-    def _run_phase(
-        self, build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
-        sandbox: Sandbox, env: dict[str, str], prep: _Prepared, deadline: float | None,
-        cancel: threading.Event | None, lines: _Lines, fds: tuple[int, ...] = (),
-        ready: _Agent | None = None, settle: bool = True,
-    ) -> tuple[int | None, str | None]:
-        """Run one process tree to the end, a timeout or a cancel; (exit code, reason).
-        ``fds``: more file descriptors the process inherits; ``ready``: a warm start's
-        waiting chain (:meth:`warm`), given the command here, else a cold start;
-        ``settle``: see :func:`supervise.wait`.
-
-        bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
-        read-only, and a mount that vanishes meanwhile (a container engine tearing one
-        down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
-        if not, the phase is retried (the command never ran, so this is safe).  A warm
-        chain that did not survive until its turn is just such a failed attempt.
-        """
-        enf, token = prep.enf, prep.token
-        if ready is not None:
-            # Warmed on a background thread (see warm()): the agent runs at our priority.
-            raise_priority(lambda: _members(ready.proc.pid, enf, token),
-                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            if ready.go(["/bin/sh", "-c", command], env):
-                rc, reason = wait(ready, enf, token, deadline, cancel, self.config.grace_s, settle)
-                if ready.started() or reason is not None:
-                    return rc, reason
-            else:
-                kill_tree(ready.proc, enf, token)
-                ready.discard()
-        for attempt in range(BWRAP_ATTEMPTS):
-            status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
-            try:
-                agent = launch(build(status_w if uses_bwrap else None),
-                               ((status_w,) if uses_bwrap else ()) + fds, sandbox.worktree,
-                               env, lines)
-            finally:
-                if uses_bwrap:
-                    os.close(status_w)
-            agent.status = status_r
-            rc, reason = wait(agent, enf, token, deadline, cancel, self.config.grace_s, settle)
-            if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
-                return rc, reason
-            time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- cleanup ------------------------------------------------------------------
 

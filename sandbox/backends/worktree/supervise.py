@@ -11,13 +11,15 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gitproc.hostile import printable
-from gitproc.process import spawn
+from gitproc.process import raise_priority, spawn
 from sandbox import confine, limits, shim
 from sandbox.backends.base import LineCallback
+from sandbox.backends.worktree.config import BWRAP_ATTEMPTS
 
 # The longest output line kept: whatever an agent prints, forkyard's memory stays
 # bounded (a longer line is cut here, the rest of it read and dropped).
@@ -249,3 +251,49 @@ def kill_tree(proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str
         if limits.signal_token(token) == 0:
             break
         time.sleep(0.02)
+
+
+def run_phase(
+    build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
+    worktree: Path, env: dict[str, str], prep: _Prepared, deadline: float | None,
+    cancel: threading.Event | None, lines: _Lines, grace_s: float,
+    fds: tuple[int, ...] = (), ready: _Agent | None = None, settle: bool = True,
+) -> tuple[int | None, str | None]:
+    """Run one process tree in ``worktree`` to the end, a timeout or a cancel; (exit
+    code, reason).  ``build``: the argv given bubblewrap's status fd; ``fds``: more file
+    descriptors the process inherits; ``ready``: a warm start's waiting chain
+    (``WorktreeBackend.warm``), given ``command`` here, else a cold start; ``settle``:
+    see :func:`wait`.
+
+    bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
+    read-only, and a mount that vanishes meanwhile (a container engine tearing one
+    down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
+    if not, the phase is retried (the command never ran, so this is safe).  A warm
+    chain that did not survive until its turn is just such a failed attempt.
+    """
+    enf, token = prep.enf, prep.token
+    if ready is not None:
+        # Warmed on a background thread: the agent runs at our priority.
+        raise_priority(lambda: _members(ready.proc.pid, enf, token),
+                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        if ready.go(["/bin/sh", "-c", command], env):
+            rc, reason = wait(ready, enf, token, deadline, cancel, grace_s, settle)
+            if ready.started() or reason is not None:
+                return rc, reason
+        else:
+            kill_tree(ready.proc, enf, token)
+            ready.discard()
+    for attempt in range(BWRAP_ATTEMPTS):
+        status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
+        try:
+            agent = launch(build(status_w if uses_bwrap else None),
+                           ((status_w,) if uses_bwrap else ()) + fds, worktree, env, lines)
+        finally:
+            if uses_bwrap:
+                os.close(status_w)
+        agent.status = status_r
+        rc, reason = wait(agent, enf, token, deadline, cancel, grace_s, settle)
+        if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
+            return rc, reason
+        time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
