@@ -30,7 +30,6 @@ from sandbox.backends.base import (
     Status,
 )
 from sandbox.backends.worktree.config import (
-    COMMIT_SH,
     JOIN_SH,
     SHIM,
     WorktreeConfig,
@@ -38,6 +37,7 @@ from sandbox.backends.worktree.config import (
 from sandbox.backends.worktree.harvest import (
     _pin_git_files,
     _stat_key,
+    leftovers,
     odb_env,
     receive,
     restore_pinned,
@@ -405,11 +405,12 @@ class WorktreeBackend(Backend):
             restore_pinned(prep.pinned)
             # Its leftovers are committed where it ran, confined, as it: the host only
             # reads the resulting commit's name and imports its objects.
-            rc_commit, _ = run_phase(
-                lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), COMMIT_SH, fd),
-                COMMIT_SH, prep.conf.bwrap, sandbox.worktree, env, prep,
+            left = leftovers(sandbox)
+            rc_commit = 0 if left is None else run_phase(
+                lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), left, fd),
+                left, prep.conf.bwrap, sandbox.worktree, env, prep,
                 time.monotonic() + self.config.commit_timeout_s, None, _Lines(20),
-                self.config.grace_s)
+                self.config.grace_s)[0]
             commit, files, commit_msg, broken = receive(self.repo, sandbox)
             if rc_commit != 0 and not broken:
                 commit_msg = "; ".join(m for m in (

@@ -22,14 +22,27 @@ JOIN_SH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shi
 # The confined last step after an agent: its leftovers staged and committed by git
 # *inside* the sandbox (under its confinement and limits), with forkyard's identity and
 # no hooks, so that no host git ever reads the agent's worktree, index, config or hooks.
-_GIT = "git -c core.hooksPath=/dev/null -c commit.gpgSign=false -c gc.auto=0"
+# Plumbing after `add` (write-tree, commit-tree, update-ref of what HEAD names): no
+# second look at every file, no rewrite of the index.  The pathspecs `add` takes are
+# appended (see WorktreeBackend: the top-level entries an overlay proves untouched).
+_GIT = "git -c core.hooksPath=/dev/null -c gc.auto=0 -c maintenance.auto=false"
 COMMIT_SH = (
-    f"{_GIT} add -A && {{ {_GIT} diff --cached --quiet || "
-    "GIT_AUTHOR_NAME=forkyard GIT_AUTHOR_EMAIL=forkyard@localhost "
-    "GIT_COMMITTER_NAME=forkyard GIT_COMMITTER_EMAIL=forkyard@localhost "
-    f'{_GIT} commit --quiet --no-verify -m "forkyard: $FORKYARD_TASK_ID" '
-    '-m "${FORKYARD_DESCRIPTION:-Changes left by the agent.}"; }'
+    't=$(' + _GIT + ' write-tree) && p=$(' + _GIT + ' rev-parse -q --verify HEAD) && '
+    '{ [ "$t" = "$(' + _GIT + ' rev-parse -q --verify HEAD^{tree})" ] || { '
+    'c=$(GIT_AUTHOR_NAME=forkyard GIT_AUTHOR_EMAIL=forkyard@localhost '
+    'GIT_COMMITTER_NAME=forkyard GIT_COMMITTER_EMAIL=forkyard@localhost '
+    + _GIT + ' commit-tree "$t" -p "$p" -m "forkyard: $FORKYARD_TASK_ID" '
+    '-m "${FORKYARD_DESCRIPTION:-Changes left by the agent.}") && '
+    + _GIT + ' update-ref -m "commit: forkyard: $FORKYARD_TASK_ID" HEAD "$c" "$p"; }; }'
 )
+
+
+def commit_command(pathspecs: list[str]) -> str:
+    """The confined commit step, ``git add -A`` limited to ``pathspecs`` (all: none)."""
+    import shlex
+
+    spec = (" -- " + " ".join(map(shlex.quote, pathspecs))) if pathspecs else ""
+    return f"{_GIT} add -A{spec} && {COMMIT_SH}"
 
 
 class WorktreeConfig(BaseModel):

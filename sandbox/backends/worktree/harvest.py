@@ -15,8 +15,10 @@ branch needs into the shared store before anyone reads the branch."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,7 +32,7 @@ from gitproc.hostile import (
 )
 from sandbox import confine, overlay
 from sandbox.backends.base import Sandbox
-from sandbox.backends.worktree.config import UNPACK_LIMIT
+from sandbox.backends.worktree.config import UNPACK_LIMIT, commit_command
 from sandbox.errors import SandboxError
 
 
@@ -121,9 +123,11 @@ def receive(repo: Repo, sandbox: Sandbox) -> tuple[str | None, list, str, bool]:
         if isinstance(objects, Path):
             scrub_special(objects)  # no FIFO for our git to block on, no link to follow
             _tidy_objects(objects)
-            _import(repo, objects, tip, spec.base)
-        repo.git(*_UNTRUSTED_ODB, "rev-list", "--objects", "--quiet", f"{tip}^{{commit}}",
-                 "--not", spec.base, timeout=_HOST_GIT_TIMEOUT_S)
+            if not _import_loose(repo, objects):
+                _import(repo, objects, tip, spec.base)
+        if not _complete(repo, tip, spec.base):
+            repo.git(*_UNTRUSTED_ODB, "rev-list", "--objects", "--quiet", f"{tip}^{{commit}}",
+                     "--not", spec.base, timeout=_HOST_GIT_TIMEOUT_S)
     except (GitError, OSError) as exc:
         detail = (exc.stderr.decode("utf-8", "replace").strip().splitlines()
                   if isinstance(exc, GitError) else [str(exc)])
@@ -135,10 +139,90 @@ def receive(repo: Repo, sandbox: Sandbox) -> tuple[str | None, list, str, bool]:
                           f"{fate}"), True
     if sandbox.state.get("head_private"):
         try:
-            repo.update_ref(branch, tip, spec.base, "forkyard: the agent's work")
+            repo.update_ref(branch, tip, spec.base, "forkyard: the agent's work",
+                            durable=False)  # a scratch branch (see Repo.update_ref)
         except (GitError, RefMovedError) as exc:
             return None, [], f"could not move {branch} to the agent's work: {exc}", True
     return tip, repo.numstat(spec.base, tip), "", False
+
+
+_LOOSE_MAX = 2000                 # loose objects imported in process, at most
+_LOOSE_MAX_BYTES = 16 << 20       # ... each at most this big, inflated
+
+
+def _import_loose(repo: Repo, objects: Path) -> bool:
+    """Import an object directory holding only loose objects (what a few commits make)
+    in process: each one inflated, hashed and written to the shared store under the name
+    its content has (one whose content does not match its name is left out: the check
+    of the history then finds it missing).  False, having imported nothing, when git
+    should do it (packs, many or big objects)."""
+    found: list[tuple[str, Path]] = []
+    with os.scandir(objects) as it:
+        for entry in it:
+            if entry.name == "pack":
+                if any(os.scandir(entry.path)):
+                    return False
+            elif len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
+                for obj in os.scandir(entry.path):
+                    if len(obj.name) == 38 and obj.is_file(follow_symlinks=False):
+                        found.append((entry.name + obj.name, Path(obj.path)))
+                        if len(found) > _LOOSE_MAX:
+                            return False
+    decoded = []
+    for name, path in found:
+        raw = read_regular(path, _LOOSE_MAX_BYTES)
+        if raw is None:
+            continue
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(raw, _LOOSE_MAX_BYTES + 64)
+        except zlib.error:
+            continue
+        if inflater.unconsumed_tail:
+            return False  # bigger than we inflate here
+        head, _, body = data.partition(b"\0")
+        kind, _, size = head.partition(b" ")
+        if (kind not in _KINDS or not size.isdigit() or int(size) != len(body)
+                or hashlib.sha1(data).hexdigest() != name):
+            continue
+        decoded.append((_KINDS[kind], body))
+    for kind_id, body in decoded:
+        repo.odb.write(kind_id, body)
+    return True
+
+
+_KINDS = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
+
+
+def _complete(repo: Repo, tip: str, base: str, limit: int = 100) -> bool:
+    """Whether the shared store holds every object of the few commits ``base..tip``,
+    checked in process; False means "ask git" (``rev-list --objects``, which fails on
+    what is missing): more than ``limit`` commits, or anything unexpected."""
+    import pygit2
+
+    odb = repo.odb
+    try:
+        if pygit2.Oid(hex=tip) not in odb:
+            return False
+        walker = odb.walk(pygit2.Oid(hex=tip), pygit2.enums.SortMode.NONE)
+        walker.hide(pygit2.Oid(hex=base))
+        for n, commit in enumerate(walker):
+            if n >= limit:
+                return False
+            # What each commit changes against its parents (a tree diff loads only the
+            # trees along changed paths; a missing one raises): every new blob is here.
+            for parent in commit.parents or [None]:
+                diff = (commit.tree.diff_to_tree(swap=True) if parent is None
+                        else odb.diff(parent.tree, commit.tree))
+                for delta in diff.deltas:
+                    new = delta.new_file
+                    if (delta.status != pygit2.enums.DeltaStatus.DELETED
+                            and new.mode != pygit2.enums.FileMode.COMMIT
+                            and new.id not in odb):
+                        return False
+        return True
+    except (pygit2.GitError, KeyError, ValueError, TypeError):
+        return False
 
 
 def _reset_real(repo: Repo, branch: str, base: str, tip: str) -> str:
@@ -284,6 +368,21 @@ def _index_ours(sandbox: Sandbox) -> bool:
     return (isinstance(sandbox.state.get("layers"), overlay.Layers)
             and isinstance(gitdir, Path) and key is not None
             and _stat_key(gitdir / "index") == key)
+
+
+def leftovers(sandbox: Sandbox) -> str | None:
+    """The confined command committing what the agent left, or None when an overlay
+    proves it left nothing (no file in the upper layer but ``.git``, the index ours)."""
+    layers = sandbox.state.get("layers")
+    untouched = _untouched(sandbox)
+    if untouched and isinstance(layers, overlay.Layers):
+        try:
+            if not set(os.listdir(layers.upper)) - {".git"}:
+                return None
+        except OSError:
+            pass
+    skip = [f":(top,literal,exclude){name}" for name in untouched]
+    return commit_command([":/", *skip] if skip else [])
 
 
 def _untouched(sandbox: Sandbox) -> list[str]:
