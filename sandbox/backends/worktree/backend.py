@@ -30,9 +30,11 @@ from sandbox.backends.base import (
     Status,
 )
 from sandbox.backends.worktree.config import (
+    COMMITTED,
     JOIN_SH,
     SHIM,
     WorktreeConfig,
+    agent_then_commit,
 )
 from sandbox.backends.worktree.harvest import (
     _pin_git_files,
@@ -381,7 +383,8 @@ class WorktreeBackend(Backend):
                 if rc != 0 and reason is None:
                     message = f"setup command failed with exit code {rc}"
             if rc in (None, 0) and reason is None:
-                rc, reason = phase(spec.command, deadline, ready)
+                rc, reason = phase(agent_then_commit(spec.command, self.config.commit_timeout_s),
+                                   deadline, ready)
         finally:
             if prep.cpu_fd is not None:
                 os.close(prep.cpu_fd)
@@ -405,7 +408,11 @@ class WorktreeBackend(Backend):
             restore_pinned(prep.pinned)
             # Its leftovers are committed where it ran, confined, as it: the host only
             # reads the resulting commit's name and imports its objects.
-            left = leftovers(sandbox)
+            marker = prep.tmpdir / COMMITTED
+            committed = os.path.lexists(marker) and reason is None and status != "oom_killed"
+            with contextlib.suppress(OSError):
+                os.unlink(marker)
+            left = None if committed else leftovers(sandbox)
             rc_commit = 0 if left is None else run_phase(
                 lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), left, fd),
                 left, prep.conf.bwrap, sandbox.worktree, env, prep,

@@ -211,9 +211,10 @@ def _complete(repo: Repo, tip: str, base: str, limit: int = 100) -> bool:
                 return False
             # What each commit changes against its parents (a tree diff loads only the
             # trees along changed paths; a missing one raises): every new blob is here.
-            for parent in commit.parents or [None]:
+            parents: list[pygit2.Commit | None] = list(commit.parents) or [None]
+            for parent in parents:
                 diff = (commit.tree.diff_to_tree(swap=True) if parent is None
-                        else odb.diff(parent.tree, commit.tree))
+                        else parent.tree.diff_to_tree(commit.tree))
                 for delta in diff.deltas:
                     new = delta.new_file
                     if (delta.status != pygit2.enums.DeltaStatus.DELETED
