@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gitproc.git import GitError, Repo
+import pygit2
 
-_BLOB_MODES = ("100644", "100755")
+from gitproc.git import Repo
+
+_BLOB_MODES = (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE)
 
 
 @dataclass(frozen=True)
@@ -32,34 +34,32 @@ def screen(repo: Repo, tip: str, task: str, commit: str, limits: ScreenLimits,
     def held(kind: str, message: str, path: str | None = None) -> dict[str, Any]:
         return {"task": task, "path": path, "kind": kind, "message": message}
 
-    base = repo.merge_base(tip, commit)
-    if base is None:
-        return held("unrelated", f"{commit[:12]} shares no history with the target "
-                                 f"{tip[:12]}; held back")
+    # In process (libgit2): this runs for every task, on integration's critical path.
+    odb = repo.odb
     try:
-        raw = repo.git("diff-tree", "-r", "-z", "--no-renames", base, commit).stdout
-    except GitError as exc:
-        return held("unreadable", f"cannot read {commit[:12]}: {exc}")
-    fields = raw.decode("utf-8", "surrogateescape").split("\0")
-    added: list[tuple[str, str]] = []   # (blob, path) written by the commit
-    deleted = 0
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        parts = meta.lstrip(":").split(" ")
-        if len(parts) != 5:
-            continue
-        _, new_mode, _, new_sha, status = parts
-        if status.startswith("D"):
-            deleted += 1
-        elif new_mode in _BLOB_MODES:
-            added.append((new_sha, path))
-    if limits.max_file_bytes is not None and added:
-        sizes = repo.git("cat-file", "--batch-check=%(objectsize)",
-                         input="".join(f"{sha}\n" for sha, _ in added).encode()).out.split()
-        for (_, path), size in zip(added, sizes, strict=False):
-            if size.isdigit() and int(size) > limits.max_file_bytes:
+        found = odb.merge_base(tip, commit)
+        if found is None:
+            return held("unrelated", f"{commit[:12]} shares no history with the target "
+                                     f"{tip[:12]}; held back")
+        base = str(found)
+        diff = odb[base].peel(pygit2.Commit).tree.diff_to_tree(
+            odb[commit].peel(pygit2.Commit).tree)
+        deleted = 0
+        for delta in diff.deltas:
+            if delta.status == pygit2.enums.DeltaStatus.DELETED:
+                deleted += 1
+                continue
+            new = delta.new_file
+            if limits.max_file_bytes is None or new.mode not in _BLOB_MODES:
+                continue
+            # The header only: a huge blob is never read whole here.
+            size = odb.odb.read_header(new.id)[1]
+            if size > limits.max_file_bytes:
                 return held("file_too_large",
-                            f"{path} would be {int(size)} bytes, more than the limit of "
-                            f"{limits.max_file_bytes}; held back", path)
+                            f"{new.path} would be {size} bytes, more than the limit of "
+                            f"{limits.max_file_bytes}; held back", new.path)
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        return held("unreadable", f"cannot read {commit[:12]}: {exc}")
     if limits.max_delete_share is not None and deleted and not allow_deletes:
         total = len([n for n in repo.git("ls-tree", "-r", "-z", "--name-only", base)
                      .stdout.split(b"\0") if n])
