@@ -51,11 +51,17 @@ class GitPaths:
     rw: tuple[Path, ...]
     ro: tuple[Path, ...]
     objects: Path | None = None       # the sandbox's private object directory, if any
+    # (host dir, where it appears): under bubblewrap the branch's ref and reflog dirs
+    # are the sandbox's own, so its git never writes the repository's real refs.
+    binds: tuple[tuple[Path, Path], ...] = ()
 
     @classmethod
     def of(cls, common_dir: Path, worktree: Path, branch: str,
-           objects: Path | None = None) -> GitPaths:
+           objects: Path | None = None, private: Path | None = None) -> GitPaths:
         """``objects``: the private object directory new objects go to (writable).
+        ``private``: a host directory whose ``refs`` and ``logs`` stand in, under
+        bubblewrap, for the directories holding the branch's ref and reflog (see
+        :attr:`binds`; Landlock alone cannot do that: it then writes the real ones).
 
         Never the shared ``common_dir/objects``: an agent that can write there can delete
         or overwrite the whole repository's history.
@@ -70,13 +76,17 @@ class GitPaths:
             if objects.resolve().is_relative_to((common_dir / "objects").resolve()):
                 raise ValueError(f"{objects} is inside the shared object store")
             rw.append(objects)
+        binds: list[tuple[Path, Path]] = []
+        if private is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)  # a mount point for the private one
+            binds = [(private / "refs", ref_dir), (private / "logs", log_dir)]
         if log_dir.is_dir():
             rw.append(log_dir)
         # HEAD too: a commit moves the branch HEAD points to, never HEAD itself, and a
         # HEAD re-pointed at main would make *our* leftover commit land on main.
         ro = [p for p in (gitdir / "HEAD", gitdir / "commondir", gitdir / "gitdir",
                           gitdir / "config.worktree", dotgit) if p.exists()]
-        return cls(common_dir, gitdir, tuple(rw), tuple(ro), objects)
+        return cls(common_dir, gitdir, tuple(rw), tuple(ro), objects, tuple(binds))
 
 
 @dataclass(frozen=True)
@@ -183,8 +193,9 @@ def bwrap_argv(
         argv += ["--ro-bind", str(p), str(p)]
     for p in extra_ro:  # what the user asked to see (e.g. a tool installed under /tmp)
         argv += ["--ro-bind-try", str(p), str(p)]
+    private = {dest: src for src, dest in git.binds}
     for p in (worktree, tmpdir, *git.rw, *extra_rw):
-        argv += ["--bind", str(p), str(p)]
+        argv += ["--bind", str(private.get(p, p)), str(p)]
     # Read-only islands inside the writable binds: mounted last so they sit on top.
     for p in git.ro:
         argv += ["--ro-bind", str(p), str(p)]

@@ -307,7 +307,8 @@ class Bases:
             # At or above a mount point: keep.  (One read of the mount table for them all.)
             mounted = {p for r in places.mount_roots(self.repo.forkyard_dir)
                        for m in mounts_under(r) for p in (m, *m.parents)}
-            for d in (*(spare.iterdir() if spare.is_dir() else ()), spare, self.root.parent):
+            tasks = [t for t in (spare.iterdir() if spare.is_dir() else ())]
+            for d in (*(t / places.WORKTREE for t in tasks), *tasks, spare, self.root.parent):
                 with contextlib.suppress(OSError):
                     if Path(os.path.realpath(d)) not in mounted:
                         d.rmdir()
