@@ -109,6 +109,8 @@ def run(
     extra_rw: Annotated[list[Path] | None, typer.Option("--extra-rw", help="A host path every agent may write (repeatable).")] = None,
     extra_ro: Annotated[list[Path] | None, typer.Option("--extra-ro", help="A host path every agent may read where the sandbox hides it, e.g. under /tmp (repeatable).")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Name the new run (must be unused).")] = None,
+    max_file_mb: Annotated[float | None, typer.Option("--max-file-mb", help="Hold back a task adding a file larger than this (MiB; default 100).")] = None,
+    max_delete_share: Annotated[float | None, typer.Option("--max-delete-share", help="Hold back a task deleting more than this share of the files (default 0.5).")] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> int:
@@ -125,7 +127,10 @@ def run(
     options = bad_input_from(RunOptions, agents=agents, backend=backend, strategy=strategy,
                              mode=mode, goal=goal, into=into, validate_command=validate,
                              image=image, keep=keep, confine=not no_confine, agent=agent,
-                             backend_options=backend_options)
+                             backend_options=backend_options,
+                             **{k: v for k, v in (("max_file_mb", max_file_mb),
+                                                  ("max_delete_share", max_delete_share))
+                                if v is not None})
     return run_command(repo, tasks, options, resume=resume, as_json=as_json, run_id=run_id)
 
 

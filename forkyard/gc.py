@@ -10,10 +10,11 @@ For every run that is not live, gc removes:
 
 - its worktrees (``git worktree remove --force``, then ``git worktree prune`` for ones
   whose directory is already gone): the sandboxes on its branches wherever they are,
-  and whatever is left under ``<sandbox root>/<run-id>/`` (``sandbox/places.py``);
+  and whatever is left under ``<sandbox root>/<run-id>/`` (``sandbox/places.py``: each
+  sandbox's worktree, private home, temp, object, layer and ref dirs);
 - its overlay mounts (sandboxes and base checkouts, ``sandbox/overlay.py``), first;
-- its temp dirs under ``.git/forkyard/tmp/<run-id>/`` and base checkouts under
-  ``.git/forkyard/bases/<run-id>/``;
+- its base checkouts under ``.git/forkyard/bases/<run-id>/`` (and
+  ``.git/forkyard/tmp/<run-id>/``, where earlier versions kept sandboxes' temp dirs);
 - its cgroups (members killed first: they are orphans of a crashed run);
 - its branches ``forkyard/<run-id>/*`` **that are merged**: the tip is reachable from a
   branch outside ``forkyard/`` (integrated, or the agent never committed: reported as
@@ -188,15 +189,15 @@ def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:
     root = places.sandbox_root(repo.forkyard_dir)
     for entry in repo.worktrees():
         path = Path(entry.get("worktree", ""))
-        # A sandbox: on the branch of a stale run's task, at a path ending <run>/<task>
-        # (wherever the root was then; a worktree of the user's own on such a branch is
-        # left alone), or in the place of one under the current root.
+        # A sandbox: on the branch of a stale run's task, at a path ending
+        # <run>/<task>/worktree (wherever the root was then; a worktree of the user's own
+        # on such a branch is left alone), or in the place of one under the current root.
         parts = entry.get("branch", "").split("/", 4)
         if len(parts) == 5 and parts[:3] == ["refs", "heads", "forkyard"]:
-            if parts[3] not in stale or (path.parent.name, path.name) != (parts[3], parts[4]):
+            if parts[3] not in stale or places.task_of(path.parent.parent.parent, path) != (
+                    parts[3], parts[4]):
                 continue
-        elif (not path.is_relative_to(root) or len(path.relative_to(root).parts) != 2
-              or path.relative_to(root).parts[0] not in stale):
+        elif (places.task_of(root, path) or ("",))[0] not in stale:
             continue
         overlay.unmount_under(path)
         try:
@@ -212,10 +213,13 @@ def _gc_worktrees(repo: Repo, stale: set[str], report: GcReport) -> None:
     for run_id in stale:
         run_dir = root / run_id
         if run_dir.is_dir():
-            # Directories git no longer knows (a crash between mkdir and worktree add).
+            # Directories git no longer knows (a crash between mkdir and worktree add);
+            # the rest of a sandbox whose worktree went above (home, temp, objects ...)
+            # goes with it, not reported twice.
             for leftover in run_dir.iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
-                report.worktrees_removed.append(str(leftover))
+                if str(leftover / places.WORKTREE) not in report.worktrees_removed:
+                    report.worktrees_removed.append(str(leftover))
             shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -220,7 +220,9 @@ class Repo:
         expected = old if old is not None else "0" * 40
         if not durable and self._update_ref_in_process(ref, new, old, message):
             return
-        r = self.git("update-ref", "-m", message, ref, new, expected, check=False)
+        # --no-deref: a ref someone made symbolic is replaced, never followed elsewhere.
+        r = self.git("update-ref", "--no-deref", "-m", message, ref, new, expected,
+                     check=False)
         if r.returncode != 0:
             actual = self.try_rev_parse(ref)
             raise RefMovedError(ref, expected, actual)
@@ -262,7 +264,9 @@ class Repo:
             lock.unlink(missing_ok=True)
 
     def delete_ref(self, ref: str, old: str | None = None) -> None:
-        args = ["update-ref", "-d", ref] + ([old] if old else [])
+        """Delete ``ref`` itself (if still at ``old``); a symbolic ref is deleted, never
+        the ref it points to."""
+        args = ["update-ref", "--no-deref", "-d", ref] + ([old] if old else [])
         self.git(*args)
 
     def current_branch(self) -> str | None:

@@ -31,6 +31,7 @@ def merge_sources(
     message: str | None = None,
     validator: Validator | None = None,
     validate_slots: int = 1,
+    shas: Sequence[str] | None = None,
 ) -> MergeReport:
     """Merge ``sources`` (in order) into branch ``into`` as one transaction.
 
@@ -40,11 +41,13 @@ def merge_sources(
     checkout of the target.  ``message`` replaces the commit message of every commit
     made; ``{source}`` in it names that commit's own source.  ``validator`` decides
     where ``validate`` runs (default: a scratch checkout on this host, unconfined);
-    ``validate_slots`` how many validations may run at once.
+    ``validate_slots`` how many validations may run at once.  ``shas``: the exact
+    commit each source stands for (merged whatever its name points at meanwhile).
     """
     return Transaction(repo, into, sources, dry_run=dry_run, validate=validate,
                        semantic=semantic, squash=squash, mode=mode, message=message,
-                       validator=validator, validate_slots=validate_slots).run()
+                       validator=validator, validate_slots=validate_slots,
+                       shas=shas).run()
 
 
 def detect_conflicts(

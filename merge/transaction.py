@@ -102,6 +102,7 @@ class Transaction:
         squash: bool = False,
         mode: Mode | str = "conservative",
         message: str | None = None,
+        shas: Sequence[str] | None = None,
         max_retries: int = 3,
         lock_timeout: float | None = None,
         validate_timeout: float = DEFAULT_TIMEOUT_S,
@@ -115,6 +116,11 @@ class Transaction:
         self.repo = repo if isinstance(repo, Repo) else Repo(repo)
         self.into = into
         self.source_names = list(sources)
+        # The exact commits the sources stand for (e.g. recorded when a task finished):
+        # merged as given, whatever the names point at by the time the batch runs.
+        self.shas = None if shas is None else list(shas)
+        if self.shas is not None and len(self.shas) != len(self.source_names):
+            raise BadInputError("one commit per source, or none")
         self.dry_run = dry_run
         self.command = validate
         self.semantic = semantic
@@ -145,7 +151,9 @@ class Transaction:
         repo = self.repo
         # Resolve everything first: bad input changes nothing.
         sources = [_Source(n, sha) for n, sha in zip(
-            self.source_names, resolve_commits(repo, self.source_names), strict=True)]
+            self.source_names,
+            resolve_commits(repo, self.shas if self.shas is not None else self.source_names),
+            strict=True)]
         if self.dry_run:
             return self._report(repo.rev_parse(self.into), sources, outcome="dry_run")
         ref = repo.full_ref(self.into)
@@ -406,8 +414,10 @@ class Transaction:
         # Only local changes to what the batch changes are in the way: status looks at
         # nothing else (on a large checkout, most of its cost), up to a command line's worth.
         only = [f":(literal){p}" for p in sorted(touched)] if len(touched) <= 1000 else []
+        # Ignored files too: a batch adding `.env` must not overwrite the user's own
+        # git-ignored one (git's checkout treats ignored files as expendable).
         out = self.repo.git("status", "--porcelain=v1", "-z", "--untracked-files=all",
-                            "--", *only, cwd=Path(worktree)
+                            "--ignored=matching", "--", *only, cwd=Path(worktree)
                             ).stdout.decode("utf-8", "surrogateescape")
         local: set[str] = set()
         records = out.split("\0")

@@ -155,6 +155,8 @@ class Task(AgentSurroundings):
     command: str | None = Field(None, description="The task's own command; {command} in templates.")
     limits: Limits | None = None
     retries: int = Field(0, ge=0, description="Retries (with backoff) after timeout or OOM.")
+    allow_deletes: bool = Field(False, description="May delete more than the run's share "
+                                "of the files (max_delete_share) without being held back.")
     parallel: bool = Field(True, description="spec-kit [P] marker; informational.")
 
     _coerce = field_validator("agent", mode="before")(classmethod(lambda cls, v: _coerce_agent(v)))

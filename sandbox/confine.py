@@ -54,11 +54,17 @@ class GitPaths:
     rw: tuple[Path, ...]
     ro: tuple[Path, ...]
     objects: Path | None = None       # the sandbox's private object directory, if any
+    # (host dir, where it appears): under bubblewrap the branch's ref and reflog dirs
+    # are the sandbox's own, so its git never writes the repository's real refs.
+    binds: tuple[tuple[Path, Path], ...] = ()
 
     @classmethod
     def of(cls, common_dir: Path, worktree: Path, branch: str,
-           objects: Path | None = None) -> GitPaths:
+           objects: Path | None = None, private: Path | None = None) -> GitPaths:
         """``objects``: the private object directory new objects go to (writable).
+        ``private``: a host directory whose ``refs`` and ``logs`` stand in, under
+        bubblewrap, for the directories holding the branch's ref and reflog (see
+        :attr:`binds`; Landlock alone cannot do that: it then writes the real ones).
 
         Never the shared ``common_dir/objects``: an agent that can write there can delete
         or overwrite the whole repository's history.
@@ -73,13 +79,17 @@ class GitPaths:
             if objects.resolve().is_relative_to((common_dir / "objects").resolve()):
                 raise ValueError(f"{objects} is inside the shared object store")
             rw.append(objects)
+        binds: list[tuple[Path, Path]] = []
+        if private is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)  # a mount point for the private one
+            binds = [(private / "refs", ref_dir), (private / "logs", log_dir)]
         if log_dir.is_dir():
             rw.append(log_dir)
         # HEAD too: a commit moves the branch HEAD points to, never HEAD itself, and a
         # HEAD re-pointed at main would make *our* leftover commit land on main.
         ro = [p for p in (gitdir / "HEAD", gitdir / "commondir", gitdir / "gitdir",
                           gitdir / "config.worktree", dotgit) if p.exists()]
-        return cls(common_dir, gitdir, tuple(rw), tuple(ro), objects)
+        return cls(common_dir, gitdir, tuple(rw), tuple(ro), objects, tuple(binds))
 
 
 @dataclass(frozen=True)
@@ -222,8 +232,11 @@ def bwrap_argv(
         if not any(p.is_relative_to(h) for h in (*hidden, worktree, tmpdir)) \
                 and not _already_hidden(p, git.common_dir):
             argv += ["--ro-bind", "/dev/null", str(p)]
+    # The sandbox's own paths, back over what hid them; its branch's ref and reflog dirs
+    # are its private ones (``GitPaths.binds``: source elsewhere, mounted at the real dir).
+    private = {dest: src for src, dest in git.binds}
     for p in (worktree, tmpdir, *git.rw):
-        argv += ["--bind", str(p), str(p)]
+        argv += ["--bind", str(private.get(p, p)), str(p)]
     argv += shown(later=True)
     for p in hidden:  # the tmpfs itself, not what is mounted back below it
         if p.is_dir():

@@ -71,6 +71,11 @@ def unmount(target: Path) -> bool:
     raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
+def bind(source: Path, target: Path) -> None:
+    """Bind-mount directory ``source`` at ``target`` (both existing)."""
+    _mount(str(source), target, None, MS_BIND, None)
+
+
 def private_root(path: Path) -> None:
     """Make ``path`` a private mount point (a bind mount of itself), once.
 
@@ -307,7 +312,8 @@ class Bases:
             # At or above a mount point: keep.  (One read of the mount table for them all.)
             mounted = {p for r in places.mount_roots(self.repo.forkyard_dir)
                        for m in mounts_under(r) for p in (m, *m.parents)}
-            for d in (*(spare.iterdir() if spare.is_dir() else ()), spare, self.root.parent):
+            tasks = [t for t in (spare.iterdir() if spare.is_dir() else ())]
+            for d in (*(t / places.WORKTREE for t in tasks), *tasks, spare, self.root.parent):
                 with contextlib.suppress(OSError):
                     if Path(os.path.realpath(d)) not in mounted:
                         d.rmdir()

@@ -6,28 +6,78 @@ there, and exits 0 having changed nothing), and a worktree inside the user's che
 would show up in ``git status`` there.  The default root is per repository under the
 user's cache directory::
 
-    ${XDG_CACHE_HOME:-~/.cache}/forkyard/sandboxes/<repo-name>-<hash>/<run-id>/<task-id>
-    <sandbox dir>/<repo-name>-<hash>/<run-id>/<task-id>        (with --sandbox-dir)
+    ${XDG_CACHE_HOME:-~/.cache}/forkyard/sandboxes/<repo-name>-<hash>/<run-id>/<task-id>/
+    <sandbox dir>/<repo-name>-<hash>/<run-id>/<task-id>/        (with --sandbox-dir)
 
 ``<hash>`` is taken from the git directory's real path, so two repositories with the
 same name never share a root.  A user may choose another root (``--sandbox-dir``, the
 worktree backend's ``sandbox_dir`` option); it is recorded in ``.git/forkyard/sandbox-root``
 so that everything else which must find the sandboxes (``forkyard gc``, the clean-up of a
 retried task, overlay mounts of a dead run) finds them without being told again.
-Everything forkyard keeps about a sandbox besides its files (temp dir, private object
-directory, overlay layer, private home, the disk-limited file system of ``limits.disk_mb``
-and its image) stays under ``.git/forkyard/tmp/<run-id>/``.  Inside a confined sandbox
-``.git/forkyard`` and the other sandboxes are hidden; the sandbox's own paths there are
-mounted back (``sandbox/secrets.py``).
+
+Each sandbox has one directory of its own, ``<run-id>/<task-id>/``, and everything
+forkyard keeps for it sits there under a fixed name (:class:`Place`): the worktree, the
+agent's private home, its temp dir, its private object directory, the overlay's layer,
+the private ref and reflog dirs, and with ``limits.disk_mb`` the size-limited file system
+and its image (``sandbox/disk.py``).  Fixed names inside one directory per task mean no
+two task ids (``a`` and ``a.layer``) can ever share a path.  Inside a confined sandbox
+``.git/forkyard`` and the sandbox root (the other sandboxes) are hidden; the sandbox's
+own paths there are mounted back (``sandbox/confine.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 _RECORD = "sandbox-root"
+#: The name of a sandbox's worktree inside its task directory.
+WORKTREE = "worktree"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Everything on disk that belongs to one sandbox, under its task directory."""
+
+    root: Path
+    """``<sandbox root>/<run-id>/<task-id>``: the sandbox's own directory."""
+
+    @property
+    def worktree(self) -> Path:
+        """The agent's checkout (its working directory)."""
+        return self.root / WORKTREE
+
+    @property
+    def home(self) -> Path:
+        """The agent's private ``$HOME`` (``sandbox/backends/worktree/home.py``)."""
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        """The agent's ``$TMPDIR`` (its ``/tmp`` under bubblewrap)."""
+        return self.root / "tmp"
+
+    @property
+    def objects(self) -> Path:
+        """The private object directory the agent's git writes new objects to."""
+        return self.root / "objects"
+
+    @property
+    def layer(self) -> Path:
+        """An overlay sandbox's upper and work dirs."""
+        return self.root / "layer"
+
+    @property
+    def refs(self) -> Path:
+        """Under bubblewrap: the agent's own directory holding its branch's ref."""
+        return self.root / "refs"
+
+    @property
+    def logs(self) -> Path:
+        """Under bubblewrap: the agent's own directory holding its branch's reflog."""
+        return self.root / "logs"
 
 
 def _repo_key(forkyard_dir: Path) -> str:
@@ -82,12 +132,27 @@ def run_dir(forkyard_dir: Path, run_id: str) -> Path:
     return sandbox_root(forkyard_dir) / run_id
 
 
+def place(forkyard_dir: Path, run_id: str, task_id: str) -> Place:
+    """The directory of task ``task_id`` of run ``run_id``'s sandbox, and what is in it."""
+    return Place(run_dir(forkyard_dir, run_id) / task_id)
+
+
 def worktree_path(forkyard_dir: Path, run_id: str, task_id: str) -> Path:
-    """Where task ``task_id`` of run ``run_id`` has its sandbox (its worktree)."""
-    return run_dir(forkyard_dir, run_id) / task_id
+    """Where task ``task_id`` of run ``run_id`` has its sandbox's worktree."""
+    return place(forkyard_dir, run_id, task_id).worktree
 
 
-def mount_roots(forkyard_dir: Path) -> tuple[Path, Path, Path]:
-    """Where a run's mounts go: the sandbox root (overlays), the base checkouts, and the
-    per-sandbox dirs (the loop-mounted file systems of ``limits.disk_mb``, ``disk.py``)."""
-    return sandbox_root(forkyard_dir), forkyard_dir / "bases", forkyard_dir / "tmp"
+def task_of(root: Path, worktree: Path) -> tuple[str, str] | None:
+    """(run id, task id) of a worktree at a sandbox's place under ``root`` (a sandbox
+    root, this one or an earlier one), else None."""
+    if worktree.name != WORKTREE or not worktree.is_relative_to(root):
+        return None
+    parts = worktree.relative_to(root).parts
+    return (parts[0], parts[1]) if len(parts) == 3 else None
+
+
+def mount_roots(forkyard_dir: Path) -> tuple[Path, Path]:
+    """Where a run's mounts go: the sandbox root (overlays; the disk-limited file systems
+    of ``limits.disk_mb`` and their bind mounts, in each sandbox's place) and the base
+    checkouts."""
+    return sandbox_root(forkyard_dir), forkyard_dir / "bases"

@@ -10,6 +10,7 @@ cheap as ``git worktree add``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,9 +45,39 @@ def copy_ignored(main_worktree: Path, worktree: Path, patterns: Iterable[str]) -
             for f in files:
                 r = f.relative_to(main_worktree)
                 dest = worktree / r
+                # Neither end through a symlink (a branch can hold `config -> /etc`): never
+                # read from nor write outside the repository and the sandbox.
+                if not (_plain_path(main_worktree, r) and _make_dirs(worktree, r.parent)):
+                    continue
                 if dest.exists() or dest.is_symlink():
                     continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, dest, follow_symlinks=False)
                 copied.append(r.as_posix())
     return copied
+
+
+def _plain_path(root: Path, rel: Path) -> bool:
+    """Whether every directory of ``root/rel`` below ``root`` is a real directory (no
+    symlink on the way) and ``rel`` itself a regular file or a link (copied as a link)."""
+    cur = root
+    for part in rel.parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink() or not cur.is_dir():
+            return False
+    last = root / rel
+    return last.is_symlink() or last.is_file()
+
+
+def _make_dirs(root: Path, rel: Path) -> bool:
+    """Make ``root/rel`` one real directory at a time; False if a part of it is a link
+    or not a directory."""
+    cur = root
+    for part in rel.parts:
+        cur = cur / part
+        try:
+            os.mkdir(cur)
+        except FileExistsError:
+            pass
+        if cur.is_symlink() or not cur.is_dir():
+            return False
+    return True

@@ -11,6 +11,7 @@ from typing import Any
 
 from forkyard.journal.models import RunResult
 from forkyard.run.options import RunOptions
+from gitproc.hostile import printable
 from sandbox.errors import SandboxBadInputError
 
 
@@ -27,6 +28,7 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
     """The human summary of a finished run (stderr)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=stream or sys.stderr)
     table = Table(title=f"run {result.run_id}: {result.outcome}", title_justify="left")
@@ -40,7 +42,8 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
                       "yes" if r.integrated else "no", f"{r.duration_s:.1f}s",
                       "" if r.agent is None else str(r.agent), str(len(r.files_modified)),
                       "" if r.tokens is None else f"{r.tokens.input}/{r.tokens.output}",
-                      r.reason.splitlines()[0] if r.reason else "", style=style)
+                      Text(printable(r.reason.splitlines()[0]) if r.reason else ""),
+                      style=style)
     console.print(table)
     for b in result.batches:
         # The batch's own account: a task rolled back here may have landed later.
@@ -50,12 +53,14 @@ def print_summary(result: RunResult, stream: Any = None) -> None:
         line = f"batch {b.index} {b.outcome}: " + (f"landed {', '.join(landed)}" if landed else "")
         if rolled:
             line += ("; " if landed else "") + f"rolled back {', '.join(rolled)}"
-        console.print(line + (f" - {what}" if what else ""),
-                      style="red" if rolled else "green", highlight=False)
+        # Paths and messages come from agents' work: no markup, no control characters.
+        console.print(printable(line + (f" - {what}" if what else "")),
+                      style="red" if rolled else "green", highlight=False, markup=False)
         v = b.validation
         if v and v.get("passed"):  # what the passing validation said: what was tested
             last = (str(v.get("log_tail") or "").strip().splitlines() or [""])[-1]
-            console.print(f"  validation passed: {v.get('command')}: {last}", highlight=False)
+            console.print(printable(f"  validation passed: {v.get('command')}: {last}"),
+                          highlight=False, markup=False)
     m = result.metrics
     console.print(
         f"wall {m.wall_s:.1f}s, task time {m.total_task_s:.1f}s, speedup {m.actual_speedup:.2f}x "

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from forkyard.views.status import RunStatus
+from gitproc.hostile import printable
 
 
 def print_status(st: RunStatus) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=sys.stderr)  # human output on stderr, as every command
     console.print(f"[bold]run {st.run_id}[/bold] into {st.target}: {st.state}"
@@ -36,15 +38,16 @@ def print_status(st: RunStatus) -> None:
         table.add_row(t.task, t.status + (" (no changes)" if t.no_changes else ""),
                       "" if t.agent is None else str(t.agent),
                       f"{t.elapsed_s:.1f}s", "" if t.progress is None else f"{t.progress:.0%}",
-                      "yes" if t.integrated else "", tokens, (t.reason or t.last_line)[:200],
+                      "yes" if t.integrated else "", tokens,
+                      Text(printable(t.reason or t.last_line)[:200]),
                       style="yellow" if t.no_changes else None)
     console.print(table)
     for b in st.batches:
         detail = "; ".join(f"{c.get('task') or 'batch'}: {c.get('kind')}"
                            + (f" in {c.get('path')}" if c.get("path") else "")
                            for c in b.conflicts)
-        console.print(f"batch {b.index} {b.outcome}: {', '.join(b.tasks)}"
-                      + (f" - {detail}" if detail else ""))
+        console.print(printable(f"batch {b.index} {b.outcome}: {', '.join(b.tasks)}"
+                                + (f" - {detail}" if detail else "")), markup=False)
 
 
 def status_command(repo: Path, run_id: str | None, *, as_json: bool = False) -> int:

@@ -11,16 +11,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from forkyard.run.screen import ScreenLimits, screen
 from gitproc.git import Repo
 from merge.validate import Validator
 
 
 @dataclass(frozen=True)
 class BatchItem:
+    """One finished task in a batch: ``commit`` is what it finished with (recorded then),
+    the only thing merged, whatever its branch points at later."""
+
     task: str
     branch: str
     commit: str
     files: tuple[str, ...] = ()     # what the task changed (to name who it conflicts with)
+    allow_deletes: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,40 +144,60 @@ def merge_integrator(
     semantic: bool = True,
     validator: Validator | None = None,
     validate_slots: int = 1,
+    limits: ScreenLimits | None = None,
 ) -> Integrator:
-    """An :data:`Integrator` over ``merge.merge_sources`` into ``target_ref``."""
+    """An :data:`Integrator` over ``merge.merge_sources`` into ``target_ref``.  Each
+    task's commit is screened first (:func:`forkyard.run.screen.screen`): one held back
+    is rejected alone, the rest of its batch goes on."""
     from merge import merge_sources
 
     landed_by: dict[str, list[str]] = {}  # path -> tasks of this run that landed a change
+    bounds = limits or ScreenLimits()
 
     def integrate(index: int, items: Sequence[BatchItem], tip: str) -> BatchOutcome:
-        task_of = {i.branch: i.task for i in items}
         tasks = tuple(i.task for i in items)
+        held: list[dict[str, Any]] = []
+        for i in items:
+            why = screen(repo, tip, i.task, i.commit, bounds, i.allow_deletes)
+            if why is not None:
+                held.append(why)
+        out = {h["task"] for h in held}
+        # Each one held back says why in its own words (its reason, as real conflicts do).
+        screened = {h["task"]: f"screened out ({h['kind']}): "
+                               + str(h["message"]).removesuffix("; held back") for h in held}
+        items = [i for i in items if i.task not in out]
+        if not items:
+            return BatchOutcome(index, tasks, (), tasks, tip, tip, tuple(held),
+                                reasons=screened)
+        task_of = {i.branch: i.task for i in items}
         try:
             report = merge_sources(
                 repo, target_ref, [i.branch for i in items], validate=validate,
-                semantic=semantic, mode=mode,
+                semantic=semantic, mode=mode, shas=[i.commit for i in items],
                 message=f"forkyard {run_id}: batch {index}: merge {{source}}",
                 validator=validator, validate_slots=validate_slots,
             )
         except Exception as exc:  # lock held, ref moved under us, engine bug: nothing landed
-            why = describe(exc)
-            return BatchOutcome(index, tasks, (), tasks, tip, tip, (), why,
-                                {t: f"not integrated: {why}" for t in tasks})
+            error = describe(exc)
+            return BatchOutcome(index, tasks, (), tasks, tip, tip, tuple(held), error,
+                                {**{t: f"not integrated: {error}" for t in tasks}, **screened})
         new_tip = report.new_sha if report.outcome == "committed" and report.new_sha else tip
         if report.outcome == "committed":
             landed = tuple(task_of.get(s, s) for s in report.landed) if report.landed else (
-                tuple(t for t in tasks if task_of.get(t) not in report.culprits))
+                tuple(i.task for i in items if i.branch not in report.culprits))
         else:
             landed = ()
         rejected = tuple(t for t in tasks if t not in landed)
         old = report.target_sha or tip
         # (merge_sources also brings a checkout of the target along with the ref.)
         outcome = BatchOutcome(index, tasks, landed, rejected, old, new_tip,
-                               tuple(conflicts_of(report, task_of, landed_by)),
+                               (*held, *conflicts_of(report, task_of, landed_by)),
                                validation=(report.validation.model_dump(mode="json")
                                            if report.validation is not None else None),
-                               reasons=reasons_of(report, task_of, rejected, landed_by))
+                               reasons={**reasons_of(report, task_of,
+                                                     [t for t in rejected if t not in out],
+                                                     landed_by),
+                                        **screened})
         for item in items:
             if item.task in landed:
                 for path in item.files:

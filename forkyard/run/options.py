@@ -54,3 +54,9 @@ class RunOptions(BaseModel):
     """Plan with durations measured by earlier runs where a task matches."""
     retry_backoff_s: float = Field(1.0, ge=0)
     """Seconds before a task's first retry; each later retry waits twice as long."""
+    max_file_mb: float | None = Field(100.0, gt=0)
+    """A task whose commit adds a file larger than this (MiB) is held back (None: no
+    limit)."""
+    max_delete_share: float | None = Field(0.5, ge=0, le=1)
+    """A task whose commit deletes more than this share of the files is held back unless
+    the task says ``allow_deletes: true`` (None: no limit)."""

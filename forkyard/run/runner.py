@@ -436,8 +436,9 @@ class Runner:
             return
         batch = [t for t in self.order if t in self.pending]
         self.pending.clear()
+        # What lands: the commit each task finished with (recorded then, its attempt ref's).
         items = [BatchItem(t, branch_name(self.config.run_id, t), r.commit or "",
-                           tuple(f.path for f in r.files_modified))
+                           tuple(f.path for f in r.files_modified), self.specs[t].task.allow_deletes)
                  for t in batch if (r := self.records[t].result) is not None]
         index = self.batch_index
         self.batch_index += 1

@@ -202,16 +202,18 @@ def discard_branch(repo: Repo, branch: str) -> None:
     """
     ref = f"refs/heads/{branch}"
     _, run_id, task_id = branch.split("/", 2)
-    place = places.worktree_path(repo.forkyard_dir, run_id, task_id)
-    overlay.unmount_under(place)  # a killed run's overlay sandbox
+    own = places.place(repo.forkyard_dir, run_id, task_id)
+    place = own.worktree
+    overlay.unmount_under(own.root)  # a killed run's overlay sandbox
     for wt in repo.worktrees():
         if wt.get("branch") == ref:
             try:
                 repo.worktree_remove(wt["worktree"], force=True)
             except Exception:
                 shutil.rmtree(wt["worktree"], ignore_errors=True)
-    # The worktree backend's place for it (a crash can leave the directory unregistered).
-    shutil.rmtree(place, ignore_errors=True)
+    # The worktree backend's place for it (a crash can leave the directory unregistered),
+    # with its home, temp, object, layer and ref dirs.
+    shutil.rmtree(own.root, ignore_errors=True)
     repo.worktree_forget(place)  # a half-made one's too, which prune leaves alone
     with WORKTREE_ADMIN_LOCK:
         repo.git("worktree", "prune", check=False)

@@ -64,9 +64,10 @@ def sandbox_validator(repo: Repo, backend: Backend, run_id: str,
             try:
                 backend.cleanup(sandbox, keep=False)
             finally:
-                # What the command left was committed on a throwaway branch: drop it.
+                # The throwaway branch (nothing is committed to it: harvest=False).  Never
+                # through it: a command under Landlock alone can make it a symbolic ref.
                 ref = f"refs/heads/{branch_name(run_id, task_id)}"
-                repo.git("update-ref", "-d", ref, check=False)
+                repo.git("update-ref", "--no-deref", "-d", ref, check=False)
         log = tail(result.log_tail)
         if result.message and result.status != "succeeded":
             log += f"\n[forkyard] {result.message}"

@@ -33,6 +33,7 @@ from forkyard.run.attempts import attempt_refs, keep_attempt
 from forkyard.run.integrate import Integrator, merge_integrator
 from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
+from forkyard.run.screen import ScreenLimits
 from forkyard.run.validation import ValidationSetup, sandbox_validator
 from forkyard.views.history import History
 from gitproc.git import Repo, require_git
@@ -257,7 +258,10 @@ def _execute(
             repo, manifest.target_ref, run_id=manifest.run_id,
             validate=opts.validate_command,
             mode="bisect" if config.strategy == "aggressive" else "conservative",
-            validator=validator, validate_slots=opts.agents)
+            validator=validator, validate_slots=opts.agents,
+            limits=ScreenLimits(
+                None if opts.max_file_mb is None else int(opts.max_file_mb * 1024 * 1024),
+                opts.max_delete_share))
     runner = Runner(
         repo, _specs(taskfile, the_plan), _order(the_plan, taskfile),
         [b.tasks for b in the_plan.batches], config, backend, integrator, log, tip,

@@ -16,10 +16,11 @@ from typing import IO, Any
 
 from forkyard.journal.events import Event
 from forkyard.journal.state import RunView, apply_event
+from gitproc.hostile import printable
 
 
 def _short(text: str, width: int) -> str:
-    text = text.replace("\t", " ").strip()
+    text = printable(text).strip()
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -59,7 +60,7 @@ class PlainDisplay:
         line = self.format(ev)
         if line:
             with self._lock:
-                print(f"forkyard: {line}", file=self.stream, flush=True)
+                print(f"forkyard: {printable(line)}", file=self.stream, flush=True)
 
     @staticmethod
     def format(ev: Event) -> str | None:
@@ -172,8 +173,9 @@ class LiveDisplay:
                     table.add_row(str(slot), Text("idle", style="dim"), "", "")
                 else:
                     el = now - (t.started or now)
-                    table.add_row(str(slot), _short(t.id, 18), f"{el:5.1f}s",
-                                  _short(t.last_line, 200))
+                    # Text, not a string: what an agent printed is never rich markup.
+                    table.add_row(str(slot), Text(_short(t.id, 18)), f"{el:5.1f}s",
+                                  Text(_short(t.last_line, 200)))
             total = len(view.tasks) or 1
             done = sum(1 for t in view.tasks.values() if t.done)
             landed = sum(1 for t in view.tasks.values() if t.integrated)
@@ -204,7 +206,7 @@ class LiveDisplay:
                 style = ("red" if "rolled back" in line or " failed" in line
                          or "timed_out" in line else
                          "yellow" if "changed nothing" in line else "green")
-                parts.append(Text(line, style=style))
+                parts.append(Text(printable(line), style=style))
             return Group(*parts)
 
     def _eta(self, now: float) -> str:

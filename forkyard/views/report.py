@@ -13,6 +13,7 @@ from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
 from gitproc.git import Repo
+from gitproc.hostile import printable
 from planner import Plan
 
 _COLORS = {"succeeded": "#3b8a3e", "failed": "#c0392b", "timed_out": "#d35400",
@@ -32,7 +33,7 @@ pre{background:#f6f6f6;padding:6px;max-height:12em;overflow:auto;white-space:pre
 
 
 def _e(x: object) -> str:
-    return html.escape(str(x), quote=True)
+    return html.escape(printable(str(x)), quote=True)  # agents' text: no control characters
 
 
 def gantt(rows: list[tuple[str, str, float, float, str]], lanes: int, unit: str,

@@ -1,7 +1,7 @@
 """The docker backend: each task runs in a container with its worktree mounted at /work.
 
-The worktree (branch ``forkyard/<run-id>/<task-id>`` at the task's base, under
-``.git/forkyard/worktrees/``) is made on the host exactly as for the worktree backend;
+The worktree (branch ``forkyard/<run-id>/<task-id>`` at the task's base, at its place
+``sandbox/places.py`` gives) is made on the host exactly as for the worktree backend;
 the container only sees that directory, bind-mounted read-write at ``/work``.  The
 container gets the task's limits (memory with swap equal to it, nano_cpus, pids), no
 network unless the task allows it, no capabilities, no-new-privileges, a read-only root

@@ -75,12 +75,14 @@ def test_sandbox_dir_chooses_where_sandboxes_go_and_gc_still_finds_them(
     assert r.returncode == 0, r.stderr
     ran_in = webapp.out("show", "main:where.txt").strip()
     root = places.sandbox_root(webapp.forkyard_dir)
-    assert root.parent == where and Path(ran_in).parent.parent == root
+    # <root>/<run>/<task>/worktree: one directory per sandbox (places.Place)
+    assert root.parent == where and Path(ran_in).parents[2] == root
+    assert Path(ran_in).name == places.WORKTREE and Path(ran_in).parent.name == "t"
     assert ".git" not in Path(ran_in).parts
     assert Path(ran_in).is_dir()  # kept
     gc = forkyard("gc", "--json", cwd=webapp.path)
     assert gc.returncode == 0, gc.stderr
-    assert not Path(ran_in).exists()
+    assert not Path(ran_in).exists() and not Path(ran_in).parent.exists()
     assert ran_in in json.loads(gc.stdout)["worktrees_removed"]
 
 

@@ -147,7 +147,12 @@ def test_update_ref_is_a_compare_and_swap_either_way(repo: Repo, durable: bool) 
     repo.update_ref(ref, two, one, "moved on", durable=durable)
     assert repo.rev_parse(ref) == two
     assert repo.out("reflog", "--format=%gs", ref).splitlines() == ["moved on", "made"]
-    # A symbolic ref is followed, as git update-ref does.
+    # A symbolic ref is never followed: it is replaced itself, the ref it named stays.
     repo.git("symbolic-ref", "refs/heads/alias", ref)
-    repo.update_ref("refs/heads/alias", one, two, "via the alias", durable=durable)
-    assert repo.rev_parse(ref) == one
+    repo.update_ref("refs/heads/alias", one, two, "over the alias", durable=durable)
+    assert repo.rev_parse(ref) == two and repo.rev_parse("refs/heads/alias") == one
+    assert repo.git("symbolic-ref", "-q", "refs/heads/alias", check=False).returncode != 0
+    # ... and deleted itself.
+    repo.git("symbolic-ref", "refs/heads/alias2", ref)
+    repo.delete_ref("refs/heads/alias2", two)
+    assert repo.rev_parse(ref) == two and repo.try_rev_parse("refs/heads/alias2") is None

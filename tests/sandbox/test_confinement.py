@@ -253,7 +253,26 @@ def test_an_agent_commits_logs_and_diffs_itself(pylib: Repo, mode: str) -> None:
     assert {f.path for f in r.files_modified} == {"one.txt", "two.txt"}
     pylib.git("fsck", "--full", "--no-dangling")
     # Nothing of the sandbox's is left behind once it is cleaned up.
-    assert not list((pylib.forkyard_dir / "tmp").glob("*/*.objects"))
+    assert not list(places.sandbox_root(pylib.forkyard_dir).glob("*/*/objects"))
+    assert not list((pylib.forkyard_dir / "tmp").glob("*/*"))
+
+
+@pytest.mark.parametrize("ends", ["exits", "times_out"])
+def test_a_cli_scratch_is_removed_by_the_confined_commit_step(pylib: Repo, mode: str,
+                                                              ends: str) -> None:
+    # aider's repo-map cache: what its CLI leaves in the worktree is not the agent's work.
+    # Timed out, the commit step runs as a phase of its own and removes it all the same.
+    script = ("mkdir -p .aider.tags.cache.v4 && echo db > .aider.tags.cache.v4/cache.db && "
+              "echo w > work.txt" + ("; sleep 60" if ends == "times_out" else ""))
+    limits = FAST.model_copy(update={"timeout_s": 2 if ends == "times_out" else 30})
+    backend = WorktreeBackend(pylib, WorktreeConfig(confinement=mode, grace_s=0.3))  # type: ignore[arg-type]
+    r = backend.run(make_spec(pylib, script, limits=limits, preset="aider"))
+    assert r.status == ("succeeded" if ends == "exits" else "timed_out"), r.message
+    assert [f.path for f in r.files_modified] == ["work.txt"]
+    assert pylib.out("ls-tree", "-r", "--name-only", str(r.commit)).count(".aider") == 0
+    # Without the preset the same files are all the agent's: committed (the test is real).
+    other = run_in(pylib, mode, script, limits)
+    assert {f.path for f in other.files_modified} == {"work.txt", ".aider.tags.cache.v4/cache.db"}
 
 
 @pytest.mark.parametrize("damage", ["delete", "forge"])

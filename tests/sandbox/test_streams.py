@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 
+from gitproc.git import Repo
+from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from sandbox.streams import StreamReader
+from tests.sandbox.conftest import make_spec
 
 
 def feed(kind: str, *events: object) -> tuple[StreamReader, list[str | None]]:
@@ -83,3 +86,19 @@ def test_output_that_is_not_an_event_is_only_text() -> None:
     r = reader.report
     assert (r.input_tokens, r.output_tokens) == (0, 0)
     assert len(r.to_dict()["final_message"]) <= 2000
+
+
+def test_an_event_longer_than_a_display_line_is_read_whole(pylib: Repo) -> None:
+    # One JSON event can hold a whole file the agent wrote or a long final message; cut
+    # at a display line's 16 KiB it is no longer JSON.  The reader gets it whole (up to
+    # supervise.MAX_EVENT_BYTES); what is kept in the log tail is still cut.
+    command = ("python3 -c 'import json; print(json.dumps({\"type\": \"result\", "
+               "\"is_error\": False, \"result\": \"y\" * 40000, "
+               "\"usage\": {\"input_tokens\": 10, \"output_tokens\": 20}}))'")
+    backend = WorktreeBackend(pylib, WorktreeConfig(grace_s=0.3))
+    r = backend.run(make_spec(pylib, command, preset="claude"))
+    assert r.status == "succeeded", r.message
+    report = r.agent_report or {}
+    assert str(report.get("final_message", "")).startswith("yyy"), report
+    assert (report.get("input_tokens"), report.get("output_tokens")) == (10, 20)
+    assert "[line cut]" in r.log_tail and len(r.log_tail) < 20000

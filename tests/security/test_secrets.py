@@ -16,6 +16,7 @@ import pytest
 from forkyard.journal.events import RunPaths
 from gitproc.git import Repo
 from planner import Agent, Limits, Task
+from sandbox import places
 from sandbox.agents import AgentContext
 from sandbox.errors import SandboxBadInputError
 from sandbox.policies import sandbox_fields
@@ -132,23 +133,23 @@ def test_a_path_the_task_file_shows_is_not_hidden(pylib: Repo, credentials: dict
 
 def test_other_sandboxes_and_forkyard_state_are_unreadable(pylib: Repo) -> None:
     # "victim" leaves uncommitted work (in its worktree, temp dir and private home) and
-    # stays; "spy" looks for it and for the journal.  Sandboxes live outside .git
-    # (sandbox/places.py): the spy finds the others beside its own worktree.
+    # stays; "spy" looks for it and for the journal.  Sandboxes live outside .git, one
+    # directory each (sandbox/places.py): the spy finds the others beside its own.
     fy = pylib.forkyard_dir
     victim = ("echo VICTIM-WIP > wip.txt; echo VICTIM-TMP > $TMPDIR/t.txt; "
               "echo VICTIM-HOME > $HOME/h.txt; echo VHOME=$HOME; sleep 4")
-    spy = ('sleep 1.5; w=$(dirname "$FORKYARD_WORKTREE"); '
-           'cat $w/victim/wip.txt || echo NO-WIP; '
-           f'cat {fy}/tmp/$FORKYARD_RUN_ID/victim/t.txt || echo NO-TMP; '
-           f'cat {fy}/tmp/$FORKYARD_RUN_ID/victim.home/h.txt || echo NO-HOME; '
+    spy = ('sleep 1.5; w=$(dirname "$(dirname "$FORKYARD_WORKTREE")"); '
+           'cat $w/victim/worktree/wip.txt || echo NO-WIP; '
+           'cat $w/victim/tmp/t.txt || echo NO-TMP; '
+           'cat $w/victim/home/h.txt || echo NO-HOME; '
            f'(cat {fy}/runs/$FORKYARD_RUN_ID/events.jsonl || echo NO-JOURNAL) | head -c 200; '
-           'ls $w; cat $w/spy/README* >/dev/null && echo OWN-OK; '
+           'ls $w; cat $w/spy/worktree/README* >/dev/null && echo OWN-OK; '
            'echo OWN-HOME > $HOME/h.txt && cat $HOME/h.txt')
     res = run_tasks(pylib, {"id": "victim", "command": victim}, {"id": "spy", "command": spy})
     tail = res.result("spy").log_tail
     assert committed(pylib, "wip.txt") == "VICTIM-WIP"   # the work was there to steal
     # The victim's home is where the spy looked for it.
-    assert f"VHOME={fy}/tmp/{res.run_id}/victim.home" in res.result("victim").log_tail
+    assert f"VHOME={places.place(fy, res.run_id, 'victim').home}" in res.result("victim").log_tail
     assert "OWN-OK" in tail                             # the spy reads its own sandbox
     assert "OWN-HOME" in tail                           # ...and its own private home
     assert "VICTIM-HOME" not in tail and "NO-HOME" in tail

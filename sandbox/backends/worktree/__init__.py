@@ -9,9 +9,12 @@ The agent is started as ``shim [cgroups, rlimits] -> bwrap -> shim [Landlock] ->
 the outer shim joins the cgroups before anything else runs; bubblewrap confines; the
 inner shim layers Landlock.  For a sandbox prepared ahead of its turn the chain is
 started early and waits in the inner shim for its command (:meth:`WorktreeBackend.warm`).
-After the agent exits, whatever it left running is killed,
-its uncommitted changes are committed with forkyard's identity, and the result records
-the branch tip and the files changed.
+After the agent's command, its uncommitted changes are committed with forkyard's
+identity *inside the sandbox* (the same confined process tree; a confined phase of its
+own after a kill or timeout), whatever it left running is killed, and the host reads the
+branch head as data only; the result records that commit and the files changed.  Every
+path of a sandbox (worktree, private home, temp, object, layer and private ref dirs) is
+in its own directory, built in ``sandbox/places.py``.
 
 The shared object store (``.git/objects``: every branch's history) is read-only to the
 agent.  Its git writes new objects to a private object directory
@@ -23,8 +26,9 @@ branch is checked to be complete there before anyone reads it.
 The modules: ``config`` (:class:`WorktreeConfig` and the constants) and ``backend``
 (:class:`WorktreeBackend`: prepare, warm, execute, cleanup), which uses ``layout`` (the
 sandbox's files on disk: an overlay or a checkout, and their removal), ``supervise``
-(the agent's process tree: start, wait, stop, kill) and ``harvest`` (what the agent
-left: its objects imported and verified, its leftovers committed).
+(the agent's process tree: start, wait, stop, kill), ``home`` (the agent's private
+home and environment) and ``harvest`` (what the agent left: its leftovers committed in
+the sandbox, its head read as data, its objects imported and verified).
 """
 
 from sandbox.backends.worktree.backend import WorktreeBackend

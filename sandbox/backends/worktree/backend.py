@@ -13,13 +13,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from gitproc.git import NumStat, Repo
-from gitproc.process import background_priority, raise_priority
-from sandbox import cgroups, confine, disk, limits, overlay, places, setup
+from gitproc.hostile import write_file_nofollow
+from gitproc.process import background_priority
+from sandbox import cgroups, confine, limits, overlay, places, setup
 from sandbox.backends.base import (
     NO_CHANGES,
     Backend,
@@ -28,28 +28,40 @@ from sandbox.backends.base import (
     LineCallback,
     Sandbox,
     SandboxSpec,
+    Status,
 )
 from sandbox.backends.worktree import home as agent_home
 from sandbox.backends.worktree import policies as pol
-from sandbox.backends.worktree.config import BWRAP_ATTEMPTS, JOIN_SH, SHIM, WorktreeConfig
-from sandbox.backends.worktree.harvest import _pin_git_files, _stat_key, gather, odb_env
+from sandbox.backends.worktree.config import (
+    JOIN_SH,
+    SHIM,
+    WorktreeConfig,
+    agent_then_commit,
+)
+from sandbox.backends.worktree.harvest import (
+    _pin_git_files,
+    _stat_key,
+    bring_home,
+    odb_env,
+    restore_pinned,
+)
 from sandbox.backends.worktree.layout import (
     _materialize,
     _rmdir_quiet,
     _spare_mount_point,
     drop_dangling,
+    own_place,
     prepare_overlay,
     remove_worktree,
 )
 from sandbox.backends.worktree.supervise import (
     _Agent,
     _Lines,
-    _members,
     _Prepared,
     _Warm,
     kill_tree,
     launch,
-    wait,
+    run_phase,
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
@@ -86,14 +98,13 @@ class WorktreeBackend(Backend):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             drop_dangling(self.repo, spec.branch)
-            space = state["disk"] = pol.make_disk(self.repo, spec)
+            state["disk"] = pol.make_disk(own_place(self.repo, spec), spec)
             if self._overlays():
                 with self._lock:
                     bases = self._bases.setdefault(spec.run_id,
                                                    overlay.Bases(self.repo, spec.run_id))
                 prepare_overlay(self.repo, bases, spec, path, state,
-                                required=self.config.layers == "overlay",
-                                layer=space.root / "layer" if isinstance(space, disk.Disk) else None)
+                                required=self.config.layers == "overlay")
             else:
                 self.repo.worktree_add(path, spec.branch, spec.base)
                 state["at"] = spec.base
@@ -234,26 +245,35 @@ class WorktreeBackend(Backend):
         spec = sandbox.spec
         conf = confine.resolve(self.config.confinement, spec.confine)
         network = pol.check_network(pol.network_of(spec), conf)
-        space = sandbox.state.get("disk")
-        tmpdir = (space.root / "tmp" if isinstance(space, disk.Disk)
-                  else self.repo.forkyard_dir / "tmp" / spec.run_id / spec.task_id)
-        tmpdir.mkdir(parents=True, exist_ok=True)
+        # One directory per sandbox (task ids cannot make two collide: sandbox/places.py):
+        # the worktree, the agent's temp dir, and beside it, not in it (an agent emptying
+        # its $TMPDIR keeps its commits and its CLI's state), its private home, its object
+        # directory and the private ref and reflog dirs -- with ``limits.disk_mb`` all but
+        # a checkout on the sandbox's size-limited file system (bind mounts, disk.py).
+        own = own_place(self.repo, spec)
+        own.tmp.mkdir(parents=True, exist_ok=True)
+        tmpdir = own.tmp
         sandbox.state["tmpdir"] = tmpdir
-        # Beside the temp dir, not in it: an agent emptying its $TMPDIR keeps its commits.
-        objects = tmpdir.with_name(f"{spec.task_id}.objects")
-        shutil.rmtree(objects, ignore_errors=True)  # a crashed run's
-        objects.mkdir()
+        objects = own.objects
+        for d in (objects, own.refs, own.logs):
+            shutil.rmtree(d, ignore_errors=True)  # a crashed run's
+            d.mkdir(exist_ok=os.path.ismount(d))  # (emptied: a bind mount of disk.py's)
         sandbox.state["objects"] = objects
         if self._ident is None:
             self._ident = agent_home.identity(self.repo)
-        sandbox.state["home"] = agent_home.make_home(spec, tmpdir, self._ident)
+        sandbox.state["home"] = agent_home.make_home(spec, own.home, self._ident)
         gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
-                                       objects)
+                                       objects, own.root if conf.bwrap else None)
+        # The ref file the agent's git moves: its own under bubblewrap; Landlock alone
+        # cannot hide the real one (see confine.GitPaths).
+        sandbox.state["head_private"] = conf.bwrap
+        sandbox.state["head"] = (own.refs / Path(spec.branch).name if conf.bwrap
+                                 else self.repo.common_dir / "refs" / "heads" / spec.branch)
         pinned = _pin_git_files(gitpaths, spec.branch)
         sandbox.state["gitdir"] = gitpaths.gitdir
         # The CPU quota is written by the inner shim, last, when there is one.
         enf = self._enforcement(spec, defer_cpu=conf.landlock or gated)
-        enf = pol.with_disk_fallback(enf, spec, space)
+        enf = pol.with_disk_fallback(enf, spec, sandbox.state.get("disk"))
         sandbox.state["cgroup"] = enf.cgroup
         proxy_dir, deny = pol.confinement_paths(sandbox, network, conf, self._net,
                                                 self.repo.forkyard_dir)
@@ -341,11 +361,17 @@ class WorktreeBackend(Backend):
         self.to_base(sandbox)
         warm = sandbox.state.pop("warm", None)
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
+        head = sandbox.state.get("head")
+        if sandbox.state.get("head_private") and isinstance(head, Path):
+            write_file_nofollow(head, f"{spec.base}\n".encode())  # where its git starts
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
         lines.mask = pol.masker(spec) or None
         reader = agent_home.stream_reader(spec.preset)
-        lines.on_line = on_line if reader is None else agent_home.reader_callback(reader, on_line)
+        if reader is None:
+            lines.on_line = on_line
+        else:  # JSON events, each read whole (supervise.MAX_EVENT_BYTES)
+            lines.on_whole = agent_home.reader_callback(reader, on_line)
         deadline = started + spec.limits.timeout_s if spec.limits.timeout_s else None
         reason: str | None = None
         rc: int | None = None
@@ -353,9 +379,9 @@ class WorktreeBackend(Backend):
 
         def phase(command: str, until: float | None, ready: _Agent | None = None,
                   last: bool = True) -> tuple[int | None, str | None]:
-            return self._run_phase(
+            return run_phase(
                 lambda fd: self._argv(sandbox, prep, command, fd), command, prep.conf.bwrap,
-                sandbox, env, prep, until, cancel, lines,
+                sandbox.worktree, env, prep, until, cancel, lines, self.config.grace_s,
                 () if prep.cpu_fd is None else (prep.cpu_fd,), ready, settle=not last)
 
         try:
@@ -369,7 +395,10 @@ class WorktreeBackend(Backend):
                 if rc != 0 and reason is None:
                     message = f"setup command failed with exit code {rc}"
             if rc in (None, 0) and reason is None:
-                rc, reason = phase(spec.command, deadline, ready)
+                # A validation's leftovers are thrown away with its sandbox: no commit step.
+                rc, reason = phase(agent_then_commit(spec.command, self.config.commit_timeout_s,
+                                                     agent_home.scratch(spec.preset))
+                                   if spec.harvest else spec.command, deadline, ready)
         finally:
             if prep.cpu_fd is not None:
                 os.close(prep.cpu_fd)
@@ -393,10 +422,11 @@ class WorktreeBackend(Backend):
         commit: str | None = None
         files: list[NumStat] = []
         commit_msg, broken = "", False
-        if spec.harvest:  # (a validation's leftovers are thrown away with its sandbox)
-            agent_home.remove_scratch(sandbox.worktree, spec.preset)
-            with background_priority():  # the agent is gone: agents starting come first
-                commit, files, commit_msg, broken = gather(self.repo, sandbox, prep.pinned)
+        with background_priority():  # the agent is gone: agents starting come first
+            restore_pinned(prep.pinned)
+            if spec.harvest:  # (a validation's leftovers are thrown away with its sandbox)
+                commit, files, commit_msg, broken = self._receive(sandbox, prep, env, reason,
+                                                                  status)
         if broken:
             status = "failed"
         if spec.harvest and status == "succeeded" and commit is None and not files:
@@ -409,50 +439,18 @@ class WorktreeBackend(Backend):
             agent_report=None if reader is None else reader.report.to_dict(),
         )
 
-    def _run_phase(
-        self, build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
-        sandbox: Sandbox, env: dict[str, str], prep: _Prepared, deadline: float | None,
-        cancel: threading.Event | None, lines: _Lines, fds: tuple[int, ...] = (),
-        ready: _Agent | None = None, settle: bool = True,
-    ) -> tuple[int | None, str | None]:
-        """Run one process tree to the end, a timeout or a cancel; (exit code, reason).
-        ``fds``: more file descriptors the process inherits; ``ready``: a warm start's
-        waiting chain (:meth:`warm`), given the command here, else a cold start;
-        ``settle``: see :func:`supervise.wait`.
-
-        bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
-        read-only, and a mount that vanishes meanwhile (a container engine tearing one
-        down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
-        if not, the phase is retried (the command never ran, so this is safe).  A warm
-        chain that did not survive until its turn is just such a failed attempt.
-        """
-        enf, token = prep.enf, prep.token
-        if ready is not None:
-            # Warmed on a background thread (see warm()): the agent runs at our priority.
-            raise_priority(lambda: _members(ready.proc.pid, enf, token),
-                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            if ready.go(["/bin/sh", "-c", command], env):
-                rc, reason = wait(ready, enf, token, deadline, cancel, self.config.grace_s, settle)
-                if ready.started() or reason is not None:
-                    return rc, reason
-            else:
-                kill_tree(ready.proc, enf, token)
-                ready.discard()
-        for attempt in range(BWRAP_ATTEMPTS):
-            status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
-            try:
-                agent = launch(build(status_w if uses_bwrap else None),
-                               ((status_w,) if uses_bwrap else ()) + fds, sandbox.worktree,
-                               env, lines)
-            finally:
-                if uses_bwrap:
-                    os.close(status_w)
-            agent.status = status_r
-            rc, reason = wait(agent, enf, token, deadline, cancel, self.config.grace_s, settle)
-            if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
-                return rc, reason
-            time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _receive(self, sandbox: Sandbox, prep: _Prepared, env: dict[str, str],
+                 reason: str | None, status: Status) -> tuple[str | None, list[NumStat], str, bool]:
+        """:func:`harvest.bring_home`, its fallback commit step run confined like the agent."""
+        return bring_home(
+            self.repo, sandbox, prep.tmpdir, reason is None and status != "oom_killed",
+            agent_home.scratch(sandbox.spec.preset),
+            lambda left: run_phase(
+                lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), left, fd),
+                left, prep.conf.bwrap, sandbox.worktree, env, prep,
+                time.monotonic() + self.config.commit_timeout_s, None,
+                _Lines(20, pol.masker(sandbox.spec) or None),
+                self.config.grace_s)[0])
 
     # -- cleanup ------------------------------------------------------------------
 
@@ -480,15 +478,20 @@ class WorktreeBackend(Backend):
                 if keep:
                     _materialize(sandbox.worktree)
                 layers.unmount()
-            if isinstance(tmpdir, Path):
-                shutil.rmtree(tmpdir, ignore_errors=True)
-                _rmdir_quiet(tmpdir.parent)
+            # The disk-limited file system (its bind mounts first) and the proxy listener.
             pol.release(sandbox, self._net)
+            own = own_place(self.repo, spec)
+            if isinstance(tmpdir, Path):  # what it ran with (see _prepare_run)
+                for d in (own.tmp, own.refs, own.logs, own.layer):
+                    shutil.rmtree(d, ignore_errors=True)
+            for d in (own.objects, own.home, own.layer):  # empty mount points of disk.py
+                _rmdir_quiet(d)
             if not keep and sandbox.worktree.exists():
                 # An overlay's mount point stays until the run's base goes (see overlay.py).
                 remove_worktree(self.repo, sandbox,
                                 keep_dir=isinstance(layers, overlay.Layers))
-                _rmdir_quiet(sandbox.worktree.parent)
+            _rmdir_quiet(own.root)  # (kept: the worktree is still in it)
+            _rmdir_quiet(own.root.parent)
         finally:
             self._release(spec.run_id)
 

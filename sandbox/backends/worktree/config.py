@@ -19,6 +19,54 @@ UNPACK_LIMIT = 100
 # ``--`` (any failure: exit 125 like the shim, the command never ran), then exec the rest.
 JOIN_SH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
+# The confined last step after an agent: its leftovers staged and committed by git
+# *inside* the sandbox (under its confinement and limits), with forkyard's identity and
+# no hooks, so that no host git ever reads the agent's worktree, index, config or hooks.
+# Plumbing after `add` (write-tree, commit-tree, update-ref of what HEAD names): no
+# second look at every file, no rewrite of the index.  The pathspecs `add` takes are
+# appended (see WorktreeBackend: the top-level entries an overlay proves untouched).
+_GIT = "git -c core.hooksPath=/dev/null -c gc.auto=0 -c maintenance.auto=false"
+COMMIT_SH = (
+    't=$(' + _GIT + ' write-tree) && p=$(' + _GIT + ' rev-parse -q --verify HEAD) && '
+    '{ [ "$t" = "$(' + _GIT + ' rev-parse -q --verify HEAD^{tree})" ] || { '
+    'c=$(GIT_AUTHOR_NAME=forkyard GIT_AUTHOR_EMAIL=forkyard@localhost '
+    'GIT_COMMITTER_NAME=forkyard GIT_COMMITTER_EMAIL=forkyard@localhost '
+    + _GIT + ' commit-tree "$t" -p "$p" -m "forkyard: $FORKYARD_TASK_ID" '
+    '-m "${FORKYARD_DESCRIPTION:-Changes left by the agent.}") && '
+    + _GIT + ' update-ref -m "commit: forkyard: $FORKYARD_TASK_ID" HEAD "$c" "$p"; }; }'
+)
+
+
+COMMITTED = ".forkyard-committed"
+
+
+def agent_then_commit(command: str, limit_s: float, scratch: tuple[str, ...] = ()) -> str:
+    """The agent's phase: its command, then (in the same confined process tree, so at no
+    extra launch) the commit step, which leaves ``$TMPDIR/COMMITTED`` when it went
+    through.  The agent's exit status is kept.  When that file is missing (the agent was
+    killed, or killed the shell, or the step did not finish within ``limit_s``) the
+    backend runs the step as a phase of its own.  ``scratch``: see :func:`commit_command`."""
+    import shlex
+
+    step = shlex.quote(commit_command([], scratch))
+    return (f"/bin/sh -c {shlex.quote(command)}; __rc=$?; "
+            f"timeout -s KILL {limit_s:g} /bin/sh -c {step} >/dev/null 2>&1 "
+            f"&& : > \"$TMPDIR/{COMMITTED}\"; exit $__rc")
+
+
+def commit_command(pathspecs: list[str], scratch: tuple[str, ...] = ()) -> str:
+    """The confined commit step, ``git add -A`` limited to ``pathspecs`` (all: none).
+
+    ``scratch``: top-level names the agent's CLI leaves that are not its work
+    (``presets.SCRATCH``: aider's repo-map cache), removed first -- in the sandbox, as
+    the agent (a link is removed as a link), so they are never committed."""
+    import shlex
+
+    spec = (" -- " + " ".join(map(shlex.quote, pathspecs))) if pathspecs else ""
+    rm = ("rm -rf -- " + " ".join(shlex.quote(f"./{n}") for n in scratch) + "; "
+          if scratch else "")
+    return f"{rm}{_GIT} add -A{spec} && {COMMIT_SH}"
+
 
 class WorktreeConfig(BaseModel):
     """Configuration of the worktree backend (the default)."""
@@ -49,6 +97,8 @@ class WorktreeConfig(BaseModel):
     sandbox_dir: Path | None = None
     """Where sandboxes go (``<dir>/<repo>-<hash>/<run>/<task>``); default under
     ``$XDG_CACHE_HOME/forkyard/sandboxes`` (``sandbox/places.py``).  Never inside ``.git``."""
+    commit_timeout_s: float = Field(300, gt=0)
+    """Wall-clock limit of the confined step that commits what an agent left."""
     setup_timeout_s: float = Field(600, gt=0)
     """Wall-clock limit of the per-run setup command."""
     layers: Literal["auto", "overlay", "checkout"] = "auto"

@@ -2,9 +2,9 @@
 
 Agent CLIs keep state, locks, caches and history in ``$HOME`` and fail, or retry a lock
 forever, when it is read-only -- which the user's real home is inside a sandbox.  So each
-sandbox gets a fresh, writable home of its own beside its temp dir, seeded with the
-user's configuration for that CLI (``sandbox/presets.py``: ``seed_home``) and a git
-identity; nothing an agent writes there reaches the user's home or another agent, and
+sandbox gets a fresh, writable home of its own in its directory (``sandbox/places.py``),
+seeded with the user's configuration for that CLI (``sandbox/presets.py``:
+``seed_home``) and a git identity; nothing an agent writes there reaches the user's home or another agent, and
 it is deleted with the sandbox.  Secret stores (``~/.ssh``, ``~/.aws`` ...) are never
 copied: only the named config files of the task's own CLI are.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from gitproc.git import Repo
 from sandbox import limits, presets, secrets
 from sandbox.backends.base import MINIMAL_ENV, LineCallback, Sandbox, SandboxSpec
+from sandbox.backends.worktree.supervise import clip
 from sandbox.network import NetworkPolicy, proxy_env
 from sandbox.network.policy import HOST_PROXY_VARS
 from sandbox.streams import StreamReader
@@ -31,12 +32,11 @@ def identity(repo: Repo) -> tuple[str, str]:
     return name or "forkyard agent", email or "agent@forkyard.invalid"
 
 
-def make_home(spec: SandboxSpec, tmpdir: Path, ident: tuple[str, str]) -> Path:
-    """A fresh private home for ``spec``'s agent, beside its temp dir (not in it: an agent
-    emptying ``$TMPDIR`` keeps its CLI's state)."""
-    home = tmpdir.with_name(f"{spec.task_id}.home")
+def make_home(spec: SandboxSpec, home: Path, ident: tuple[str, str]) -> Path:
+    """A fresh private home for ``spec``'s agent at ``home`` (its place's, beside its temp
+    dir, not in it: an agent emptying ``$TMPDIR`` keeps its CLI's state)."""
     shutil.rmtree(home, ignore_errors=True)  # a crashed run's
-    home.mkdir()
+    home.mkdir(exist_ok=os.path.ismount(home))  # (emptied: a bind mount of sandbox/disk.py's)
     presets.seed_home(home, spec.preset, Path.home(), {**os.environ, **spec.env}, ident)
     return home
 
@@ -114,20 +114,12 @@ def reader_callback(reader: StreamReader, on_line: LineCallback | None) -> LineC
         if activity is not None:
             on_line(activity)
         elif not line.startswith("{"):
-            on_line(line)
+            on_line(clip(line))
     return feed
 
 
-def remove_scratch(worktree: Path, preset: str | None) -> None:
-    """Delete what the preset's CLI leaves in the worktree that is not the agent's work
-    (aider's repo-map cache), so it is not committed.  Written by the agent: a link is
-    removed as a link, never followed."""
-    for name in presets.SCRATCH.get(preset or "", ()):
-        path = worktree / name
-        try:
-            if path.is_symlink() or not path.is_dir():
-                path.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            pass
+def scratch(preset: str | None) -> tuple[str, ...]:
+    """What the preset's CLI leaves in the worktree that is not the agent's work (aider's
+    repo-map cache): removed by the confined commit step before it stages anything
+    (``config.commit_command``), so it is never committed."""
+    return presets.SCRATCH.get(preset or "", ())

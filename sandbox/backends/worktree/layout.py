@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
-from sandbox import overlay
+from gitproc.hostile import read_regular
+from sandbox import overlay, places
 from sandbox.backends.base import Sandbox, SandboxSpec
 from sandbox.backends.worktree.harvest import _stat_key
 from sandbox.errors import SandboxError
@@ -20,12 +22,10 @@ _REMOVING = threading.Lock()  # worktree trees are deleted one at a time (filesy
 
 
 def prepare_overlay(repo: Repo, bases: overlay.Bases, spec: SandboxSpec, path: Path,
-                    state: dict[str, object], required: bool = False,
-                    layer: Path | None = None) -> None:
+                    state: dict[str, object], required: bool = False) -> None:
     """The worktree as an overlay on the run's base checkout (``sandbox/overlay.py``);
     ``bases``: the run's base checkouts; ``required``: fail rather than fall back
-    (``layers='overlay'``); ``layer``: where the upper layer goes (a disk-limited
-    sandbox's file system, ``sandbox/disk.py``).
+    (``layers='overlay'``).  The upper layer goes in the sandbox's place.
 
     The branch, the admin dir and the ``.git`` file (in the upper layer) are written
     directly (:meth:`Repo.worktree_register`), the overlay is mounted and the base's
@@ -34,7 +34,9 @@ def prepare_overlay(repo: Repo, bases: overlay.Bases, spec: SandboxSpec, path: P
     overlays.
     """
     base = bases.get(spec.base)
-    layer = layer or repo.forkyard_dir / "tmp" / spec.run_id / f"{spec.task_id}.layer"
+    # In the sandbox's place (on its disk-limited file system with ``limits.disk_mb``:
+    # then ``layer`` is a mount point, emptied here, not removed).
+    layer = own_place(repo, spec).layer
     shutil.rmtree(layer, ignore_errors=True)  # a killed run's
     layers = overlay.Layers(base.tree, layer / "upper", layer / "work", path)
     layers.upper.mkdir(parents=True)
@@ -66,6 +68,13 @@ def prepare_overlay(repo: Repo, bases: overlay.Bases, spec: SandboxSpec, path: P
         repo.worktree_unlock(admin)
 
 
+def own_place(repo: Repo, spec: SandboxSpec) -> places.Place:
+    """The sandbox's own directory (worktree, home, temp dir, object dir, overlay layer,
+    private refs): ``<sandbox root>/<run>/<task>/``, fixed names inside, so that no two
+    task ids (``a`` and ``a.layer``) can share a path (``sandbox/places.py``)."""
+    return places.place(repo.forkyard_dir, spec.run_id, spec.task_id)
+
+
 def drop_dangling(repo: Repo, branch: str) -> None:
     """Delete ``branch`` if it names a commit the shared store lacks.
 
@@ -80,7 +89,7 @@ def drop_dangling(repo: Repo, branch: str) -> None:
     ref = f"refs/heads/{branch}"
     raw = repo.ref_target(ref)
     if raw is not None and repo.try_rev_parse(ref) is None:
-        repo.git("update-ref", "-d", ref, raw, check=False)
+        repo.git("update-ref", "--no-deref", "-d", ref, raw, check=False)
 
 
 def remove_worktree(repo: Repo, sandbox: Sandbox, keep_dir: bool = False) -> None:
@@ -97,8 +106,9 @@ def remove_worktree(repo: Repo, sandbox: Sandbox, keep_dir: bool = False) -> Non
     admin = repo.common_dir / "worktrees"
     try:
         ok = (isinstance(gitdir, Path) and gitdir.parent == admin and not gitdir.is_symlink()
-              and (gitdir / "gitdir").read_text().strip() == str(worktree / ".git"))
-    except OSError:
+              and (read_regular(gitdir / "gitdir") or b"").decode().strip()
+              == str(worktree / ".git"))
+    except (OSError, UnicodeDecodeError):
         ok = False
     if ok and not keep_dir:
         try:
@@ -118,10 +128,23 @@ def _materialize(worktree: Path) -> None:
     this process's clean-up of the base, nor a reboot)."""
     copy = worktree.with_name(worktree.name + ".kept")
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(worktree, copy, symlinks=True)
-    overlay.unmount(worktree)
+    try:
+        # Links stay links; a FIFO, socket or device the agent left is never opened
+        # (copying a FIFO's "content" blocks forever): a FIFO is made again, the rest
+        # is left out.
+        shutil.copytree(worktree, copy, symlinks=True, copy_function=_copy_plain)
+    finally:
+        overlay.unmount(worktree)  # whatever happened: --keep never leaves a mount
     worktree.rmdir()
     copy.rename(worktree)
+
+
+def _copy_plain(src: str, dst: str) -> None:
+    st = os.lstat(src)
+    if stat.S_ISREG(st.st_mode):
+        shutil.copy2(src, dst, follow_symlinks=False)
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(dst, stat.S_IMODE(st.st_mode))
 
 
 def _spare_mount_point(path: Path) -> bool:

@@ -4,18 +4,17 @@ the agent's environment is built in ``home.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from gitproc.git import Repo
 from sandbox import disk, limits, secrets
 from sandbox.backends.base import Sandbox, SandboxSpec, Status
 from sandbox.confine import Confinement
 from sandbox.errors import ConfinementError
 from sandbox.network import NetworkPolicy, NetworkProxy, policy_for
+from sandbox.places import Place
 
 
 def network_of(spec: SandboxSpec) -> NetworkPolicy:
@@ -69,8 +68,6 @@ def drop_disk(state: dict[str, object]) -> None:
     space = state.pop("disk", None)
     if isinstance(space, disk.Disk):
         space.remove()
-        with contextlib.suppress(OSError):
-            space.root.parent.rmdir()  # the run's tmp dir, once its last sandbox is gone
 
 
 def status_of(rc: int | None, reason: str | None, enf: limits.Enforcement) -> Status:
@@ -132,12 +129,12 @@ class RunProxies:
             proxy.stop()
 
 
-def make_disk(repo: Repo, spec: SandboxSpec) -> disk.Disk | None:
-    """The sandbox's size-limited file system when ``disk_mb`` is set and one can be made."""
+def make_disk(own: Place, spec: SandboxSpec) -> disk.Disk | None:
+    """The sandbox's size-limited file system in its place ``own``, when ``disk_mb`` is
+    set and one can be made."""
     if not spec.limits.disk_mb:
         return None
-    where = repo.forkyard_dir / "tmp" / spec.run_id / f"{spec.task_id}.disk"
-    return disk.Disk.make(where, spec.limits.disk_mb)
+    return disk.Disk.make(own, spec.limits.disk_mb)
 
 
 def with_disk_fallback(enf: limits.Enforcement, spec: SandboxSpec, space: object) -> limits.Enforcement:

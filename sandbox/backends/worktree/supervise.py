@@ -15,37 +15,76 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitproc.process import spawn
+from gitproc.hostile import printable
+from gitproc.process import raise_priority, spawn
 from sandbox import confine, limits, shim
 from sandbox.backends.base import LineCallback
+from sandbox.backends.worktree.config import BWRAP_ATTEMPTS
 from sandbox.network import NetworkPolicy
+
+# The longest output line kept: whatever an agent prints, forkyard's memory stays
+# bounded (a longer line is cut here, the rest of it read and dropped).
+MAX_LINE_BYTES = 16 * 1024
+# The longest line a stream reader (``sandbox/streams.py``) is given whole: a CLI's JSON
+# event (a whole file written, a long final message) can be longer than a display line,
+# and cut it is no longer JSON.  Still a bound: the rest of a longer one is dropped.
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 def _pump(proc: subprocess.Popen[bytes], lines: _Lines) -> None:
     assert proc.stdout is not None
-    for raw in iter(proc.stdout.readline, b""):
-        lines(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    cut = False  # inside the dropped rest of an over-long line
+    for raw in iter(lambda: proc.stdout.readline(lines.read_bytes()), b""):  # type: ignore[union-attr]
+        whole = raw.endswith(b"\n")
+        if not cut:
+            lines.take(raw, whole)
+        cut = not whole
     proc.stdout.close()
+
+
+def _text(raw: bytes, limit: int, whole: bool,
+          mask: Callable[[str], str] | None = None) -> str:
+    # No terminal control sequence goes further (display, journal, report); secrets are
+    # masked before the cut, so a cut cannot leave the start of one showing.
+    text = printable(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    if mask is not None:
+        text = mask(text)
+    cut = len(raw) > limit or len(text) > limit
+    return text[:limit] + " [line cut]" if cut or not whole else text
+
+
+def clip(line: str) -> str:
+    """``line`` as a display line: at most :data:`MAX_LINE_BYTES` characters."""
+    return line if len(line) <= MAX_LINE_BYTES else line[:MAX_LINE_BYTES] + " [line cut]"
 
 
 class _Lines:
     """An agent's output: the trailing lines kept, and where each line goes as it comes
-    (set when the task starts: a warm start's chain is pumped before it has a task)."""
+    (set when the task starts: a warm start's chain is pumped before it has a task).
+    ``on_line`` gets display lines (cut at :data:`MAX_LINE_BYTES`); ``on_whole``, when
+    set, gets each line instead, whole up to :data:`MAX_EVENT_BYTES` (a stream reader)."""
 
     def __init__(self, keep: int, mask: Callable[[str], str] | None = None) -> None:
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
         self.on_line: LineCallback | None = None
         self.mask = mask  # secrets out, before anything keeps the line (sandbox/secrets.py)
+        self.on_whole: LineCallback | None = None
 
-    def __call__(self, line: str) -> None:
-        if self.mask is not None:
-            line = self.mask(line)
-        self.tail.append(line)
-        if self.on_line is not None:
-            try:
-                self.on_line(line)
-            except Exception:  # a broken display must not kill the agent's pump
-                pass
+    def read_bytes(self) -> int:
+        """How much of one line is read at most."""
+        return MAX_LINE_BYTES if self.on_whole is None else MAX_EVENT_BYTES
+
+    def take(self, raw: bytes, whole: bool) -> None:
+        """One line as read (``whole``: it ended with a newline)."""
+        short = _text(raw, MAX_LINE_BYTES, whole, self.mask)
+        self.tail.append(short)
+        try:
+            if self.on_whole is not None:
+                self.on_whole(_text(raw, MAX_EVENT_BYTES, whole, self.mask))
+            elif self.on_line is not None:
+                self.on_line(short)
+        except Exception:  # a broken display must not kill the agent's pump
+            pass
 
 
 @dataclass
@@ -246,3 +285,49 @@ def kill_tree(proc: subprocess.Popen[bytes], enf: limits.Enforcement, token: str
         if limits.signal_token(token) == 0:
             break
         time.sleep(0.02)
+
+
+def run_phase(
+    build: Callable[[int | None], list[str]], command: str, uses_bwrap: bool,
+    worktree: Path, env: dict[str, str], prep: _Prepared, deadline: float | None,
+    cancel: threading.Event | None, lines: _Lines, grace_s: float,
+    fds: tuple[int, ...] = (), ready: _Agent | None = None, settle: bool = True,
+) -> tuple[int | None, str | None]:
+    """Run one process tree in ``worktree`` to the end, a timeout or a cancel; (exit
+    code, reason).  ``build``: the argv given bubblewrap's status fd; ``fds``: more file
+    descriptors the process inherits; ``ready``: a warm start's waiting chain
+    (``WorktreeBackend.warm``), given ``command`` here, else a cold start; ``settle``:
+    see :func:`wait`.
+
+    bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
+    read-only, and a mount that vanishes meanwhile (a container engine tearing one
+    down) makes that fail.  Its ``--json-status-fd`` says whether the child started;
+    if not, the phase is retried (the command never ran, so this is safe).  A warm
+    chain that did not survive until its turn is just such a failed attempt.
+    """
+    enf, token = prep.enf, prep.token
+    if ready is not None:
+        # Warmed on a background thread: the agent runs at our priority.
+        raise_priority(lambda: _members(ready.proc.pid, enf, token),
+                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        if ready.go(["/bin/sh", "-c", command], env):
+            rc, reason = wait(ready, enf, token, deadline, cancel, grace_s, settle)
+            if ready.started() or reason is not None:
+                return rc, reason
+        else:
+            kill_tree(ready.proc, enf, token)
+            ready.discard()
+    for attempt in range(BWRAP_ATTEMPTS):
+        status_r, status_w = os.pipe() if uses_bwrap else (-1, -1)
+        try:
+            agent = launch(build(status_w if uses_bwrap else None),
+                           ((status_w,) if uses_bwrap else ()) + fds, worktree, env, lines)
+        finally:
+            if uses_bwrap:
+                os.close(status_w)
+        agent.status = status_r
+        rc, reason = wait(agent, enf, token, deadline, cancel, grace_s, settle)
+        if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
+            return rc, reason
+        time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
