@@ -1,5 +1,5 @@
 """Disk attacks: an agent filling the host's disk.  With ``limits.disk_mb`` a sandbox's
-changes, temp dir and git objects live on a file system of that size (``sandbox/disk.py``):
+changes, temp dir, private home and git objects live on a file system of that size (``sandbox/disk.py``):
 writes beyond it fail with ENOSPC inside the agent and the result says so."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from forkyard.journal.events import RunPaths, read_events
 from gitproc.git import Repo
+from sandbox import places
 from tests.conftest import require
 from tests.security.harness import run_tasks
 
@@ -19,6 +20,7 @@ WHERE = {
     "worktree": "big.bin",                              # the overlay's upper layer
     "tmpdir": "$TMPDIR/big.bin",
     "tmp": "/tmp/big.bin",                              # bubblewrap's /tmp is the temp dir
+    "home": "$HOME/big.bin",                            # the agent's private home
 }
 
 
@@ -33,13 +35,14 @@ def _root() -> None:
     require(os.geteuid() == 0, "root (loop-mounted disk limits)")
 
 
-@pytest.mark.parametrize("where", ["worktree", "tmpdir", "tmp"])
+@pytest.mark.parametrize("where", ["worktree", "tmpdir", "tmp", "home"])
 def test_writes_beyond_disk_mb_fail_with_enospc(pylib: Repo, where: str) -> None:
     cmd = FILL.format(where=WHERE[where])
     # Control: without a disk limit the same write completes.
-    ctl = run_tasks(pylib, {"id": "a", "command": cmd + "; rm -f big.bin $TMPDIR/big.bin"})
+    cmd += "; rm -f big.bin $TMPDIR/big.bin $HOME/big.bin"
+    ctl = run_tasks(pylib, {"id": "a", "command": cmd})
     assert "50331648 bytes" in ctl.result("a").log_tail
-    res = run_tasks(pylib, {"id": "a", "command": cmd + "; rm -f big.bin $TMPDIR/big.bin"},
+    res = run_tasks(pylib, {"id": "a", "command": cmd},
                     limits={"disk_mb": 24})
     tail = res.result("a").log_tail
     assert "No space left on device" in tail, tail
@@ -72,6 +75,11 @@ def test_no_disk_is_left_behind(pylib: Repo) -> None:
     assert res.result("a").status == "succeeded" and pylib.out("show", "main:a.txt") == "hi"
     tmp = pylib.forkyard_dir / "tmp" / res.run_id
     assert not tmp.exists() or not any(tmp.iterdir())
+    # The image and its mounts were in the sandbox's own directory (sandbox/disk.py).
+    own = places.place(pylib.forkyard_dir, res.run_id, "a")
+    assert not own.root.exists()
     with open("/proc/self/mountinfo") as f:
-        assert str(pylib.forkyard_dir / "tmp") + f"/{res.run_id}" not in f.read()
+        table = f.read()
+    assert str(pylib.forkyard_dir / "tmp") + f"/{res.run_id}" not in table
+    assert str(places.run_dir(pylib.forkyard_dir, res.run_id)) not in table
 

@@ -245,11 +245,9 @@ class WorktreeBackend(Backend):
         spec = sandbox.spec
         conf = confine.resolve(self.config.confinement, spec.confine)
         network = pol.check_network(pol.network_of(spec), conf)
-        # One directory per sandbox (task ids cannot make two collide: sandbox/places.py):
-        # the worktree, the agent's temp dir, and beside it, not in it (an agent emptying
-        # its $TMPDIR keeps its commits and its CLI's state), its private home, its object
-        # directory and the private ref and reflog dirs -- with ``limits.disk_mb`` all but
-        # a checkout on the sandbox's size-limited file system (bind mounts, disk.py).
+        # One directory per sandbox (sandbox/places.py): the temp dir, and beside it, not
+        # in it (an agent emptying its $TMPDIR keeps its commits and CLI state), its home,
+        # object dir, private ref and reflog dirs (with disk_mb: on its disk, disk.py).
         own = own_place(self.repo, spec)
         own.tmp.mkdir(parents=True, exist_ok=True)
         tmpdir = own.tmp
@@ -469,17 +467,16 @@ class WorktreeBackend(Backend):
             if isinstance(lease, PortLease):
                 lease.release()
             for key in ("objects", "home"):
-                own = sandbox.state.pop(key, None)
-                if isinstance(own, Path):
-                    shutil.rmtree(own, ignore_errors=True)
+                mine = sandbox.state.pop(key, None)
+                if isinstance(mine, Path):
+                    shutil.rmtree(mine, ignore_errors=True)
             tmpdir = sandbox.state.pop("tmpdir", None)
             layers = sandbox.state.pop("layers", None)
             if isinstance(layers, overlay.Layers):
                 if keep:
                     _materialize(sandbox.worktree)
                 layers.unmount()
-            # The disk-limited file system (its bind mounts first) and the proxy listener.
-            pol.release(sandbox, self._net)
+            pol.release(sandbox, self._net)  # the disk_mb file system, the proxy listener
             own = own_place(self.repo, spec)
             if isinstance(tmpdir, Path):  # what it ran with (see _prepare_run)
                 for d in (own.tmp, own.refs, own.logs, own.layer):
