@@ -211,7 +211,8 @@ def bwrap_argv(
     # Secrets and other sandboxes' files (``deny``) are hidden; a path the task file shows
     # on purpose (extra_ro, e.g. a tool under /tmp; extra_rw) is mounted before them,
     # so a secret below it stays hidden, or after them when it lies below one (the
-    # sandbox's own paths under .git/forkyard; a denied path shown exactly is not hidden).
+    # sandbox's own home, under the hidden sandbox root; a denied path shown exactly is
+    # not hidden).
     hidden = [p for p in deny if not _already_hidden(p, git.common_dir)
               and p not in (*extra_rw, *extra_ro)]
 
