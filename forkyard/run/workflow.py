@@ -29,6 +29,7 @@ from forkyard.journal.events import EventLog, RunPaths, new_run_id, resolve_run
 from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
+from forkyard.run.executors import close_executor, make_executor
 from forkyard.run.integrate import Integrator, merge_integrator
 from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
@@ -91,7 +92,7 @@ def make_backend(repo: Repo, options: RunOptions) -> Backend:
     check = getattr(backend, "check_image", None)
     if check is not None:
         check(backend.config.image)  # type: ignore[attr-defined]
-    return backend
+    return make_executor(repo, options, backend)  # where its sandboxes are made
 
 
 def with_default_agent(taskfile: TaskFile, agent: str) -> TaskFile:
@@ -191,6 +192,8 @@ def run_workflow(
                         records=None, first_batch=0)
     finally:
         lock.release()
+        if backend is None:
+            close_executor(be)  # e.g. the local Ray instance started for this run
 
 
 def check_new_run_id(repo: Repo, run_id: str) -> None:
@@ -261,6 +264,7 @@ def resume_run(
         manifest = RunManifest.load(paths)
         taskfile = TaskFile.model_validate(manifest.taskfile)
         the_plan = Plan.model_validate(manifest.plan)
+        be: Backend | None = None
         be = backend or make_backend(r, manifest.options)
         _recover(r)
         overlay.unmount_run(r.forkyard_dir, manifest.run_id)  # the dead process's
@@ -281,6 +285,8 @@ def resume_run(
                         records=records, first_batch=first_batch)
     finally:
         lock.release()
+        if backend is None and be is not None:
+            close_executor(be)  # e.g. the local Ray instance started for this run
 
 
 def records_for_resume(repo: Repo, view: RunView, tip: str) -> dict[str, TaskRecord]:
