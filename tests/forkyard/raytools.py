@@ -62,8 +62,11 @@ def ray_home() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="fyray-"))
     home = base / "home"
     home.mkdir()
-    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update(HOME=str(home), RAY_TMPDIR=str(base), RAY_USAGE_STATS_ENABLED="0")
+    names = ("HOME", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", "RAY_gcs_server_port_wait_time_s")
+    saved = {k: os.environ.get(k) for k in names}
+    # A loaded CI machine can take longer than Ray's default 30 s to bring its GCS up.
+    os.environ.update(HOME=str(home), RAY_TMPDIR=str(base), RAY_USAGE_STATS_ENABLED="0",
+                      RAY_gcs_server_port_wait_time_s="120")
     try:
         yield base
     finally:

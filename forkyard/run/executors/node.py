@@ -22,7 +22,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class WorkerOutcome:
     hostname: str
     attempt: int                    # 2 when Ray retried the task after a lost worker
     fetched_base: bool              # the node had to fetch the base from the driver
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step
 
 
 def cache_root() -> Path:
@@ -76,6 +78,9 @@ def cache_root() -> Path:
 def open_cache(root: Path, key: str) -> Repo:
     """The node's bare cache for repository ``key``, made on first use."""
     path = root / "repos" / f"{key}.git"
+    known = _CACHES.get(path)
+    if known is not None and (path / "HEAD").exists():
+        return known
     lock = FileLock(root / "locks" / f"{key}.lock")
     lock.acquire()
     try:
@@ -86,7 +91,12 @@ def open_cache(root: Path, key: str) -> Repo:
             git("config", "gc.auto", "0", cwd=path)
     finally:
         lock.release()
-    return Repo(path)
+    repo = _CACHES[path] = Repo(path)
+    return repo
+
+
+#: The caches this worker process has opened (a worker runs many tasks).
+_CACHES: dict[Path, Repo] = {}
 
 
 def ensure_base(cache: Repo, root: Path, key: str, base: str,
@@ -188,28 +198,71 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
         raise SandboxError("child exit codes are lost in this Ray worker (is "
                            "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper set?)")
     spec = task.spec
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal t0
+        now = time.monotonic()
+        timings[step] = round(now - t0, 4)
+        t0 = now
+
     root = cache_root()
     cache = open_cache(root, task.repo_key)
     fetched = ensure_base(cache, root, task.repo_key, spec.base, fetch)
     attempt = _attempt(root, spec)
-    clear_previous(cache, spec)
+    lap("cache")
+    task_lock = FileLock(root / "locks" / "tasks" / spec.run_id / f"{spec.task_id}.lock")
+    task_lock.acquire()  # an earlier attempt's clean-up (on its own thread) is done
+    try:
+        worktree = cache.forkyard_dir / "worktrees" / spec.run_id / spec.task_id
+        if attempt > 1 or worktree.exists() or cache.try_rev_parse(
+                f"refs/heads/{spec.branch}") is not None:
+            clear_previous(cache, spec)
+    finally:
+        task_lock.release()
+    lap("clear")
     config = dict(task.backend)
     if config.get("type", "worktree") == "worktree" and config.get("layers", "auto") == "auto":
         # An overlay's base checkout is per process; a node's workers are many processes.
         config["layers"] = "checkout"
     backend = get_backend(config, cache)
     sandbox = backend.prepare(replace(spec, copy_files=()))
+    lap("prepare")
     try:
         sandbox.spec = _localize(spec, sandbox.worktree)
         result = _execute(backend, sandbox, send)
+        lap("execute")
         bundle = None
         if result.commit is not None:
             bundle = result_bundle(cache, f"refs/heads/{spec.branch}", spec.base,
                                    root / "scratch" / spec.run_id / spec.task_id)
-    finally:
+        lap("bundle")
+    except BaseException:
+        _cleanup(backend, sandbox, cache, task_lock)
+        raise
+    # The agent's processes are gone and its work is in the bundle: removing the sandbox
+    # overlaps with the next task instead of delaying this result.
+    task_lock.acquire()
+    _CLEANER.submit(_cleanup, backend, sandbox, cache, task_lock)
+    return WorkerOutcome(result, bundle, node_id, socket.gethostname(), attempt, fetched,
+                         timings)
+
+
+#: Removes finished sandboxes in the background (one thread per worker process).
+_CLEANER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup")
+
+
+def _cleanup(backend: Any, sandbox: Sandbox, cache: Repo, task_lock: FileLock) -> None:
+    """Remove a finished sandbox and its branch in the cache (its objects stay there);
+    ``task_lock`` is held until done, so a later attempt of the task waits for it."""
+    try:
         backend.cleanup(sandbox)
-        cache.git("branch", "-D", spec.branch, check=False)  # its objects stay in the cache
-    return WorkerOutcome(result, bundle, node_id, socket.gethostname(), attempt, fetched)
+        cache.git("branch", "-D", sandbox.spec.branch, check=False)
+    except Exception:  # a later attempt's clear_previous, or the node's gc, finishes it
+        pass
+    finally:
+        task_lock.release()
 
 
 def _execute(backend: Any, sandbox: Sandbox,

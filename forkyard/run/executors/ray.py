@@ -89,6 +89,11 @@ class _LineSink:
 
 
 def _warm() -> int:
+    """Start-up of one worker process: the modules a task needs are imported, and the task
+    lasts long enough that each warm-up gets a worker of its own."""
+    import sandbox.backends  # noqa: F401
+
+    time.sleep(0.5)
     return os.getpid()
 
 
@@ -116,6 +121,8 @@ class RayExecutor(Backend):
         self._sink: Any = None
         #: Seconds Ray's own start took (ray.init and warming its workers), for reports.
         self.startup_s = 0.0
+        #: Per task, seconds per step on the worker and on the driver (benchmarks).
+        self.timings: list[dict[str, float]] = []
 
     # -- Ray's lifecycle ---------------------------------------------------------------
 
@@ -128,6 +135,8 @@ class RayExecutor(Backend):
             ray = _ray()
             t0 = time.monotonic()
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            # Ray's default 30 s for its GCS to come up is short on a loaded machine.
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
             if not ray.is_initialized():
                 common: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
                 if self.address:
@@ -139,7 +148,7 @@ class RayExecutor(Backend):
                              object_store_memory=256 * 2**20, **common)
                     self._started = True
                     # Workers start in the background: have them up before the first wave.
-                    warm = ray.remote(num_cpus=0)(_warm)
+                    warm = ray.remote(num_cpus=1)(_warm)
                     ray.get([warm.remote() for _ in range(self.agents)])
             self._remote = ray.remote(_remote_run)
             self._sink = ray.remote(num_cpus=0)(_LineSink).remote()
@@ -225,6 +234,7 @@ class RayExecutor(Backend):
         except ray.exceptions.RayError as exc:
             return self._failed(sandbox, started, f"the Ray task failed: {_first_line(exc)}")
         res = outcome.result
+        got = time.monotonic()
         where = f"ran on Ray node {outcome.node_id[:12]} ({outcome.hostname})"
         if outcome.attempt > 1:
             where += f", attempt {outcome.attempt} after a lost worker"
@@ -235,6 +245,8 @@ class RayExecutor(Backend):
             return self._failed(sandbox, started, f"{where}; its result was refused: {exc}")
         from dataclasses import replace
 
+        self.timings.append({**outcome.timings, "import": round(time.monotonic() - got, 4),
+                             "total": round(time.monotonic() - started, 4)})
         message = "; ".join(m for m in (res.message, where) if m)
         return replace(res, duration_s=round(time.monotonic() - started, 3), message=message)
 
