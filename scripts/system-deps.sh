@@ -22,6 +22,7 @@ done
 command -v iptables >/dev/null || add iptables
 [ -x /bin/busybox ] || add busybox-static
 command -v npm >/dev/null || add npm  # the MCP Inspector (scripts/mcp-inspector.sh)
+command -v unshare >/dev/null || add util-linux  # the Ray cluster test hides a path from a node
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2

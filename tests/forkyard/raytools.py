@@ -78,4 +78,15 @@ def ray_home() -> Iterator[Path]:
         left = wait_for(lambda: not pids_with_env("HOME", str(home)), 30)
         shutil.rmtree(base, ignore_errors=True)
         if not left:
-            pytest.fail(f"Ray processes left behind: {sorted(pids_with_env('HOME', str(home)))}")
+            pytest.fail(f"Ray processes left behind: {_describe(pids_with_env('HOME', str(home)))}")
+
+
+def _describe(pids: set[int]) -> list[str]:
+    out = []
+    for pid in sorted(pids):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            cmd = "?"
+        out.append(f"{pid}: {cmd[:200]}")
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,59 @@ def test_cli_starts_and_stops_its_own_ray(webapp: Repo, tmp_path: Path) -> None:
         assert webapp.out("show", "main:a.txt") == "a" and webapp.out("show", "main:b.txt") == "b"
         assert (base / "ray").is_dir()  # Ray's files went where the test pointed it
         assert wait_for(lambda: not pids_with_env("HOME", str(base / "home")), 30)
+
+
+def test_a_killed_driver_resumes_on_ray(webapp: Repo, tmp_path: Path) -> None:
+    """kill -9 of `forkyard run --executor ray` while tasks run on its workers; `--resume`
+    (which starts Ray again: the executor is one of the run's stored options) lands every
+    task exactly once."""
+    from tests.forkyard import test_resume as crash
+
+    with ray_home() as base:
+        tasks = crash.crash_tasks(tmp_path / "tasks.yaml", n=4, sleep=1.5)
+        proc = crash.start_run(webapp, tasks, "--executor", "ray")
+        run_id = crash.wait_for(webapp, "task_started", count=3, timeout=240)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        # Ray's own processes follow their driver (its reaper); agents left on the node
+        # are killed by the next attempt of their task.
+        assert wait_for(lambda: not pids_with_env("HOME", str(base / "home")), 60)
+        rc, doc = crash.resume(webapp, run_id)
+        assert rc == 0, doc
+        assert doc["outcome"] == "succeeded", doc
+        audit = audit_run(webapp, run_id)
+        assert audit.ok and all(n == 1 for n in audit.integrations.values()), audit
+        names = webapp.out("ls-tree", "--name-only", "main", "out/").splitlines()
+        assert sorted(names) == sorted(["out/.keep", *(f"out/t{i}.txt" for i in range(4))])
+
+
+def test_mcp_execute_runs_on_ray(webapp: Repo) -> None:
+    """execute_parallel_workflow with executor ray (the official MCP client): the detached
+    run stores the option, runs its tasks on Ray workers and lands them."""
+    import json
+
+    from forkyard.journal.events import RunPaths, read_events
+    from tests.forkyard import test_mcp_server as mcp
+
+    with ray_home():
+        ids: list[str] = []
+
+        async def body(client: Any) -> None:
+            started = mcp.ok(await client.call_tool("execute_parallel_workflow", {
+                "tasks": mcp.TASKS, "maxParallelAgents": 2, "into": "main",
+                "executor": "ray"}))
+            ids.append(started["runId"])
+            pids.append(started["pid"])
+            st = await mcp.finished(client, started["runId"])
+            assert st["outcome"] == "succeeded", st
+
+        pids: list[int] = []
+        mcp.session(webapp, body)
+        # The run's process stops the Ray it started once its journal is closed.
+        assert wait_for(lambda: not Path(f"/proc/{pids[0]}").exists()
+                        or "Z" in Path(f"/proc/{pids[0]}/stat").read_text().split()[2], 60)
+        paths = RunPaths.of(webapp, ids[0])
+        assert json.loads(paths.manifest.read_text())["options"]["executor"] == "ray"
+        finished = [e for e in read_events(paths.events) if e.type == "task_finished"]
+        assert finished and all("ran on Ray node" in e.get("message") for e in finished)
