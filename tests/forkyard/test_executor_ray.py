@@ -108,7 +108,7 @@ def test_a_killed_worker_s_task_is_retried(executor: Backend, unique_marker: str
     r = contract.run(executor, s, on_line=on_line)
     assert killed, "the worker was never killed"
     assert r.status == "succeeded", r
-    assert "attempt 2" in r.message
+    assert "run 2 there" in r.message
     assert executor.repo.out("show", f"{r.commit}:out.txt") == "done"
     assert processes_with_arg(unique_marker) == []
 
@@ -235,3 +235,30 @@ def test_mcp_execute_runs_on_ray(webapp: Repo) -> None:
         assert json.loads(paths.manifest.read_text())["options"]["executor"] == "ray"
         finished = [e for e in read_events(paths.events) if e.type == "task_finished"]
         assert finished and all("ran on Ray node" in e.get("message") for e in finished)
+
+
+@pytest.mark.parametrize("args", [["--executor", "cluster"], ["--ray-resource", "gpu=lots"],
+                                  ["--ray-resource", "=1"]])
+def test_bad_executor_options_exit_2_and_change_nothing(webapp: Repo, tmp_path: Path,
+                                                        args: list[str]) -> None:
+    tasks = write_tasks(tmp_path / "tasks.yaml", {"id": "a", "command": "echo a > a.txt"})
+    before = webapp.rev_parse("main")
+    out = forkyard("run", str(tasks), *args, cwd=webapp.path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert webapp.rev_parse("main") == before and not (webapp.common_dir / "forkyard" / "runs").exists()
+
+
+def test_a_cancelled_task_s_work_comes_back(executor: Backend, unique_marker: str) -> None:
+    """As locally, what the agent wrote before the cancel is committed and reachable on
+    its branch: the worker sends it back although the Ray task itself is cancelled."""
+    cancel = threading.Event()
+
+    def on_line(line: str) -> None:
+        if line == "ready":
+            cancel.set()
+
+    s = make_spec(executor.repo, f"echo partial > p.txt; echo ready; sleep {unique_marker}")
+    r = contract.run(executor, s, on_line=on_line, cancel=cancel)
+    assert r.status == "cancelled" and r.commit == executor.repo.rev_parse(s.branch), r
+    assert executor.repo.out("show", f"{r.commit}:p.txt") == "partial"
+    assert processes_with_arg(unique_marker) == []

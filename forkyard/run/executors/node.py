@@ -117,8 +117,9 @@ def ensure_base(cache: Repo, root: Path, key: str, base: str,
 
 
 def _attempt(root: Path, spec: SandboxSpec) -> int:
-    """Count this task's attempts on this node (Ray retries a task whose worker died)."""
-    path = root / "attempts" / spec.run_id / spec.task_id
+    """Count the runs of this attempt of the task on this node: more than one when Ray
+    retried it here after its worker died."""
+    path = root / "attempts" / spec.run_id / f"{spec.task_id}.{spec.env.get('FORKYARD_ATTEMPT', 1)}"
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path.with_suffix(".lock"))
     lock.acquire()
@@ -187,9 +188,11 @@ def _exit_codes_work() -> bool:
 
 
 def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
-             send: Callable[[list[str]], None] | None = None) -> WorkerOutcome:
+             send: Callable[[list[str]], None] | None = None,
+             keep: Callable[[WorkerOutcome], None] | None = None) -> WorkerOutcome:
     """Run one task on this node (see the module docstring); ``send`` gets the agent's
-    output lines in batches as they come.  A ``KeyboardInterrupt`` (``ray.cancel``) stops
+    output lines in batches as they come; ``keep`` gets what a cancelled task had done
+    (no attempt's work is lost).  A ``KeyboardInterrupt`` (``ray.cancel``) stops
     the agent through the backend's own cancel, which kills its whole process tree, before
     it is re-raised."""
     from sandbox.backends import get_backend
@@ -231,13 +234,18 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
     lap("prepare")
     try:
         sandbox.spec = _localize(spec, sandbox.worktree)
-        result = _execute(backend, sandbox, send)
+        result, interrupted = _execute(backend, sandbox, send)
         lap("execute")
         bundle = None
         if result.commit is not None:
             bundle = result_bundle(cache, f"refs/heads/{spec.branch}", spec.base,
                                    root / "scratch" / spec.run_id / spec.task_id)
         lap("bundle")
+        if interrupted:
+            if keep is not None:
+                keep(WorkerOutcome(result, bundle, node_id, socket.gethostname(), attempt,
+                                   fetched, timings))
+            raise KeyboardInterrupt
     except BaseException:
         _cleanup(backend, sandbox, cache, task_lock)
         raise
@@ -266,7 +274,7 @@ def _cleanup(backend: Any, sandbox: Sandbox, cache: Repo, task_lock: FileLock) -
 
 
 def _execute(backend: Any, sandbox: Sandbox,
-             send: Callable[[list[str]], None] | None) -> ExecResult:
+             send: Callable[[list[str]], None] | None) -> tuple[ExecResult, bool]:
     """``backend.execute`` on a thread, the main thread waiting in slices (Ray delivers a
     cancel as ``KeyboardInterrupt`` to the main thread, between bytecodes) and sending the
     output lines gathered meanwhile."""
@@ -294,16 +302,20 @@ def _execute(backend: Any, sandbox: Sandbox,
 
     thread = threading.Thread(target=work, name="agent", daemon=True)
     thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.2)
+    interrupted = False
+    # Polled with sleep, not Thread.join: a join that an interrupt cuts short can leave the
+    # thread looking alive for ever (its internal lock taken and never given back).
+    while not box:
+        try:
+            time.sleep(0.2)
             flush()
-    except KeyboardInterrupt:
-        cancel.set()
-        thread.join()  # the backend kills the agent's tree and commits what it left
-        raise
+        except KeyboardInterrupt:
+            # The backend kills the agent's tree and commits what it left; a second
+            # interrupt while it does so changes nothing.
+            interrupted = True
+            cancel.set()
     flush()
     out = box[0]
     if isinstance(out, BaseException):
         raise out
-    return out
+    return out, interrupted

@@ -67,9 +67,16 @@ def _remote_run(task: WorkerTask, base_box: list[Any], sink: Any, key: str) -> W
     def send(lines: list[str]) -> None:
         pending.append(sink.put.remote(key, lines))
 
+    def keep(outcome: WorkerOutcome) -> None:
+        pending.append(sink.keep.remote(key, outcome))
+
     node = ray.get_runtime_context().get_node_id()
     try:
-        return run_task(task, lambda: ray.get(base_box[0]), node_id=node, send=send)
+        return run_task(task, lambda: ray.get(base_box[0]), node_id=node, send=send,
+                        keep=keep)
+    except KeyboardInterrupt:  # cancelled: the agent's tree is gone, its work kept
+        pending.append(sink.finish.remote(key))
+        raise
     finally:
         ray.get(pending)
 
@@ -80,12 +87,29 @@ class _LineSink:
 
     def __init__(self) -> None:
         self.lines: dict[str, list[str]] = {}
+        self.kept: dict[str, WorkerOutcome] = {}
+        self.done: set[str] = set()
 
     def put(self, key: str, lines: list[str]) -> None:
         self.lines.setdefault(key, []).extend(lines)
 
     def take(self, key: str) -> list[str]:
         return self.lines.pop(key, [])
+
+    def keep(self, key: str, outcome: WorkerOutcome) -> None:
+        """What a cancelled task had done (its result cannot come back as a return)."""
+        self.kept[key] = outcome
+
+    def take_kept(self, key: str) -> WorkerOutcome | None:
+        self.done.discard(key)
+        return self.kept.pop(key, None)
+
+    def finish(self, key: str) -> None:
+        """A cancelled task's worker is done with it (its processes are gone)."""
+        self.done.add(key)
+
+    def finished(self, key: str) -> bool:
+        return key in self.done
 
 
 def _warm() -> int:
@@ -221,23 +245,28 @@ class RayExecutor(Backend):
                 for line in lines:
                     on_line(line)
 
-        stopped = self._wait(ref, cancel, deadline, relay)
+        stopped = self._wait(ref, key, cancel, deadline, relay)
         relay()
         if on_exit is not None:
             on_exit()
+        if stopped is None:
+            try:
+                outcome: WorkerOutcome = ray.get(ref)
+            except ray.exceptions.TaskCancelledError:
+                stopped = "cancelled"
+            except ray.exceptions.RayError as exc:
+                return self._failed(sandbox, started,
+                                    f"the Ray task failed: {_first_line(exc)}")
         if stopped is not None:
-            return self._stopped(sandbox, stopped, started)
-        try:
-            outcome: WorkerOutcome = ray.get(ref)
-        except ray.exceptions.TaskCancelledError:
-            return self._stopped(sandbox, "cancelled", started)
-        except ray.exceptions.RayError as exc:
-            return self._failed(sandbox, started, f"the Ray task failed: {_first_line(exc)}")
+            kept = ray.get(self._sink.take_kept.remote(key))
+            if kept is None:
+                return self._stopped(sandbox, stopped, started)
+            outcome = kept  # the worker's cancel committed what the agent had done
         res = outcome.result
         got = time.monotonic()
         where = f"ran on Ray node {outcome.node_id[:12]} ({outcome.hostname})"
         if outcome.attempt > 1:
-            where += f", attempt {outcome.attempt} after a lost worker"
+            where += f", run {outcome.attempt} there (Ray retried it after a lost worker)"
         try:
             import_result(self.repo, outcome.bundle, res.commit, spec.base, sandbox.branch,
                           spec.task_id)
@@ -248,10 +277,12 @@ class RayExecutor(Backend):
         self.timings.append({**outcome.timings, "import": round(time.monotonic() - got, 4),
                              "total": round(time.monotonic() - started, 4)})
         message = "; ".join(m for m in (res.message, where) if m)
-        return replace(res, duration_s=round(time.monotonic() - started, 3), message=message)
+        status = "timed_out" if stopped == "timed_out" else res.status
+        return replace(res, status=status, duration_s=round(time.monotonic() - started, 3),
+                       message=message)
 
-    def _wait(self, ref: Any, cancel: threading.Event | None, deadline: float | None,
-              relay: Callable[[], None]) -> str | None:
+    def _wait(self, ref: Any, key: str, cancel: threading.Event | None,
+              deadline: float | None, relay: Callable[[], None]) -> str | None:
         """Wait for the task; on a cancel or the driver's deadline stop it on the worker
         (a graceful cancel first, whose handler kills the agent's tree, then the worker
         process) and say which (None: it finished)."""
@@ -267,10 +298,15 @@ class RayExecutor(Backend):
             if why is None:
                 continue
             ray.cancel(ref, force=False)
-            ready, _ = ray.wait([ref], timeout=CANCEL_GRACE_S + self.grace_s)
-            if not ready:
-                ray.cancel(ref, force=True)
-                ray.wait([ref], timeout=CANCEL_GRACE_S)
+            # The task's result may read "cancelled" at once: the worker's own word that
+            # the agent is gone (and what it had done is kept) is what counts.
+            until = time.monotonic() + CANCEL_GRACE_S + self.grace_s
+            while not ray.get(self._sink.finished.remote(key)):
+                if time.monotonic() > until:
+                    ray.cancel(ref, force=True)
+                    ray.wait([ref], timeout=CANCEL_GRACE_S)
+                    break
+                time.sleep(0.1)
             return why
 
     def _stopped(self, sandbox: Sandbox, why: str, started: float) -> ExecResult:
