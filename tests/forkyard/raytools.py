@@ -78,10 +78,10 @@ def ray_home() -> Iterator[Path]:
         left = wait_for(lambda: not pids_with_env("HOME", str(home)), 30)
         shutil.rmtree(base, ignore_errors=True)
         if not left:
-            pytest.fail(f"Ray processes left behind: {_describe(pids_with_env('HOME', str(home)))}")
+            pytest.fail(f"Ray processes left behind: {describe(pids_with_env('HOME', str(home)))}")
 
 
-def _describe(pids: set[int]) -> list[str]:
+def describe(pids: set[int]) -> list[str]:
     out = []
     for pid in sorted(pids):
         try:

@@ -24,7 +24,7 @@ from gitproc.git import Repo
 from sandbox.backends.base import Backend
 from sandbox.backends.worktree import WorktreeConfig
 from tests.conftest import require
-from tests.forkyard.raytools import pids_with_env, ray_home, wait_for
+from tests.forkyard.raytools import describe, pids_with_env, ray_home, wait_for
 from tests.forkyard.test_run import forkyard, taskfile, write_tasks
 from tests.sandbox import test_contract as contract
 from tests.sandbox.conftest import has_bwrap, has_cgroups, make_spec, processes_with_arg
@@ -178,7 +178,9 @@ def test_cli_starts_and_stops_its_own_ray(webapp: Repo, tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr[-3000:]
         assert webapp.out("show", "main:a.txt") == "a" and webapp.out("show", "main:b.txt") == "b"
         assert (base / "ray").is_dir()  # Ray's files went where the test pointed it
-        assert wait_for(lambda: not pids_with_env("HOME", str(base / "home")), 30)
+        home = str(base / "home")
+        assert wait_for(lambda: not pids_with_env("HOME", home), 30), \
+            describe(pids_with_env("HOME", home))
 
 
 def test_a_killed_driver_resumes_on_ray(webapp: Repo, tmp_path: Path) -> None:
