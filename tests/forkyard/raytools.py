@@ -62,11 +62,15 @@ def ray_home() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="fyray-"))
     home = base / "home"
     home.mkdir()
-    names = ("HOME", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", "RAY_gcs_server_port_wait_time_s")
+    names = ("HOME", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", "RAY_gcs_server_port_wait_time_s",
+             "RAY_AUTH_MODE")
     saved = {k: os.environ.get(k) for k in names}
-    # A loaded CI machine can take longer than Ray's default 30 s to bring its GCS up.
+    # A loaded CI machine can take longer than Ray's default 30 s to bring its GCS up.  No
+    # token authentication: the test clusters listen on loopback only, and a token made
+    # under one test's HOME is remembered by this process's Ray while the next test's
+    # GCS looks for it under another HOME (and aborts).
     os.environ.update(HOME=str(home), RAY_TMPDIR=str(base), RAY_USAGE_STATS_ENABLED="0",
-                      RAY_gcs_server_port_wait_time_s="120")
+                      RAY_gcs_server_port_wait_time_s="120", RAY_AUTH_MODE="disabled")
     try:
         yield base
     finally:
@@ -75,8 +79,11 @@ def ray_home() -> Iterator[Path]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        left = wait_for(lambda: not pids_with_env("HOME", str(home)), 30)
-        shutil.rmtree(base, ignore_errors=True)
+        # Ray's dashboard and runtime-env agents notice their raylet's end by polling:
+        # on a loaded machine that takes a while.
+        left = wait_for(lambda: not pids_with_env("HOME", str(home)), 90)
+        if not os.environ.get("FORKYARD_KEEP_RAY_DIRS"):  # to read Ray's logs after a failure
+            shutil.rmtree(base, ignore_errors=True)
         if not left:
             pytest.fail(f"Ray processes left behind: {describe(pids_with_env('HOME', str(home)))}")
 
