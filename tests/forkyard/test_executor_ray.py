@@ -179,7 +179,7 @@ def test_cli_starts_and_stops_its_own_ray(webapp: Repo, tmp_path: Path) -> None:
         assert webapp.out("show", "main:a.txt") == "a" and webapp.out("show", "main:b.txt") == "b"
         assert (base / "ray").is_dir()  # Ray's files went where the test pointed it
         home = str(base / "home")
-        assert wait_for(lambda: not pids_with_env("HOME", home), 30), \
+        assert wait_for(lambda: not pids_with_env("HOME", home), 90), \
             describe(pids_with_env("HOME", home))
 
 
@@ -198,7 +198,7 @@ def test_a_killed_driver_resumes_on_ray(webapp: Repo, tmp_path: Path) -> None:
         proc.wait(30)
         # Ray's own processes follow their driver (its reaper); agents left on the node
         # are killed by the next attempt of their task.
-        assert wait_for(lambda: not pids_with_env("HOME", str(base / "home")), 60)
+        assert wait_for(lambda: not pids_with_env("HOME", str(base / "home")), 90)
         rc, doc = crash.resume(webapp, run_id)
         assert rc == 0, doc
         assert doc["outcome"] == "succeeded", doc
