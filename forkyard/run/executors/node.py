@@ -96,9 +96,13 @@ def open_cache(root: Path, key: str) -> Repo:
             git("init", "-q", "--bare", str(path), cwd=path.parent)
             # Bases are kept by refs; nothing may be collected while tasks run.
             git("config", "gc.auto", "0", cwd=path)
+        repo = Repo(path)
+        # Recorded once, under the lock (the record is replaced through one temp name): every
+        # path of this node's sandboxes (places.py) is then under the node's own root.
+        places.set_sandbox_root(repo.forkyard_dir, sandbox_root(root))
     finally:
         lock.release()
-    repo = _CACHES[path] = Repo(path)
+    _CACHES[path] = repo
     return repo
 
 
@@ -225,8 +229,6 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
 
     root = cache_root()
     cache = open_cache(root, task.repo_key)
-    # Recorded in the cache, so every path of the task's sandbox (places.py) is this node's.
-    places.set_sandbox_root(cache.forkyard_dir, sandbox_root(root))
     fetched = ensure_base(cache, root, task.repo_key, spec.base, fetch)
     attempt = _attempt(root, spec)
     lap("cache")
