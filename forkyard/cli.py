@@ -101,6 +101,9 @@ def run(
     into: Annotated[str | None, typer.Option("--into", help="Target branch (default: current).")] = None,
     validate: Annotated[str | None, typer.Option("--validate")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Docker image for --backend docker.")] = None,
+    executor: Annotated[str, typer.Option(help="local|ray: where sandboxes are made (ray: on a Ray cluster's workers).")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster for --executor ray (default: a local Ray for this run).")] = None,
+    ray_resource: Annotated[list[str] | None, typer.Option("--ray-resource", help="NAME=AMOUNT: a Ray resource every task asks for (repeatable).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep worktrees after the run.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a stopped run.")] = None,
     no_confine: Annotated[bool, typer.Option("--no-confine", help="Run agents unconfined (opt-out).")] = False,
@@ -128,10 +131,28 @@ def run(
                              mode=mode, goal=goal, into=into, validate_command=validate,
                              image=image, keep=keep, confine=not no_confine, agent=agent,
                              backend_options=backend_options,
+                             executor=executor, ray_address=ray_address,
+                             ray_resources=_resources(ray_resource or []),
                              **{k: v for k, v in (("max_file_mb", max_file_mb),
                                                   ("max_delete_share", max_delete_share))
                                 if v is not None})
     return run_command(repo, tasks, options, resume=resume, as_json=as_json, run_id=run_id)
+
+
+def _resources(items: list[str]) -> dict[str, float]:
+    """``--ray-resource NAME=AMOUNT`` options as a dict (a malformed one is bad input)."""
+    from gitproc.errors import BadInputError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, amount = item.partition("=")
+        try:
+            out[name.strip()] = float(amount) if sep else 1.0
+        except ValueError:
+            raise BadInputError(f"--ray-resource {item!r}: use NAME=AMOUNT") from None
+        if not name.strip() or out[name.strip()] <= 0:
+            raise BadInputError(f"--ray-resource {item!r}: use NAME=AMOUNT (AMOUNT > 0)")
+    return out
 
 
 @app.command()

@@ -31,6 +31,7 @@ command -v mkfs.ext4 >/dev/null || add e2fsprogs
 command -v tune2fs >/dev/null || add e2fsprogs
 # The attack suite's network tests (tests/security/) use curl inside the sandbox.
 command -v curl >/dev/null || add curl
+command -v unshare >/dev/null || add util-linux  # the Ray cluster test hides a path from a node
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2

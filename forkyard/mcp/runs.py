@@ -29,6 +29,7 @@ from forkyard.mcp.errors import ToolInputError
 from forkyard.mcp.models import MAX_AGENTS, Camel, StrictCamel, Subtask
 from forkyard.mcp.planning import subtasks_from
 from forkyard.rollback import rollback_run as do_rollback
+from forkyard.run.options import ExecutorName as Executor
 from forkyard.run.options import RunOptions
 from forkyard.views.status import RunStatus, run_status
 from gitproc.git import Repo
@@ -154,14 +155,16 @@ def task_file_from(tasks: Any, analysis: Any, constraints: Constraints | None,
 
 def start(repo: Repo, tasks: Any, analysis: Any, strategy: Strategy, agents: int,
           constraints: Constraints | None, into: str | None, validate: str | None,
-          agent: str | None) -> Started:
+          agent: str | None, executor: Executor = "local",
+          ray_address: str | None = None) -> Started:
     """Start the run in the background; see the module docstring."""
     if not 1 <= agents <= MAX_AGENTS:
         raise ToolInputError(f"maxParallelAgents must be between 1 and {MAX_AGENTS}")
     run_strategy, mode = STRATEGIES[strategy]
     options = RunOptions.model_validate({
         "agents": agents, "strategy": run_strategy, "mode": mode, "into": into,
-        "validate_command": validate, "agent": agent})
+        "validate_command": validate, "agent": agent, "executor": executor,
+        "ray_address": ray_address})
     taskfile = task_file_from(tasks, analysis, constraints, agent)
     run = start_detached_run(repo, taskfile, options)
     return Started(run_id=run.run_id, repo_path=str(repo.path), pid=run.pid)

@@ -82,6 +82,12 @@ def create_server(repo: str | os.PathLike[str]) -> OneLineServer:
         agent: Annotated[str | None, Field(
             description="Default agent for tasks without command or agent: a preset (claude, "
                         "codex, aider, gemini, shell) or a command template.")] = None,
+        executor: Annotated[runs.Executor, Field(
+            description="Where sandboxes are made: local (this machine) or ray (the "
+                        "workers of a Ray cluster; needs forkyard[ray]).")] = "local",
+        rayAddress: Annotated[str | None, Field(  # noqa: N803
+            description="The Ray cluster for executor ray (default: a local Ray instance "
+                        "for the run).")] = None,
         repoPath: RepoPath = None,  # noqa: N803
     ) -> runs.Started:
         """Start a real parallel run in the background and return its runId at once.
@@ -93,7 +99,7 @@ def create_server(repo: str | os.PathLike[str]) -> OneLineServer:
         r = _repo(repoPath)
         started: runs.Started = await anyio.to_thread.run_sync(
             lambda: runs.start(r, tasks, analysisResult, executionStrategy, maxParallelAgents,
-                               constraints, into, validate, agent))
+                               constraints, into, validate, agent, executor, rayAddress))
         run_repos[started.run_id] = r
         return started
 

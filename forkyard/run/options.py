@@ -15,6 +15,7 @@ Strategy = Literal["conservative", "aggressive"]
 Mode = Literal["stream", "waves"]
 Goal = Literal["minimize-time", "minimize-conflicts", "balance-load"]
 BackendName = Literal["worktree", "docker", "dummy"]
+ExecutorName = Literal["local", "ray"]
 
 
 class RunOptions(BaseModel):
@@ -32,6 +33,15 @@ class RunOptions(BaseModel):
     for the worktree backend); checked by that model when the backend is made."""
     image: str | None = None
     """Docker image for the docker backend."""
+    executor: ExecutorName = "local"
+    """Where sandboxes are made: on this machine (default), or on the workers of a Ray
+    cluster (the ``ray`` extra; see docs/ray.md), each from a git bundle of the base."""
+    ray_address: str | None = None
+    """The Ray cluster to use with ``executor="ray"`` (e.g. ``10.0.0.5:6379``, or
+    ``auto``); None starts a local Ray instance for the run and stops it after."""
+    ray_resources: dict[str, float] = Field(default_factory=dict)
+    """Ray resources every task asks for besides its CPUs and memory (e.g.
+    ``{"agent:claude": 1}``): tasks go only to nodes that declare them."""
     strategy: Strategy = "aggressive"
     """aggressive (default): keep independent work going, bisect a bad batch, land the
     rest and skip what depends on a failure -- what failed never lands;

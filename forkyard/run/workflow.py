@@ -30,6 +30,7 @@ from forkyard.journal.models import RunResult
 from forkyard.journal.results import build_result
 from forkyard.journal.state import RunManifest, RunView, load_view
 from forkyard.run.attempts import attempt_refs, keep_attempt
+from forkyard.run.executors import close_executor, local_backend, make_executor
 from forkyard.run.integrate import Integrator, merge_integrator
 from forkyard.run.options import RunOptions
 from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
@@ -96,7 +97,7 @@ def make_backend(repo: Repo, options: RunOptions) -> Backend:
     check = getattr(backend, "check_image", None)
     if check is not None:
         check(backend.config.image)  # type: ignore[attr-defined]
-    return backend
+    return make_executor(repo, options, backend)  # where its sandboxes are made
 
 
 def with_default_agent(taskfile: TaskFile, agent: str) -> TaskFile:
@@ -204,6 +205,8 @@ def run_workflow(
                         records=None, first_batch=0)
     finally:
         lock.release()
+        if backend is None:
+            close_executor(be)  # e.g. the local Ray instance started for this run
 
 
 def check_new_run_id(repo: Repo, run_id: str) -> None:
@@ -219,8 +222,10 @@ def run_validator(repo: Repo, backend: Backend, run_id: str, opts: RunOptions,
                   taskfile: TaskFile) -> Validator:
     """The run's ``--validate``: in a sandbox of the run's backend at the merged commit,
     with the task file's set-up, default limits and ``copy`` files, and the run's
-    confinement (see :mod:`forkyard.run.validation`)."""
+    confinement (see :mod:`forkyard.run.validation`).  Always on this machine, where the
+    merged commit is: with ``--executor ray`` the backend behind the executor runs it."""
     assert opts.validate_command is not None
+    backend = local_backend(backend)
     if backend.name == "dummy":  # scheduling tests: no sandbox to run anything in
         from merge.validate import host_validator
 
@@ -297,6 +302,7 @@ def resume_run(
     r = open_repo(repo)
     paths = resolve_run(r, run_id)
     lock = _run_lock(paths)
+    be: Backend | None = None  # the finally below may run before it is made
     try:
         manifest = RunManifest.load(paths)
         taskfile = TaskFile.model_validate(manifest.taskfile)
@@ -330,6 +336,8 @@ def resume_run(
                         records=records, first_batch=first_batch)
     finally:
         lock.release()
+        if backend is None and be is not None:
+            close_executor(be)  # e.g. the local Ray instance started for this run
 
 
 def records_for_resume(repo: Repo, view: RunView, tip: str) -> dict[str, TaskRecord]:
