@@ -89,7 +89,7 @@ def test_the_sandbox_is_made_on_the_worker_from_the_node_cache(executor: Backend
     assert where == pwd and str(executor.repo.path) not in where
     # The node's own sandbox root (sandbox/places.py, under its cache root), outside .git.
     assert "/sandboxes/" in where and ".git" not in Path(where).parts
-    assert Path(where).parts[-2:] == (s.run_id, s.task_id)
+    assert Path(where).parts[-3:] == (s.run_id, s.task_id, "worktree")
     assert r.commit == executor.repo.rev_parse(s.branch)
     assert executor.repo.out("show", f"{r.commit}:hi.txt") == "hi"
     assert "ran on Ray node" in r.message
