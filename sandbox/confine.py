@@ -81,7 +81,13 @@ class GitPaths:
             rw.append(objects)
         binds: list[tuple[Path, Path]] = []
         if private is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)  # a mount point for the private one
+            # Mount points for the private ones.  Each holds a dot file (which git never
+            # reads as a ref): git removes a ref dir its last ref leaves empty, and a
+            # sibling's branch deleted meanwhile (a Ray worker's cache) would take the
+            # mount point from under bubblewrap.
+            for d in (ref_dir, log_dir):
+                d.mkdir(parents=True, exist_ok=True)
+                (d / ".forkyard-keep").touch(exist_ok=True)
             binds = [(private / "refs", ref_dir), (private / "logs", log_dir)]
         if log_dir.is_dir():
             rw.append(log_dir)

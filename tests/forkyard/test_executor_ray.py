@@ -203,7 +203,9 @@ def test_a_killed_driver_resumes_on_ray(webapp: Repo, tmp_path: Path) -> None:
         # are killed by the next attempt of their task.
         assert wait_for(lambda: not pids_with_env("HOME", str(base / "home")), 90)
         rc, doc = crash.resume(webapp, run_id)
-        assert rc == 0, doc
+        assert rc == 0, "\n".join(f"{r['task']} {r['status']} {r.get('reason')} "
+                                   f"{r.get('message')} {r.get('log_tail', '')[-600:]}"
+                                   for r in doc.get("results", []) if r["status"] != "succeeded")
         assert doc["outcome"] == "succeeded", doc
         audit = audit_run(webapp, run_id)
         assert audit.ok and all(n == 1 for n in audit.integrations.values()), audit

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from tests.conftest import require
 from tests.forkyard.test_executor_ray import ray_session  # noqa: F401 -- the module's Ray
 from tests.sandbox.conftest import has_bwrap, has_cgroups
+from tests.security.conftest import server  # noqa: F401 -- the recording HTTP server
 from tests.security.harness import Server
 
 pytestmark = pytest.mark.slow
@@ -44,14 +44,6 @@ def _run(repo: Repo, *tasks: dict[str, Any], limits: dict[str, Any] | None = Non
                                              executor="ray", backend_options=backend))
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
-
-
 def test_validation_runs_on_the_driver_not_on_a_worker(ray_session: Path, pylib: Repo) -> None:  # noqa: F811
     from forkyard.run.executors.ray import RayExecutor
 
@@ -65,7 +57,7 @@ def test_validation_runs_on_the_driver_not_on_a_worker(ray_session: Path, pylib:
     head = pylib.rev_parse("HEAD")
     got = run_validator(pylib, executor, "tval", opts, tf)(head)
     where = Path(got.log_tail.splitlines()[0])
-    assert where.parent == places.run_dir(pylib.forkyard_dir, "tval")  # the driver's root
+    assert where.parent.parent == places.run_dir(pylib.forkyard_dir, "tval")  # the driver's root
     assert "ran on Ray node" not in got.log_tail
     # The control: the same validator built on the executor itself runs on a worker.
     remote = sandbox_validator(pylib, executor, "tval2", ValidationSetup(command=show))(head)
@@ -99,7 +91,7 @@ def test_a_driver_secret_reaches_the_worker_masked(ray_session: Path, pylib: Rep
 
 
 def test_network_allow_is_enforced_on_the_worker(ray_session: Path, pylib: Repo,  # noqa: F811
-                                                 server: Server) -> None:
+                                                 server: Server) -> None:  # noqa: F811
     _real()
     require(shutil.which("curl") is not None, "curl")
     cmd = ("curl -sS http://model.test/ok; echo; "
