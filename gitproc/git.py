@@ -32,6 +32,7 @@ from gitproc.errors import (  # noqa: F401  (re-exported: the git wrapper's erro
 )
 from gitproc.lock import FileLock
 from gitproc.process import Completed, run
+from gitproc.worktrees import drop_half_made
 
 if TYPE_CHECKING:
     import pygit2
@@ -305,27 +306,13 @@ class Repo:
             lock = FileLock(self.common_dir / "forkyard-worktrees.lock")
             lock.acquire()
             try:
-                self._drop_half_made_worktrees()
+                drop_half_made(self.common_dir / "worktrees")
                 self.git("worktree", "add", "--quiet", "--no-checkout", "-b", branch,
                          str(path), base)
             finally:
                 lock.release()
         if checkout:
             self.git("reset", "--quiet", "--hard", cwd=path)
-
-    def _drop_half_made_worktrees(self, older_than_s: float = 10.0) -> None:
-        """Remove ``.git/worktrees/<name>/`` dirs a killed process left half written (no
-        ``commondir`` or ``gitdir``): every later ``git worktree add`` dies reading them.
-        Only ones older than ``older_than_s``: one being written right now is left alone."""
-        import time
-
-        now = time.time()
-        for admin in (self.common_dir / "worktrees").glob("*"):
-            with contextlib.suppress(OSError):
-                whole = (admin / "commondir").is_file() and (admin / "gitdir").is_file()
-                if not whole and not admin.is_symlink() and \
-                        now - admin.stat().st_mtime > older_than_s:
-                    shutil.rmtree(admin)
 
     def worktree_register(self, path: Path, branch: str, base: str, dotgit: Path) -> Path:
         """Make ``path`` a linked worktree on a new ``branch`` at ``base`` without running
