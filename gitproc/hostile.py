@@ -119,9 +119,10 @@ def write_file_nofollow(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, keep_lines: bool = False) -> str:
     """``text`` with every control character removed (C0 and C1 controls, DEL, and
-    format characters such as bidirectional overrides), tabs and newlines made spaces:
+    format characters such as bidirectional overrides), tabs and newlines made spaces
+    (kept as they are with ``keep_lines``: a log for a JUnit file or a Markdown block):
     what an agent wrote, safe to show on a terminal (no escape sequence reaches it: no
     OSC 52 clipboard write, no cursor games, no title change)."""
     if text.isprintable():
@@ -132,7 +133,7 @@ def printable(text: str) -> str:
         if ch.isprintable():
             out.append(ch)
         elif ch in "\t\n\r":
-            out.append(" ")
+            out.append(ch if keep_lines else " ")
         elif unicodedata.category(ch) == "Zs":
             out.append(" ")  # exotic spaces are fine; isprintable() calls them not
     return "".join(out)

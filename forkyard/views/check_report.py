@@ -9,25 +9,21 @@ merge engine reported them, plus each branch's verdict; the renderers
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from gitproc.hostile import printable
 from merge import MergeReport, SourceMerge, Validation
 from merge.matrix import ConflictMatrix, PairMerge
 
 BranchStatus = Literal["clean", "conflict"]
 
-# Terminal colour and cursor codes: CI logs are full of them, and neither a JUnit file nor
-# a Markdown page can show them.
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 def plain(text: str) -> str:
-    """``text`` without terminal escape codes or control characters (tabs, newlines stay)."""
-    return _CONTROL.sub("", _ANSI.sub("", text))
+    """``text`` without terminal escape codes or control characters (tabs, newlines stay):
+    CI logs are full of colour codes, and neither a JUnit file nor a Markdown page can
+    show them."""
+    return printable(text, keep_lines=True)
 
 
 class BranchVerdict(BaseModel):
