@@ -21,20 +21,16 @@ def attempt_ref(run_id: str, task: str, n: int) -> str:
 
 
 def keep_attempt(repo: Repo, run_id: str, task: str, n: int, commit: str | None) -> str | None:
-    """Point :func:`attempt_ref` at ``commit`` (in process); the ref, or None when the
+    """Point :func:`attempt_ref` at ``commit``; the ref, or None when the
     attempt left no commit or the ref could not be written (the branch still holds it)."""
     if not commit:
         return None
     ref = attempt_ref(run_id, task, n)
-    try:
-        import pygit2
-
-        repo.odb.references.create(ref, pygit2.Oid(hex=commit), force=True)
+    try:  # the git wrapper's in-process compare-and-swap (git's update-ref as its fallback)
+        repo.update_ref(ref, commit, repo.ref_target(ref), "forkyard: keep an attempt's work",
+                        durable=False)
     except Exception:
-        try:
-            repo.git("update-ref", ref, commit)
-        except Exception:
-            return None
+        return None
     return ref
 
 
