@@ -14,10 +14,11 @@ whatever the command wrote are discarded afterwards; a timeout kills its whole t
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
-from gitproc.git import Repo
+from gitproc.git import GitError, Repo
 from merge.models import Validation
 from merge.validate import DEFAULT_TIMEOUT_S, Validator, tail
 from planner.tasks import Limits
@@ -67,7 +68,8 @@ def sandbox_validator(repo: Repo, backend: Backend, run_id: str,
                 # The throwaway branch (nothing is committed to it: harvest=False).  Never
                 # through it: a command under Landlock alone can make it a symbolic ref.
                 ref = f"refs/heads/{branch_name(run_id, task_id)}"
-                repo.git("update-ref", "--no-deref", "-d", ref, check=False)
+                with contextlib.suppress(GitError):  # gone already
+                    repo.delete_ref(ref)
         log = tail(result.log_tail)
         if result.message and result.status != "succeeded":
             log += f"\n[forkyard] {result.message}"

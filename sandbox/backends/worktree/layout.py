@@ -89,7 +89,8 @@ def drop_dangling(repo: Repo, branch: str) -> None:
     ref = f"refs/heads/{branch}"
     raw = repo.ref_target(ref)
     if raw is not None and repo.try_rev_parse(ref) is None:
-        repo.git("update-ref", "--no-deref", "-d", ref, raw, check=False)
+        with contextlib.suppress(GitError):  # moved or gone meanwhile: not ours to drop
+            repo.delete_ref(ref, raw)
 
 
 def remove_worktree(repo: Repo, sandbox: Sandbox, keep_dir: bool = False) -> None:
