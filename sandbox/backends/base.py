@@ -18,6 +18,7 @@ from typing import Literal
 
 from gitproc.git import NumStat, Repo
 from planner.tasks import Limits
+from sandbox import secrets
 
 Status = Literal["succeeded", "failed", "timed_out", "oom_killed", "cancelled"]
 LineCallback = Callable[[str], None]
@@ -71,6 +72,13 @@ class SandboxSpec:
     @property
     def branch(self) -> str:
         return branch_name(self.run_id, self.task_id)
+
+    def masker(self, host: Mapping[str, str] | None = None) -> secrets.Masker:
+        """Masks the values this task was given from the caller (``pass_env`` by name,
+        ``env`` values that named a caller's variable) wherever its output is recorded."""
+        values = list(secrets.passed(self.pass_env, host).values())
+        values += [self.env[n] for n in self.secret_env if n in self.env]
+        return secrets.Masker(values)
 
 
 @dataclass

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gitproc.git import Repo
-from sandbox.backends import docker_spec
 from sandbox.backends.base import (
     Backend,
     ExecResult,
@@ -284,7 +283,7 @@ class DockerBackend(Backend):
             raise DockerBackendError("start", spec.task_id, str(exc)) from exc
         started = time.monotonic()
         logs = _LogPump(stream, on_line, self.config.log_tail_lines,
-                        docker_spec.masker(sandbox.spec) or None)
+                        sandbox.spec.masker() or None)
         threading.Thread(target=waiter, name="forkyard-docker-wait", daemon=True).start()
 
         timeout_s = spec.limits.timeout_s

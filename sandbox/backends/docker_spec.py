@@ -59,12 +59,6 @@ def agent_env(spec: SandboxSpec, port: int | None = None) -> dict[str, str]:
     return env
 
 
-def masker(spec: SandboxSpec) -> secrets.Masker:
-    """Masks the values passed from the caller in the container's output."""
-    values = [v for n, v in secrets.passed(spec.pass_env).items()]
-    return secrets.Masker([*values, *(spec.env[n] for n in spec.secret_env if n in spec.env)])
-
-
 def network_mode(spec: SandboxSpec) -> str | None:
     """``none`` -> no network; ``full`` -> the engine's default bridge.  ``allow`` needs
     forkyard's proxy inside the container, which this backend does not do yet: refused."""

@@ -314,7 +314,7 @@ class WorktreeBackend(Backend):
             agent = launch(self._argv(sandbox, prep, None, status_w if prep.conf.bwrap
                                       else None, gate_r),
                            fds, sandbox.worktree, self._agent_env(sandbox, prep),
-                           _Lines(self.config.log_tail_lines, pol.masker(sandbox.spec) or None))
+                           _Lines(self.config.log_tail_lines, sandbox.spec.masker() or None))
         except Exception:
             for fd in (gate_w, status_r):
                 if fd >= 0:
@@ -364,7 +364,7 @@ class WorktreeBackend(Backend):
             write_file_nofollow(head, f"{spec.base}\n".encode())  # where its git starts
         env = self._agent_env(sandbox, prep)
         lines = warm.agent.lines if isinstance(warm, _Warm) else _Lines(self.config.log_tail_lines)
-        lines.mask = pol.masker(spec) or None
+        lines.mask = spec.masker() or None
         reader = agent_home.stream_reader(spec.preset)
         if reader is None:
             lines.on_line = on_line
@@ -447,7 +447,7 @@ class WorktreeBackend(Backend):
                 lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), left, fd),
                 left, prep.conf.bwrap, sandbox.worktree, env, prep,
                 time.monotonic() + self.config.commit_timeout_s, None,
-                _Lines(20, pol.masker(sandbox.spec) or None),
+                _Lines(20, sandbox.spec.masker() or None),
                 self.config.grace_s)[0])
 
     # -- cleanup ------------------------------------------------------------------

@@ -4,7 +4,6 @@ the agent's environment is built in ``home.py``)."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,14 +80,6 @@ def status_of(rc: int | None, reason: str | None, enf: limits.Enforcement) -> St
     if enf.cgroup is not None and rc not in (0, None) and enf.cgroup.oom_kills() > 0:
         return "oom_killed"
     return "succeeded" if rc == 0 else "failed"
-
-
-def masker(spec: SandboxSpec, host: Mapping[str, str] | None = None) -> secrets.Masker:
-    """Masks the values of the variables passed from the caller."""
-    host = os.environ if host is None else host
-    values = [host[n] for n in spec.pass_env if n in host]
-    values += [spec.env[n] for n in spec.secret_env if n in spec.env]
-    return secrets.Masker(values)
 
 
 class RunProxies:
