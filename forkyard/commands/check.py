@@ -77,7 +77,7 @@ def run_check(repo: Repo | str | Path, *, into: str = "HEAD", branches: Sequence
               setup: str | None = None) -> CheckReport:
     """The whole check as a report (the Python API behind ``forkyard check``).  The
     validation runs in a sandbox of the integrated commit, after ``setup``."""
-    from forkyard.commands.merge import VALIDATE_SLOTS, validator_for
+    from forkyard.run.validation import VALIDATE_SLOTS, validator_for
 
     r = repo if isinstance(repo, Repo) else Repo(repo)
     target_sha = r.rev_parse(into)

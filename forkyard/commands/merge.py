@@ -14,21 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from forkyard.run.validation import VALIDATE_SLOTS, validator_for
 from gitproc.git import Repo
 from merge import MergeReport, Transaction, recover
-from merge.validate import Validator, failure_summary
-
-#: Validations of one merge run at once (candidate prefixes of a bisect, sources alone).
-VALIDATE_SLOTS = 4
-
-
-def validator_for(repo: Repo, command: str | None, setup: str | None) -> Validator | None:
-    """The sandboxed validator of ``--validate`` (after ``--setup``); None without one."""
-    if command is None:
-        return None
-    from forkyard.run.validation import command_validator
-
-    return command_validator(repo, command, setup_command=setup)
+from merge.validate import failure_summary
 
 
 def _print_report(report: MergeReport) -> None:

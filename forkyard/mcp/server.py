@@ -184,15 +184,14 @@ def _task_file_tools(server: OneLineServer, root: Repo, add: Any) -> None:
         """Merge source branches into a target as one transaction (or only check, with
         dry_run): the `forkyard merge --json` document.  A validation runs in a sandbox of
         the merged commit, as on the command line."""
-        from forkyard.run.validation import command_validator
+        from forkyard.run.validation import VALIDATE_SLOTS, validator_for
         from merge import merge_sources
 
         def go() -> dict[str, Any]:
             # The validation runs in a sandbox of the merged commit, as on the CLI.
-            validator = command_validator(root, validate) if validate is not None else None
             return merge_sources(root, into, sources, dry_run=dry_run, validate=validate,
-                                 validator=validator, validate_slots=4
-                                 ).model_dump(mode="json")
+                                 validator=validator_for(root, validate),
+                                 validate_slots=VALIDATE_SLOTS).model_dump(mode="json")
 
         result: dict[str, Any] = await anyio.to_thread.run_sync(go)
         return result

@@ -91,3 +91,14 @@ def command_validator(repo: Repo, command: str, *, setup_command: str | None = N
     backend = get_backend("worktree", repo)
     return sandbox_validator(repo, backend, f"merge-{new_run_id()}", ValidationSetup(
         command=command, setup_command=setup_command, confine=confine, timeout_s=timeout_s))
+
+
+#: Validations of one ``merge``/``check`` at once (candidate prefixes of a bisect).
+VALIDATE_SLOTS = 4
+
+
+def validator_for(repo: Repo, command: str | None, setup: str | None = None
+                  ) -> Validator | None:
+    """The sandboxed validator of ``--validate`` (after ``--setup``) for ``merge``,
+    ``check`` and the MCP tools; None without a command."""
+    return None if command is None else command_validator(repo, command, setup_command=setup)
