@@ -27,6 +27,9 @@ from sandbox.agents import AgentContext, agent_env, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
 from sandbox.policies import sandbox_fields
 
+# How long a sandbox made ahead waits for tasks starting (SandboxMaker._ahead).
+STARTS_WAIT_S = 1.0
+
 
 class SandboxMaker:
     """Prepares (and pre-prepares) sandboxes for the tasks of one run."""
@@ -63,6 +66,10 @@ class SandboxMaker:
         self._tip: str | None = None
         self._move_queued = False
         self._moving: tuple[str, threading.Lock] | None = None
+        # Tasks taken whose agent is not yet under way: sandboxes are made ahead only
+        # when there is none (see _ahead).
+        self._starting = 0
+        self._started = threading.Condition(self._mu)
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
         """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
@@ -88,6 +95,11 @@ class SandboxMaker:
             self._pending[spec.task_id] = (self._pool.submit(self._ahead, spec, fresh), fresh)
 
     def _ahead(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
+        # Tasks starting come first: on a few CPUs (and one GIL) a sandbox made ahead
+        # while the run's first agents start would delay them all.  Bounded: a start that
+        # never reports does not hold prefetching up for long.
+        with self._started:
+            self._started.wait_for(lambda: self._starting == 0, timeout=STARTS_WAIT_S)
         sandbox = self.prepare(spec, fresh)
         if can_raise_priority():  # at background priority; taken back when the task starts
             self.backend.warm(sandbox)
@@ -131,8 +143,10 @@ class SandboxMaker:
                 lock.release()
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
-        """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new."""
+        """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new.
+        Its task counts as starting until :meth:`started`."""
         with self._mu:
+            self._starting += 1
             fut, fresh_ahead = self._pending.pop(spec.task_id, (None, fresh))
             moving = self._moving
         if moving is not None and moving[0] == spec.task_id:
@@ -148,6 +162,12 @@ class SandboxMaker:
             sandbox.spec = spec  # the backend's execute() moves it to spec.base
             return sandbox
         return self.prepare(spec, fresh)
+
+    def started(self) -> None:
+        """A task taken with :meth:`take` has its agent under way (or will not start)."""
+        with self._started:
+            self._starting -= 1
+            self._started.notify_all()
 
     def prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """``backend.prepare``, retried when git's worktree bookkeeping raced with another

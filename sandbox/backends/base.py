@@ -27,6 +27,19 @@ LineCallback = Callable[[str], None]
 ExitCallback = Callable[[], None]
 
 
+def once(callback: ExitCallback | None) -> ExitCallback | None:
+    """``callback``, called at most once however often the result is."""
+    if callback is None:
+        return None
+    done = threading.Event()
+
+    def call() -> None:
+        if not done.is_set():
+            done.set()
+            callback()
+    return call
+
+
 #: What a command under ``env_policy="minimal"`` sees of the caller's environment.
 MINIMAL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LC_ALL",
                "LC_CTYPE", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
@@ -126,10 +139,12 @@ class Backend(ABC):
         on_line: LineCallback | None = None,
         cancel: threading.Event | None = None,
         on_exit: ExitCallback | None = None,
+        on_start: ExitCallback | None = None,
     ) -> ExecResult:
         """Run the task's command; stream output lines to ``on_line``; stop when
-        ``cancel`` is set (status ``cancelled``); call ``on_exit`` when the agent is gone.
-        Commits uncommitted changes."""
+        ``cancel`` is set (status ``cancelled``); call ``on_start`` once the command was
+        started (or could not be) and ``on_exit`` when the agent is gone.  Commits
+        uncommitted changes."""
 
     def warm(self, sandbox: Sandbox) -> None:
         """Optional: start whatever can start before the task's turn, for a sandbox

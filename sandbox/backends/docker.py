@@ -253,6 +253,7 @@ class DockerBackend(Backend):
         on_line: LineCallback | None = None,
         cancel: threading.Event | None = None,
         on_exit: ExitCallback | None = None,
+        on_start: ExitCallback | None = None,
     ) -> ExecResult:
         """Run the task's container to its end, our deadline, or a cancel; then commit
         what the agent left in the worktree."""
@@ -282,6 +283,8 @@ class DockerBackend(Backend):
         except Exception as exc:
             raise DockerBackendError("start", spec.task_id, str(exc)) from exc
         started = time.monotonic()
+        if on_start is not None:
+            on_start()
         logs = _LogPump(stream, on_line, self.config.log_tail_lines,
                         sandbox.spec.masker() or None)
         threading.Thread(target=waiter, name="forkyard-docker-wait", daemon=True).start()

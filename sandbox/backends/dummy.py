@@ -85,8 +85,11 @@ class DummyBackend(Backend):
 
     def execute(self, sandbox: Sandbox, on_line: LineCallback | None = None,
                 cancel: threading.Event | None = None,
-                on_exit: ExitCallback | None = None) -> ExecResult:
+                on_exit: ExitCallback | None = None,
+                on_start: ExitCallback | None = None) -> ExecResult:
         """Play the task's scripted outcome."""
+        if on_start is not None:
+            on_start()
         spec = sandbox.spec
         out = self.config.outcomes.get(spec.task_id, self.config.default)
         self._record("execute", spec.task_id)

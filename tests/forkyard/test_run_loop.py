@@ -115,12 +115,12 @@ class Flaky(DummyBackend):
         self._alock = threading.Lock()
 
     def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
-                on_exit: Any = None) -> ExecResult:
+                on_exit: Any = None, on_start: Any = None) -> ExecResult:
         with self._alock:
             n = self.attempts[sandbox.spec.task_id] = self.attempts.get(sandbox.spec.task_id, 0) + 1
         if n <= self.fail:
             return ExecResult(self.status, 137, 0.01, "", None)  # type: ignore[arg-type]
-        return super().execute(sandbox, on_line, cancel, on_exit)
+        return super().execute(sandbox, on_line, cancel, on_exit, on_start)
 
 
 def test_retries_with_backoff_after_timeout_and_oom(webapp: Repo) -> None:
@@ -187,13 +187,13 @@ class SlowHarvest(DummyBackend):
     does while it commits the agent's work."""
 
     def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
-                on_exit: Any = None) -> ExecResult:
+                on_exit: Any = None, on_start: Any = None) -> ExecResult:
         def exited() -> None:
             if on_exit is not None:
                 on_exit()
             time.sleep(0.3)
 
-        return super().execute(sandbox, on_line, cancel, exited)
+        return super().execute(sandbox, on_line, cancel, exited, on_start)
 
 
 def test_conservative_starts_nothing_while_a_result_is_unknown(webapp: Repo) -> None:

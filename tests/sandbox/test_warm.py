@@ -223,3 +223,27 @@ def test_waiting_sandboxes_follow_the_target_and_start_there(pylib: Repo) -> Non
     finally:
         backend.cleanup(sb)
         maker.close(keep=False)
+
+
+def test_sandboxes_are_made_ahead_only_once_the_tasks_starting_are_under_way(
+        pylib: Repo) -> None:
+    """On two CPUs a sandbox made ahead while the run's first agents start delays them:
+    making it waits until every task taken has its agent under way."""
+    backend = WorktreeBackend(pylib, WorktreeConfig(confinement="none", limits="none"))
+    maker = SandboxMaker(pylib, backend, "tahead", confine=False, setup_command=None,
+                         copy_files=(), image=None, ahead=2)
+    head = pylib.rev_parse("HEAD")
+    first, second = (replace(make_spec(pylib, "true", run_id="tahead", task_id=t,
+                                       limits=FAST, confine=False), base=head)
+                     for t in ("first", "second"))
+    sb = maker.take(first, fresh=False)  # "first" is starting
+    try:
+        maker.prefetch(second, fresh=False)
+        time.sleep(0.4)
+        assert not maker._pending["second"][0].done()  # held back while "first" starts
+        r = backend.execute(sb, on_start=maker.started)
+        assert r.status == "succeeded"
+        maker._pending["second"][0].result(timeout=10)  # then made
+    finally:
+        backend.cleanup(sb)
+        maker.close(keep=False)

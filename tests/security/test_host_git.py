@@ -214,3 +214,19 @@ def test_an_unrelated_history_fails_alone(pylib: Repo, proof: Path) -> None:
         assert "screened out (unrelated)" in str(res.result("orphan").reason)
         assert subprocess.run(["git", "merge-base", "--is-ancestor",
                                res.target_sha_before, "main"], cwd=pylib.path).returncode == 0
+
+
+def test_nothing_of_the_agent_runs_while_its_leftovers_are_committed(
+        pylib: Repo, proof: Path) -> None:
+    """The command exits leaving a process that keeps appending to a file of the
+    worktree (and, as proof, to one outside).  Its tree is killed before the commit
+    step: what was committed is all it ever wrote, nothing came after the snapshot."""
+    writer = (f"(i=0; while :; do i=$((i+1)); echo $i >> bg.txt; echo $i >> {proof}/bg.txt; "
+              f"sleep 0.01; done) & sleep 0.3; echo done > fg.txt")
+    res = attack(pylib, tasks({"id": "bg", "command": writer}), proof)
+    written = (proof / "bg.txt").read_text().split()
+    assert len(written) > 5  # the background writer ran
+    r = res.result("bg")
+    assert r.integrated
+    committed = pylib.out("show", "main:bg.txt").split()
+    assert committed == written

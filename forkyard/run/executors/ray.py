@@ -227,7 +227,8 @@ class RayExecutor(Backend):
 
     def execute(self, sandbox: Sandbox, on_line: LineCallback | None = None,
                 cancel: threading.Event | None = None,
-                on_exit: ExitCallback | None = None) -> ExecResult:
+                on_exit: ExitCallback | None = None,
+                on_start: ExitCallback | None = None) -> ExecResult:
         """Run the task on a worker; import its result onto ``sandbox.branch``."""
         ray = _ray()
         spec = sandbox.spec
@@ -239,6 +240,8 @@ class RayExecutor(Backend):
         key = f"{spec.run_id}/{spec.task_id}/{uuid.uuid4().hex}"
         ref = self._remote.options(**self._options(spec)).remote(task, [base_ref], self._sink,
                                                                   key)
+        if on_start is not None:
+            on_start()
         deadline = (started + spec.limits.timeout_s + TRANSPORT_SLACK_S
                     if spec.limits.timeout_s else None)
 

@@ -9,10 +9,10 @@ The agent is started as ``shim [cgroups, rlimits] -> bwrap -> shim [Landlock] ->
 the outer shim joins the cgroups before anything else runs; bubblewrap confines; the
 inner shim layers Landlock.  For a sandbox prepared ahead of its turn the chain is
 started early and waits in the inner shim for its command (:meth:`WorktreeBackend.warm`).
-After the agent's command, its uncommitted changes are committed with forkyard's
-identity *inside the sandbox* (the same confined process tree; a confined phase of its
-own after a kill or timeout), whatever it left running is killed, and the host reads the
-branch head as data only; the result records that commit and the files changed.  Every
+After the agent's command, whatever it left running is killed (its slot then takes the
+next task), its uncommitted changes are committed with forkyard's identity *inside the
+sandbox* (a confined phase launched like the agent's), and the host reads the branch
+head as data only; the result records that commit and the files changed.  Every
 path of a sandbox (worktree, private home, temp, object, layer and private ref dirs) is
 in its own directory, built in ``sandbox/places.py``.
 

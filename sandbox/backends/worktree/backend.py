@@ -28,7 +28,7 @@ from sandbox.backends.base import (
     LineCallback,
     Sandbox,
     SandboxSpec,
-    Status,
+    once,
 )
 from sandbox.backends.worktree import home as agent_home
 from sandbox.backends.worktree import policies as pol
@@ -36,7 +36,6 @@ from sandbox.backends.worktree.config import (
     JOIN_SH,
     SHIM,
     WorktreeConfig,
-    agent_then_commit,
 )
 from sandbox.backends.worktree.harvest import (
     _pin_git_files,
@@ -352,10 +351,12 @@ class WorktreeBackend(Backend):
     def execute(
         self, sandbox: Sandbox, on_line: LineCallback | None = None,
         cancel: threading.Event | None = None, on_exit: ExitCallback | None = None,
+        on_start: ExitCallback | None = None,
     ) -> ExecResult:
         """Run setup command and agent confined and limited; commit what it left."""
         spec = sandbox.spec
         started = time.monotonic()
+        on_start = once(on_start)
         self.to_base(sandbox)
         warm = sandbox.state.pop("warm", None)
         prep = warm.prep if isinstance(warm, _Warm) else self._prepare_run(sandbox)
@@ -380,7 +381,8 @@ class WorktreeBackend(Backend):
             return run_phase(
                 lambda fd: self._argv(sandbox, prep, command, fd), command, prep.conf.bwrap,
                 sandbox.worktree, env, prep, until, cancel, lines, self.config.grace_s,
-                () if prep.cpu_fd is None else (prep.cpu_fd,), ready, settle=not last)
+                () if prep.cpu_fd is None else (prep.cpu_fd,), ready, settle=not last,
+                on_start=on_start)
 
         try:
             ready = warm.agent if isinstance(warm, _Warm) else None
@@ -393,10 +395,7 @@ class WorktreeBackend(Backend):
                 if rc != 0 and reason is None:
                     message = f"setup command failed with exit code {rc}"
             if rc in (None, 0) and reason is None:
-                # A validation's leftovers are thrown away with its sandbox: no commit step.
-                rc, reason = phase(agent_then_commit(spec.command, self.config.commit_timeout_s,
-                                                     agent_home.scratch(spec.preset))
-                                   if spec.harvest else spec.command, deadline, ready)
+                rc, reason = phase(spec.command, deadline, ready)
         finally:
             if prep.cpu_fd is not None:
                 os.close(prep.cpu_fd)
@@ -423,8 +422,7 @@ class WorktreeBackend(Backend):
         with background_priority():  # the agent is gone: agents starting come first
             restore_pinned(prep.pinned)
             if spec.harvest:  # (a validation's leftovers are thrown away with its sandbox)
-                commit, files, commit_msg, broken = self._receive(sandbox, prep, env, reason,
-                                                                  status)
+                commit, files, commit_msg, broken = self._receive(sandbox, prep, env)
         if broken:
             status = "failed"
         if spec.harvest and status == "succeeded" and commit is None and not files:
@@ -438,11 +436,10 @@ class WorktreeBackend(Backend):
         )
 
     def _receive(self, sandbox: Sandbox, prep: _Prepared, env: dict[str, str],
-                 reason: str | None, status: Status) -> tuple[str | None, list[NumStat], str, bool]:
-        """:func:`harvest.bring_home`, its fallback commit step run confined like the agent."""
+                 ) -> tuple[str | None, list[NumStat], str, bool]:
+        """:func:`harvest.bring_home`, its commit step run confined like the agent."""
         return bring_home(
-            self.repo, sandbox, prep.tmpdir, reason is None and status != "oom_killed",
-            agent_home.scratch(sandbox.spec.preset),
+            self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
             lambda left: run_phase(
                 lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), left, fd),
                 left, prep.conf.bwrap, sandbox.worktree, env, prep,

@@ -37,23 +37,6 @@ COMMIT_SH = (
 )
 
 
-COMMITTED = ".forkyard-committed"
-
-
-def agent_then_commit(command: str, limit_s: float, scratch: tuple[str, ...] = ()) -> str:
-    """The agent's phase: its command, then (in the same confined process tree, so at no
-    extra launch) the commit step, which leaves ``$TMPDIR/COMMITTED`` when it went
-    through.  The agent's exit status is kept.  When that file is missing (the agent was
-    killed, or killed the shell, or the step did not finish within ``limit_s``) the
-    backend runs the step as a phase of its own.  ``scratch``: see :func:`commit_command`."""
-    import shlex
-
-    step = shlex.quote(commit_command([], scratch))
-    return (f"/bin/sh -c {shlex.quote(command)}; __rc=$?; "
-            f"timeout -s KILL {limit_s:g} /bin/sh -c {step} >/dev/null 2>&1 "
-            f"&& : > \"$TMPDIR/{COMMITTED}\"; exit $__rc")
-
-
 def commit_command(pathspecs: list[str], scratch: tuple[str, ...] = ()) -> str:
     """The confined commit step, ``git add -A`` limited to ``pathspecs`` (all: none).
 

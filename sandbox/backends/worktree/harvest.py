@@ -33,7 +33,7 @@ from gitproc.hostile import (
 )
 from sandbox import confine, overlay
 from sandbox.backends.base import Sandbox
-from sandbox.backends.worktree.config import COMMITTED, UNPACK_LIMIT, commit_command
+from sandbox.backends.worktree.config import UNPACK_LIMIT, commit_command
 from sandbox.errors import SandboxError
 
 
@@ -147,20 +147,15 @@ def receive(repo: Repo, sandbox: Sandbox) -> tuple[str | None, list, str, bool]:
     return tip, repo.numstat(spec.base, tip), "", False
 
 
-def bring_home(repo: Repo, sandbox: Sandbox, tmpdir: Path, ended_well: bool,
-               scratch: tuple[str, ...], commit_phase: Callable[[str], int | None]
+def bring_home(repo: Repo, sandbox: Sandbox, scratch: tuple[str, ...],
+               commit_phase: Callable[[str], int | None]
                ) -> tuple[str | None, list, str, bool]:
     """An agent's work brought home: its leftovers committed where it ran, confined, as
-    it -- at the end of its own process tree (``config.agent_then_commit``, which leaves
-    ``tmpdir/COMMITTED``), or else by ``commit_phase`` (run the given command as a
-    confined phase of its own, give its exit code) when that did not go through or the
-    agent did not end well (``ended_well`` False: killed, timed out, OOM) -- then
-    :func:`receive`.  ``scratch``: see ``config.commit_command``."""
-    marker = tmpdir / COMMITTED
-    committed = os.path.lexists(marker) and ended_well
-    with contextlib.suppress(OSError):
-        os.unlink(marker)
-    left = None if committed else leftovers(sandbox, scratch)
+    it, by ``commit_phase`` (run the given command as a confined phase of its own, give
+    its exit code), then :func:`receive`.  The phase runs after the agent's process tree
+    is gone (nothing of the agent writes while it commits) and after its slot was given
+    to the next task.  ``scratch``: see ``config.commit_command``."""
+    left = leftovers(sandbox, scratch)
     rc_commit = 0 if left is None else commit_phase(left)
     commit, files, commit_msg, broken = receive(repo, sandbox)
     if rc_commit != 0 and not broken:

@@ -292,12 +292,13 @@ def run_phase(
     worktree: Path, env: dict[str, str], prep: _Prepared, deadline: float | None,
     cancel: threading.Event | None, lines: _Lines, grace_s: float,
     fds: tuple[int, ...] = (), ready: _Agent | None = None, settle: bool = True,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[int | None, str | None]:
     """Run one process tree in ``worktree`` to the end, a timeout or a cancel; (exit
     code, reason).  ``build``: the argv given bubblewrap's status fd; ``fds``: more file
     descriptors the process inherits; ``ready``: a warm start's waiting chain
     (``WorktreeBackend.warm``), given ``command`` here, else a cold start; ``settle``:
-    see :func:`wait`.
+    see :func:`wait`; ``on_start``: called once the process tree is under way.
 
     bubblewrap's own set-up can fail transiently: it remounts every mount under ``/``
     read-only, and a mount that vanishes meanwhile (a container engine tearing one
@@ -311,6 +312,8 @@ def run_phase(
         raise_priority(lambda: _members(ready.proc.pid, enf, token),
                        os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         if ready.go(["/bin/sh", "-c", command], env):
+            if on_start is not None:
+                on_start()
             rc, reason = wait(ready, enf, token, deadline, cancel, grace_s, settle)
             if ready.started() or reason is not None:
                 return rc, reason
@@ -325,6 +328,8 @@ def run_phase(
         finally:
             if uses_bwrap:
                 os.close(status_w)
+        if on_start is not None:
+            on_start()
         agent.status = status_r
         rc, reason = wait(agent, enf, token, deadline, cancel, grace_s, settle)
         if agent.started() or reason is not None or attempt == BWRAP_ATTEMPTS - 1:
