@@ -8,6 +8,7 @@ bubblewrap) are real; when one is missing a test skips locally but *fails* under
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterator
@@ -54,14 +55,21 @@ def hermetic_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         monkeypatch.setenv(var, fixture_repos.FIXED_DATE)
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def no_leftover_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests that kill a run with SIGKILL on purpose (and never resume or gc it) leave
-    its overlay mounts behind, as a real crash would: detach them when the session ends."""
-    yield
+    its overlay mounts behind, as a real crash would: detach them after the test (under
+    the test's temp dirs, and the sandboxes of its runs under the caller's cache), so
+    that they do not slow every later sandbox (bubblewrap copies the host's mounts)."""
     from sandbox import overlay
 
-    overlay.unmount_under(tmp_path_factory.getbasetemp())
+    before = set(overlay.mounts_under(Path("/")))
+    yield
+    base = tmp_path_factory.getbasetemp()
+    for point in sorted(set(overlay.mounts_under(Path("/"))) - before, reverse=True):
+        if point.is_relative_to(base) or "/forkyard/sandboxes/" in str(point):
+            with contextlib.suppress(OSError):
+                overlay.unmount(point)
 
 
 @pytest.fixture

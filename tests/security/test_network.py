@@ -167,3 +167,25 @@ def test_bad_allowlist_entry_is_bad_input(pylib: Repo) -> None:
     with pytest.raises(SandboxBadInputError, match="limits.network"):
         run_tasks(pylib, {"id": "a", "command": "true"},
                   limits={"network": {"allow": ["https://example.com/path"]}})
+
+
+def test_the_commit_step_has_no_network_even_when_the_agent_had_it(
+        pylib: Repo, server: Server, proof: Path) -> None:
+    """The agent's own git config (its private home) names a clean filter that runs
+    during its commit step: with the network ``full`` for the agent, that step still
+    reaches nothing."""
+    url = f"http://127.0.0.1:{server.port}/"
+    reach = f"python3 -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=3)\""
+    probe = proof / "probe.sh"
+    probe.write_text(f"#!/bin/sh\ntouch {proof}/ran-$1\n{reach} && touch {proof}/reached-$1\n"
+                     "cat\n")
+    probe.chmod(0o755)
+    cmd = (f"{probe} agent </dev/null >/dev/null; "
+           f"git config --global filter.probe.clean '{probe} commit'; "
+           "echo '*.bin filter=probe' > .gitattributes; echo x > data.bin")
+    res = run_tasks(pylib, {"id": "net", "command": cmd}, limits={"network": "full"},
+                    extra_rw=[str(proof)])
+    assert (proof / "reached-agent").exists()  # the agent itself had the network
+    assert (proof / "ran-commit").exists()     # the filter ran in the commit step
+    assert not (proof / "reached-commit").exists()
+    assert res.result("net").integrated

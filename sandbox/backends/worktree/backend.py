@@ -64,7 +64,7 @@ from sandbox.backends.worktree.supervise import (
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
-from sandbox.network import forwarder_args
+from sandbox.network import NetworkPolicy, forwarder_args
 from sandbox.ports import PortLease, lease_port
 
 
@@ -437,12 +437,14 @@ class WorktreeBackend(Backend):
 
     def _receive(self, sandbox: Sandbox, prep: _Prepared, env: dict[str, str],
                  ) -> tuple[str | None, list[NumStat], str, bool]:
-        """:func:`harvest.bring_home`, its commit step run confined like the agent."""
+        """:func:`harvest.bring_home`, its commit step run confined like the agent, but
+        with no network at all (git has no use for it: no proxy, no forwarder)."""
+        commit_prep = replace(prep, cpu_fd=None, network=NetworkPolicy("none"), proxy_dir=None)
         return bring_home(
             self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
             lambda left: run_phase(
-                lambda fd: self._argv(sandbox, replace(prep, cpu_fd=None), left, fd),
-                left, prep.conf.bwrap, sandbox.worktree, env, prep,
+                lambda fd: self._argv(sandbox, commit_prep, left, fd),
+                left, prep.conf.bwrap, sandbox.worktree, env, commit_prep,
                 time.monotonic() + self.config.commit_timeout_s, None,
                 _Lines(20, sandbox.spec.masker() or None),
                 self.config.grace_s)[0])
