@@ -38,6 +38,7 @@ from pathlib import Path
 from gitproc.git import GitError, Repo
 from sandbox import overlay, places
 from sandbox.liveness import RunLock
+from sandbox.network.proxy import remove_stale_dirs
 
 
 @dataclass
@@ -149,6 +150,8 @@ def gc(repo: Repo, prune_unmerged: bool = False, *, only: str | None = None,
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
                     report.tmp_removed.append(str(tmp))
+        if only is None:  # host-wide: the network proxies of killed runs, any repository
+            report.tmp_removed += remove_stale_dirs()
         for run_id, task_id, dirs in groups:
             if run_id in stale:
                 if cgroups.remove_dirs(dirs):

@@ -29,7 +29,8 @@ class NetworkAllow(BaseModel):
 Network = Literal["auto", "none", "full"] | NetworkAllow
 
 
-def _network(value: Any) -> Any:
+def network_value(value: Any) -> Any:
+    """A `network` value as written (also the old true/false) in its canonical form."""
     # Old task files said `network: true/false`.
     if isinstance(value, bool):
         return "full" if value else "none"
@@ -53,7 +54,7 @@ class Limits(BaseModel):
     disk_mb: int | None = Field(None, ge=16, description="What the sandbox may write "
                                 "(its changes, temp dir, objects), in MiB.")
 
-    _net = field_validator("network", mode="before")(classmethod(lambda cls, v: _network(v)))
+    _net = field_validator("network", mode="before")(classmethod(lambda cls, v: network_value(v)))
 
     def merged(self, override: Limits | dict[str, Any] | None) -> Limits:
         """These limits with the fields ``override`` sets explicitly replaced."""

@@ -30,6 +30,7 @@ class LimitsReport(BaseModel):
     memory_mb: int | None = None
     cpus: float | None = None
     pids: int | None = None
+    network: str = "none"  # the policy it ran under: none, full, "allow: host, ..."
     enforced_by: str = "none"
 
 

@@ -14,6 +14,7 @@ from forkyard.journal.models import (
 )
 from forkyard.journal.state import RunManifest, RunView, TaskView
 from planner import Plan, TaskFile
+from sandbox.network import policy_for
 
 
 def _task_result(t: TaskView, limits: LimitsReport) -> TaskResult:
@@ -63,8 +64,12 @@ def build_result(manifest: RunManifest, view: RunView, plan: Plan, tip_after: st
         task = next(t for t in taskfile.tasks if t.id == tid)
         lim = taskfile.limits_for(task)
         view_t = view.tasks.get(tid) or TaskView(tid, status="cancelled")
+        try:
+            network = str(policy_for(lim.network, taskfile.agent_for(task).preset))
+        except ValueError:  # (a task file validated when the run started)
+            network = str(lim.network)
         results.append(_task_result(view_t, LimitsReport(
-            memory_mb=lim.memory_mb, cpus=lim.cpus, pids=lim.pids)))
+            memory_mb=lim.memory_mb, cpus=lim.cpus, pids=lim.pids, network=network)))
     batches = [
         BatchResult(index=b.index, tasks=b.tasks,
                     outcome="committed" if b.outcome == "committed" else "rolled_back",

@@ -16,7 +16,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import anyio
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from forkyard.detached import (
     cancel_run,
@@ -34,7 +34,7 @@ from forkyard.run.options import RunOptions
 from forkyard.views.status import RunStatus, run_status
 from gitproc.git import Repo
 from planner import Limits, TaskFile
-from planner.tasks import Defaults
+from planner.tasks import Defaults, Network, network_value
 
 Strategy = Literal["conservative", "aggressive", "batched"]
 #: executionStrategy -> (the run's strategy, its integration mode).
@@ -52,7 +52,12 @@ class ResourceLimits(StrictCamel):
 class Constraints(StrictCamel):
     resource_limits: ResourceLimits | None = None
     timeout_minutes: float | None = Field(None, gt=0, description="Per task; the tree is killed.")
-    network: bool | None = Field(None, description="Whether agents may reach the network.")
+    network: Network | None = Field(
+        None, description="auto (a preset's model API only), none, full, or {allow: [hosts]} "
+        "through the run's proxy; true/false mean full/none.")
+
+    _net = field_validator("network", mode="before")(
+        classmethod(lambda cls, v: None if v is None else network_value(v)))
 
 
 class AnalysisInput(Camel):
@@ -149,7 +154,7 @@ def task_file_from(tasks: Any, analysis: Any, constraints: Constraints | None,
             limits["timeout_s"] = constraints.timeout_minutes * 60
         if constraints.network is not None:
             limits["network"] = constraints.network
-    defaults = Defaults(limits=Limits().model_copy(update=limits))
+    defaults = Defaults(limits=Limits().merged(limits))
     return TaskFile(defaults=defaults, tasks=[s.to_task() for s in given])
 
 

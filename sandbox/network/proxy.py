@@ -85,7 +85,9 @@ class NetworkProxy:
         self._slots = threading.BoundedSemaphore(max_connections)
         self._connect_timeout = connect_timeout
         self._head_timeout = head_timeout
-        self._root = Path(tempfile.mkdtemp(prefix="forkyard-net-"))  # short: sun_path <= 107
+        # Short (sun_path <= 107); named after this process, so that `forkyard gc` can
+        # tell a killed run's (remove_stale_dirs).
+        self._root = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
         self._selector = selectors.DefaultSelector()
         self._listeners: dict[str, tuple[socket.socket, Allowlist]] = {}
         self._lock = threading.Lock()
@@ -250,6 +252,30 @@ class NetworkProxy:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
         raise _Refused(502, "Bad Gateway", f"forkyard: cannot connect to {host}:{port}: {error}\n")
+
+
+DIR_PREFIX = "forkyard-net-"
+
+
+def remove_stale_dirs() -> list[str]:
+    """Remove the socket directories of proxies whose process is gone (a run killed with
+    SIGKILL never stops its proxy); the directories removed."""
+    removed = []
+    tmp = Path(tempfile.gettempdir())
+    for path in tmp.glob(f"{DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(DIR_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its process lives (or the pid was taken again: left for later)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:

@@ -140,3 +140,26 @@ def test_gc_tells_merged_work_from_branches_never_committed_to(webapp: Repo) -> 
     assert ref and webapp.try_rev_parse(ref) == res.result("work").commit
     pruned = gc(webapp, prune_unmerged=True).branches_deleted
     assert ref in {d["branch"] for d in pruned} and webapp.try_rev_parse(ref) is None
+
+
+def test_gc_removes_the_proxy_sockets_of_a_killed_run_and_keeps_live_ones(pylib: Repo) -> None:
+    import signal
+
+    from sandbox.network.proxy import NetworkProxy
+
+    code = ("import sys, time\nfrom sandbox.network.proxy import NetworkProxy\n"
+            "p = NetworkProxy(); p.open('t', ['example.com'])\n"
+            "print(p._root, flush=True); time.sleep(60)\n")
+    proc = spawn([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+    assert proc.stdout is not None
+    dead = Path(proc.stdout.readline().decode().strip())
+    assert (dead / "s0").is_dir()  # the killed run's listener directory
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    live = NetworkProxy()
+    try:
+        report = gc(pylib)
+        assert str(dead) in report.tmp_removed and not dead.exists()
+        assert live._root.is_dir()  # this process's own proxy is left alone
+    finally:
+        live.stop()

@@ -94,7 +94,7 @@ def test_analyse_execute_follow_detect_roll_back(webapp: Repo) -> None:
 
         started = ok(await client.call_tool("execute_parallel_workflow", {
             "analysisResult": analysis, "maxParallelAgents": 2, "into": "main",
-            "constraints": {"timeoutMinutes": 5, "network": False,
+            "constraints": {"timeoutMinutes": 5, "network": {"allow": ["api.example.com"]},
                             "resourceLimits": {"memoryMb": 512}}}))
         run_id = started["runId"]
         seen: list[Any] = []
@@ -109,6 +109,8 @@ def test_analyse_execute_follow_detect_roll_back(webapp: Repo) -> None:
         assert "3/3 tasks done" in str(seen[-1][2])
         # The limits asked for are the ones the sandbox had.
         assert {r["limits"]["memory_mb"] for r in st["result"]["results"]} == {512}
+        assert [r["limits"]["network"] for r in st["result"]["results"]] == [
+            "allow: api.example.com"] * 3
 
         report = ok(await client.call_tool("detect_conflicts", {
             "branches": ["left", "right", "aside"], "into": "main"}))
@@ -212,3 +214,18 @@ def test_errors_carry_their_reason(webapp: Repo) -> None:
             "detect_conflicts", {"branches": ["main", "no-such"]}))
 
     session(webapp, body)
+
+
+def test_the_network_constraint_takes_the_task_file_values() -> None:
+    import pytest
+
+    from forkyard.mcp.runs import Constraints, task_file_from
+
+    tasks = [{"id": "a", "command": "true"}]
+    for given, limit in ((False, "none"), (True, "full"), ("auto", "auto"),
+                         ({"allow": ["pypi.org"]}, {"allow": ("pypi.org",)})):
+        tf = task_file_from(tasks, None, Constraints.model_validate({"network": given}), None)
+        got = tf.defaults.limits.network
+        assert (got if isinstance(got, str) else got.model_dump()) == limit
+    with pytest.raises(ValueError):
+        Constraints.model_validate({"network": "sometimes"})

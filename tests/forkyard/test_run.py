@@ -132,7 +132,9 @@ def test_run_json_is_exactly_the_documented_shape(webapp: Repo, tmp_path: Path) 
                                       "no_changes", "final_message", "tokens"}
     assert set(doc["results"][0]["attempts"][0]) == {"n", "status", "agent", "duration_s",
                                                      "commit", "ref"}
-    assert set(doc["results"][0]["limits"]) == {"memory_mb", "cpus", "pids", "enforced_by"}
+    assert set(doc["results"][0]["limits"]) == {"memory_mb", "cpus", "pids", "network",
+                                                "enforced_by"}
+    assert doc["results"][0]["limits"]["network"] == "none"  # auto, for a plain command
     assert set(doc["results"][0]["files_modified"][0]) == {"path", "added", "removed"}
     assert set(doc["batches"][0]) == {"index", "tasks", "outcome", "conflicts", "validation",
                                       "landed", "rejected"}
