@@ -33,7 +33,7 @@ from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
 from gitproc.git import Repo
 from planner.tasks import Agent, Limits, Task
-from sandbox.backends.base import Backend, ExecResult, branch_name, once
+from sandbox.backends.base import Backend, ExecResult, branch_name
 
 RETRYABLE = frozenset({"timed_out", "oom_killed"})
 
@@ -259,23 +259,16 @@ class Runner:
 
     def _execute(self, t: str, attempt: int, base: str, cancel: threading.Event,
                  fresh: bool) -> None:
-        """Agent thread: prepare, run, clean up one sandbox; post the result.
-
-        The result is posted before the clean-up, which runs on a background thread: the
-        slot is free as soon as the agent is done, and removing its worktree overlaps with
-        the next task instead of delaying it.
-        """
+        """Agent thread: prepare, run, clean up one sandbox; post the result.  The clean-up
+        runs on a background thread, overlapping with the next task instead of delaying it."""
         start = time.monotonic()
         sandbox = None
-        taken = False
-        started = once(self.maker.started)
         try:
             if cancel.is_set():
                 result = ExecResult("cancelled", None, 0.0, "", None,
                                     message="cancelled before start")
             else:
                 spec = self.maker.spec(self.specs[t], base, attempt=attempt)
-                taken = True
                 sandbox = self.maker.take(spec, fresh)
                 # {worktree} is only known once the backend made it (/work inside docker).
                 sandbox.spec = with_worktree(spec, self.specs[t], sandbox,
@@ -284,12 +277,11 @@ class Runner:
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
                     cancel=cancel, on_exit=lambda: self._q.put(("exited", (t, attempt))),
-                    on_start=started)
+                    on_start=lambda: self.maker.started(t))
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
                                 message=f"{type(exc).__name__}: {exc}")
-        if taken and started is not None:
-            started()  # (no-op when the backend said so already)
+        self.maker.started(t)  # (if the backend did not say so)
         self._q.put(("finished", (t, attempt, result)))
         if sandbox is not None:
             self._cleanups[t] = self._cleaner.submit(self._cleanup, sandbox)

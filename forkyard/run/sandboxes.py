@@ -68,7 +68,7 @@ class SandboxMaker:
         self._moving: tuple[str, threading.Lock] | None = None
         # Tasks taken whose agent is not yet under way: sandboxes are made ahead only
         # when there is none (see _ahead).
-        self._starting = 0
+        self._starting: set[str] = set()
         self._started = threading.Condition(self._mu)
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
@@ -99,7 +99,7 @@ class SandboxMaker:
         # while the run's first agents start would delay them all.  Bounded: a start that
         # never reports does not hold prefetching up for long.
         with self._started:
-            self._started.wait_for(lambda: self._starting == 0, timeout=STARTS_WAIT_S)
+            self._started.wait_for(lambda: not self._starting, timeout=STARTS_WAIT_S)
         sandbox = self.prepare(spec, fresh)
         if can_raise_priority():  # at background priority; taken back when the task starts
             self.backend.warm(sandbox)
@@ -146,7 +146,7 @@ class SandboxMaker:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new.
         Its task counts as starting until :meth:`started`."""
         with self._mu:
-            self._starting += 1
+            self._starting.add(spec.task_id)
             fut, fresh_ahead = self._pending.pop(spec.task_id, (None, fresh))
             moving = self._moving
         if moving is not None and moving[0] == spec.task_id:
@@ -163,10 +163,10 @@ class SandboxMaker:
             return sandbox
         return self.prepare(spec, fresh)
 
-    def started(self) -> None:
-        """A task taken with :meth:`take` has its agent under way (or will not start)."""
+    def started(self, task: str) -> None:
+        """``task``, taken with :meth:`take`, has its agent under way (or will not start)."""
         with self._started:
-            self._starting -= 1
+            self._starting.discard(task)
             self._started.notify_all()
 
     def prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
