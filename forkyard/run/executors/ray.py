@@ -163,6 +163,7 @@ class RayExecutor(Backend):
         self._remote: Any = None
         self._sink: Any = None
         self._nodes: dict[str, set[str]] = {}  # run id -> the nodes its tasks ran on
+        self._release_keeper = threading.Event()  # ends the thread that started Ray
         #: Seconds Ray's own start took (ray.init and warming its workers), for reports.
         self.startup_s = 0.0
         #: Per task, seconds per step on the worker and on the driver (benchmarks).
@@ -188,8 +189,9 @@ class RayExecutor(Backend):
                 else:
                     # Logical CPUs: agents mostly wait on a model, and each task asks for
                     # its limits' CPUs; the run loop bounds how many run at once anyway.
-                    ray.init(num_cpus=max(self.agents, 1) * 4, include_dashboard=False,
-                             object_store_memory=256 * 2**20, **common)
+                    self._init_kept(ray, num_cpus=max(self.agents, 1) * 4,
+                                    include_dashboard=False,
+                                    object_store_memory=256 * 2**20, **common)
                     self._started = True
                     # Workers start in the background: have them up before the first wave.
                     warm = ray.remote(num_cpus=1)(_warm)
@@ -218,6 +220,30 @@ class RayExecutor(Backend):
         except Exception:  # a lost node: its gc collects the checkout (node.collect_runs)
             pass
 
+    def _init_kept(self, ray: Any, **kwargs: Any) -> None:
+        """``ray.init`` on a thread that lives until :meth:`close`.  Ray's processes (its
+        GCS first) are started with a parent-death signal, which Linux sends when the
+        *thread* that started them exits: started from a run's agent thread, the GCS
+        would die with that thread, and the end of the run (:meth:`end_run`) would find
+        it gone."""
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def keep() -> None:
+            try:
+                ray.init(**kwargs)
+            except BaseException as exc:  # handed to the caller
+                failed.append(exc)
+            finally:
+                done.set()
+            self._release_keeper.wait()
+
+        self._release_keeper.clear()
+        threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
+        done.wait()
+        if failed:
+            raise failed[0]
+
     def close(self) -> None:
         """Tell the nodes the runs still open are over, and stop the local Ray instance
         this executor started (a cluster is left alone)."""
@@ -226,6 +252,7 @@ class RayExecutor(Backend):
         with self._lock:
             if self._started:
                 _ray().shutdown()
+            self._release_keeper.set()
             self._started = self._connected = False
             self._bases.clear()
 
