@@ -185,7 +185,8 @@ class SandboxMaker:
         raise AssertionError("unreachable")
 
     def close(self, keep: bool) -> None:
-        """Release sandboxes prepared for tasks that never started (the run stopped)."""
+        """Release sandboxes prepared for tasks that never started (the run stopped), and
+        what the backend kept for the run (:meth:`Backend.end_run`)."""
         self._pool.shutdown(wait=True)
         self._starter.shutdown(wait=True)
         for fut, _ in self._pending.values():
@@ -197,6 +198,8 @@ class SandboxMaker:
             if not keep:
                 self.repo.git("branch", "-D", sandbox.branch, check=False)
         self._pending.clear()
+        # Called once the loop's own clean-ups are done: every sandbox of the run is gone.
+        self.backend.end_run(self.run_id)
 
 
 def background_thread() -> None:

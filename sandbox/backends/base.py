@@ -158,6 +158,12 @@ class Backend(ABC):
         in any case, so this only takes that work off the task's start."""
         return None
 
+    def end_run(self, run_id: str) -> None:
+        """Optional: the run ``run_id`` is over and every sandbox of it cleaned up; release
+        what the backend kept for it elsewhere (a Ray node's base checkout).  Must not
+        raise."""
+        return None
+
     @abstractmethod
     def cleanup(self, sandbox: Sandbox, keep: bool = False) -> None:
         """Release everything the sandbox holds (processes, cgroups, containers);

@@ -44,15 +44,20 @@ def ray_session() -> Iterator[Path]:
             yield base
         finally:
             ray.shutdown()
+        from sandbox import overlay
+
+        assert overlay.mounts_under(base) == []  # every run's base checkout was released
 
 
 @pytest.fixture
-def executor(ray_session: Path, pylib: Repo) -> Backend:
+def executor(ray_session: Path, pylib: Repo) -> Iterator[Backend]:
     from forkyard.run.executors.ray import RayExecutor
 
     require(has_cgroups(), "writable cgroups")
     require(has_bwrap(), "bubblewrap")
-    return RayExecutor(pylib, WorktreeConfig(grace_s=0.3), agents=2)
+    ex = RayExecutor(pylib, WorktreeConfig(grace_s=0.3), agents=2)
+    yield ex
+    ex.close()  # the nodes release the base checkouts of the runs it ran
 
 
 @pytest.fixture
@@ -269,3 +274,31 @@ def test_a_cancelled_task_s_work_comes_back(executor: Backend, unique_marker: st
     assert r.status == "cancelled" and r.commit == executor.repo.rev_parse(s.branch), r
     assert executor.repo.out("show", f"{r.commit}:p.txt") == "partial"
     assert processes_with_arg(unique_marker) == []
+
+
+def test_workers_make_overlay_sandboxes_over_one_base_released_at_the_run_s_end(
+        ray_session: Path, webapp: Repo) -> None:
+    """Each worker's sandbox is an overlay (as locally) whose lower layer is the one base
+    checkout of the run on that node, shared by its worker processes; once the run is
+    over, that checkout, its mounts and its lock files are gone from the node."""
+    from sandbox import overlay
+
+    require(has_cgroups(), "writable cgroups")
+    require(overlay.usable(), "root and overlayfs")
+    show = ("stat -f -c %T . > fs-{t}.txt; "
+            "grep -o 'lowerdir=[^,]*' /proc/self/mountinfo | head -n 1 > lower-{t}.txt")
+    tasks = [f"t{i}" for i in range(4)]
+    tf = taskfile(*({"id": t, "command": show.format(t=t)} for t in tasks))
+    res = run_workflow(webapp, tf, RunOptions(agents=2, use_history=False, executor="ray"))
+    assert res.outcome == "succeeded", res.model_dump_json(indent=1)
+    assert {webapp.out("show", f"main:fs-{t}.txt") for t in tasks} == {"overlayfs"}
+    lowers = {webapp.out("show", f"main:lower-{t}.txt") for t in tasks}
+    assert len(lowers) == 1, lowers  # one base checkout for every sandbox of the run
+    lower = lowers.pop()
+    assert lower.endswith(f"/bases/{res.run_id}/tree") and str(ray_session) in lower, lower
+    assert all("ran on Ray node" in r.message for r in res.results)
+    cache = Path(lower.removeprefix("lowerdir=")).parents[3]  # <cache>.git/forkyard
+    assert wait_for(lambda: not (cache / "bases" / res.run_id).exists(), 60), \
+        list((cache / "bases").iterdir())
+    assert not [m for m in overlay.mounts_under(ray_session) if res.run_id in str(m)]
+    assert not list((cache / "shared-bases").glob(f"{res.run_id}.*[!k]"))  # hold, done

@@ -60,7 +60,10 @@ def test_validation_runs_on_the_driver_not_on_a_worker(ray_session: Path, pylib:
     assert where.parent.parent == places.run_dir(pylib.forkyard_dir, "tval")  # the driver's root
     assert "ran on Ray node" not in got.log_tail
     # The control: the same validator built on the executor itself runs on a worker.
-    remote = sandbox_validator(pylib, executor, "tval2", ValidationSetup(command=show))(head)
+    try:
+        remote = sandbox_validator(pylib, executor, "tval2", ValidationSetup(command=show))(head)
+    finally:
+        executor.close()  # its node releases the base checkout of "tval2"
     assert "ran on Ray node" in remote.log_tail
     assert not remote.log_tail.startswith(str(places.sandbox_root(pylib.forkyard_dir)))
 

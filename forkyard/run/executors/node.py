@@ -31,7 +31,7 @@ from forkyard.run.executors.bundles import fetch_base, result_bundle
 from gitproc.git import Repo, git
 from gitproc.lock import FileLock
 from gitproc.process import run as run_process
-from sandbox import places
+from sandbox import places, shared_bases
 from sandbox.backends.base import ExecResult, Sandbox, SandboxSpec
 from sandbox.errors import SandboxError
 
@@ -102,8 +102,37 @@ def open_cache(root: Path, key: str) -> Repo:
         places.set_sandbox_root(repo.forkyard_dir, sandbox_root(root))
     finally:
         lock.release()
+    collect_runs(repo)  # once per worker process: what dead runs left on this node
     _CACHES[path] = repo
     return repo
+
+
+def collect_runs(cache: Repo) -> list[str]:
+    """Remove the base checkouts of runs that are over, or whose driver died (unused for
+    ``shared_bases.IDLE_S``), and nobody uses (:func:`shared_bases.collect`), with what
+    their sandboxes left on this node; the runs collected.  Never raises."""
+    from forkyard.run.sandboxes import discard_branch
+
+    try:
+        gone = shared_bases.collect(cache)
+        for run_id in gone:
+            prefix = f"refs/heads/forkyard/{run_id}/"
+            for ref in cache.out("for-each-ref", "--format=%(refname)", prefix).split():
+                discard_branch(cache, ref.removeprefix("refs/heads/"))
+            with contextlib.suppress(OSError):
+                places.run_dir(cache.forkyard_dir, run_id).rmdir()
+        return gone
+    except Exception:
+        return []
+
+
+def finish_run(root: Path, key: str, run_id: str) -> bool:
+    """The run ``run_id`` is over: its base checkout on this node goes (now, or when the
+    last worker process using it is done); True if it is gone now."""
+    path = root / "repos" / f"{key}.git"
+    if not (path / "HEAD").exists():
+        return True
+    return shared_bases.finish_run(Repo(path), run_id)
 
 
 #: The caches this worker process has opened (a worker runs many tasks).
@@ -200,8 +229,35 @@ def _localize(spec: SandboxSpec, worktree: Path) -> SandboxSpec:
 
 def _exit_codes_work() -> bool:
     """False where Ray auto-reaps children (its raylet-subreaper option): every exit code
-    would then read 0 and a failed agent would look like a success."""
-    return run_process(["false"], check=False).returncode != 0
+    would then read 0 and a failed agent would look like a success (asked once per
+    worker process: the option is the node's)."""
+    if not _REAPING:
+        _REAPING.append(run_process(["false"], check=False).returncode != 0)
+    return _REAPING[0]
+
+
+_REAPING: list[bool] = []
+
+
+def _backend(config: Mapping[str, Any], cache: Repo) -> Any:
+    """This worker process's backend for ``config`` over ``cache``, made once: what it
+    learns (cgroups, identity) and keeps per run (the run's base checkout, its network
+    proxy) serves every task of the run that this process gets."""
+    import json
+
+    from sandbox.backends import get_backend
+
+    key = (str(cache.path), json.dumps(dict(config), sort_keys=True, default=str))
+    backend = _BACKENDS.get(key)
+    if backend is None:
+        backend = _BACKENDS[key] = get_backend(dict(config), cache)
+        if hasattr(backend, "bases_class"):
+            # One base checkout per run on this node, shared by its worker processes.
+            backend.bases_class = shared_bases.SharedBases
+    return backend
+
+
+_BACKENDS: dict[tuple[str, str], Any] = {}
 
 
 def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
@@ -212,13 +268,11 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
     (no attempt's work is lost).  A ``KeyboardInterrupt`` (``ray.cancel``) stops
     the agent through the backend's own cancel, which kills its whole process tree, before
     it is re-raised."""
-    from sandbox.backends import get_backend
-
     if not _exit_codes_work():
         raise SandboxError("child exit codes are lost in this Ray worker (is "
                            "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper set?)")
     spec = task.spec
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"began_at": time.time()}  # (epoch: the driver's "queue")
     t0 = time.monotonic()
 
     def lap(step: str) -> None:
@@ -245,16 +299,18 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
     config = dict(task.backend)
     # Not the driver's --sandbox-dir (a path on its machine): this node's own root.
     config["sandbox_dir"] = str(sandbox_root(root))
-    if config.get("type", "worktree") == "worktree" and config.get("layers", "auto") == "auto":
-        # An overlay's base checkout is per process; a node's workers are many processes.
-        config["layers"] = "checkout"
-    backend = get_backend(config, cache)
+    backend = _backend(config, cache)
     sandbox = backend.prepare(replace(spec, copy_files=()))
     lap("prepare")
     try:
         sandbox.spec = _localize(spec, sandbox.worktree)
-        result, interrupted = _execute(backend, sandbox, send)
-        lap("execute")
+        marks: dict[str, float] = {}
+        result, interrupted = _execute(backend, sandbox, send, marks)
+        # The execute step split at the agent's start and exit (harvest: its commit).
+        t_start, t_exit = marks.get("start", t0), marks.get("exit", t0)
+        timings.update({"start": round(t_start - t0, 4), "agent": round(t_exit - t_start, 4)})
+        t0 = t_exit
+        lap("harvest")
         bundle = None
         if result.commit is not None:
             bundle = result_bundle(cache, f"refs/heads/{spec.branch}", spec.base,
@@ -272,6 +328,7 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
     # overlaps with the next task instead of delaying this result.
     task_lock.acquire()
     _CLEANER.submit(_cleanup, backend, sandbox, cache, task_lock)
+    timings["ended_at"] = time.time()
     return WorkerOutcome(result, bundle, node_id, socket.gethostname(), attempt, fetched,
                          timings)
 
@@ -292,8 +349,8 @@ def _cleanup(backend: Any, sandbox: Sandbox, cache: Repo, task_lock: FileLock) -
         task_lock.release()
 
 
-def _execute(backend: Any, sandbox: Sandbox,
-             send: Callable[[list[str]], None] | None) -> tuple[ExecResult, bool]:
+def _execute(backend: Any, sandbox: Sandbox, send: Callable[[list[str]], None] | None,
+             marks: dict[str, float]) -> tuple[ExecResult, bool]:
     """``backend.execute`` on a thread, the main thread waiting in slices (Ray delivers a
     cancel as ``KeyboardInterrupt`` to the main thread, between bytecodes) and sending the
     output lines gathered meanwhile."""
@@ -315,7 +372,10 @@ def _execute(backend: Any, sandbox: Sandbox,
 
     def work() -> None:
         try:
-            box.append(backend.execute(sandbox, on_line=on_line, cancel=cancel))
+            box.append(backend.execute(
+                sandbox, on_line=on_line, cancel=cancel,
+                on_start=lambda: marks.setdefault("start", time.monotonic()),
+                on_exit=lambda: marks.setdefault("exit", time.monotonic())))
         except BaseException as exc:  # handed to the main thread
             box.append(exc)
 

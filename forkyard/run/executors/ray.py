@@ -25,7 +25,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from forkyard.run.executors.bundles import base_bundle, import_result, repo_key
-from forkyard.run.executors.node import WORKTREE_PLACEHOLDER, WorkerOutcome, WorkerTask, run_task
+from forkyard.run.executors.node import (
+    WORKTREE_PLACEHOLDER,
+    WorkerOutcome,
+    WorkerTask,
+    cache_root,
+    finish_run,
+    run_task,
+)
 from gitproc.git import Repo
 from sandbox.backends.base import (
     Backend,
@@ -112,6 +119,15 @@ class _LineSink:
         return key in self.done
 
 
+def _finish_on_node(key: str, run_id: str) -> bool:
+    """The Ray task that tells one node a run is over (see :meth:`RayExecutor.end_run`)."""
+    return finish_run(cache_root(), key, run_id)
+
+
+#: How long the end of a run waits for its nodes to release what they kept for it.
+FINISH_WAIT_S = 60.0
+
+
 def _warm() -> int:
     """Start-up of one worker process: the modules a task needs are imported, and the task
     lasts long enough that each warm-up gets a worker of its own."""
@@ -146,6 +162,8 @@ class RayExecutor(Backend):
         self._key: str | None = None
         self._remote: Any = None
         self._sink: Any = None
+        self._nodes: dict[str, set[str]] = {}  # run id -> the nodes its tasks ran on
+        self._release_keeper = threading.Event()  # ends the thread that started Ray
         #: Seconds Ray's own start took (ray.init and warming its workers), for reports.
         self.startup_s = 0.0
         #: Per task, seconds per step on the worker and on the driver (benchmarks).
@@ -171,8 +189,9 @@ class RayExecutor(Backend):
                 else:
                     # Logical CPUs: agents mostly wait on a model, and each task asks for
                     # its limits' CPUs; the run loop bounds how many run at once anyway.
-                    ray.init(num_cpus=max(self.agents, 1) * 4, include_dashboard=False,
-                             object_store_memory=256 * 2**20, **common)
+                    self._init_kept(ray, num_cpus=max(self.agents, 1) * 4,
+                                    include_dashboard=False,
+                                    object_store_memory=256 * 2**20, **common)
                     self._started = True
                     # Workers start in the background: have them up before the first wave.
                     warm = ray.remote(num_cpus=1)(_warm)
@@ -182,11 +201,58 @@ class RayExecutor(Backend):
             self._connected = True
             self.startup_s = time.monotonic() - t0
 
+    def end_run(self, run_id: str) -> None:
+        """Tell each node the run's tasks ran on that the run is over: the node's base
+        checkout for it goes (at once, or when its last sandbox there is removed)."""
+        with self._lock:
+            nodes = self._nodes.pop(run_id, set())
+            key = self._key
+        if not nodes or key is None or not self._connected:
+            return
+        try:
+            ray = _ray()
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            finish = ray.remote(num_cpus=0, max_retries=0)(_finish_on_node)
+            refs = [finish.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node, soft=False)).remote(key, run_id) for node in nodes]
+            ray.wait(refs, num_returns=len(refs), timeout=FINISH_WAIT_S)
+        except Exception:  # a lost node: its gc collects the checkout (node.collect_runs)
+            pass
+
+    def _init_kept(self, ray: Any, **kwargs: Any) -> None:
+        """``ray.init`` on a thread that lives until :meth:`close`.  Ray's processes (its
+        GCS first) are started with a parent-death signal, which Linux sends when the
+        *thread* that started them exits: started from a run's agent thread, the GCS
+        would die with that thread, and the end of the run (:meth:`end_run`) would find
+        it gone."""
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def keep() -> None:
+            try:
+                ray.init(**kwargs)
+            except BaseException as exc:  # handed to the caller
+                failed.append(exc)
+            finally:
+                done.set()
+            self._release_keeper.wait()
+
+        self._release_keeper.clear()
+        threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
+        done.wait()
+        if failed:
+            raise failed[0]
+
     def close(self) -> None:
-        """Stop the local Ray instance this executor started (a cluster is left alone)."""
+        """Tell the nodes the runs still open are over, and stop the local Ray instance
+        this executor started (a cluster is left alone)."""
+        for run_id in list(self._nodes):
+            self.end_run(run_id)
         with self._lock:
             if self._started:
                 _ray().shutdown()
+            self._release_keeper.set()
             self._started = self._connected = False
             self._bases.clear()
 
@@ -238,6 +304,7 @@ class RayExecutor(Backend):
         assert self._key is not None
         task = WorkerTask(driver_env(spec), self._key, self.inner.model_dump(mode="json"))
         key = f"{spec.run_id}/{spec.task_id}/{uuid.uuid4().hex}"
+        submitted = time.time()
         ref = self._remote.options(**self._options(spec)).remote(task, [base_ref], self._sink,
                                                                   key)
         if on_start is not None:
@@ -268,8 +335,11 @@ class RayExecutor(Backend):
             if kept is None:
                 return self._stopped(sandbox, stopped, started)
             outcome = kept  # the worker's cancel committed what the agent had done
+        with self._lock:
+            self._nodes.setdefault(spec.run_id, set()).add(outcome.node_id)
         res = outcome.result
         got = time.monotonic()
+        arrived = time.time()
         where = f"ran on Ray node {outcome.node_id[:12]} ({outcome.hostname})"
         if outcome.attempt > 1:
             where += f", run {outcome.attempt} there (Ray retried it after a lost worker)"
@@ -280,7 +350,12 @@ class RayExecutor(Backend):
             return self._failed(sandbox, started, f"{where}; its result was refused: {exc}")
         from dataclasses import replace
 
-        self.timings.append({**outcome.timings, "import": round(time.monotonic() - got, 4),
+        steps = dict(outcome.timings)
+        began, ended = steps.pop("began_at", submitted), steps.pop("ended_at", arrived)
+        # Clocks of two machines on a cluster: "queue" and "back" are then approximate.
+        self.timings.append({**steps, "queue": round(began - submitted, 4),
+                             "back": round(arrived - ended, 4),
+                             "import": round(time.monotonic() - got, 4),
                              "total": round(time.monotonic() - started, 4)})
         message = "; ".join(m for m in (res.message, where) if m)
         status = "timed_out" if stopped == "timed_out" else res.status

@@ -72,6 +72,8 @@ class WorktreeBackend(Backend):
     """Agents in git worktrees at ``<sandbox root>/<run-id>/<task-id>`` (``sandbox/places.py``)."""
 
     name = "worktree"
+    #: A run's base checkouts: this process's, or ``shared_bases.SharedBases`` (Ray nodes).
+    bases_class: type[overlay.Bases] = overlay.Bases
 
     def __init__(self, repo: Repo, config: WorktreeConfig | None = None, **options: object) -> None:
         super().__init__(repo)
@@ -100,8 +102,8 @@ class WorktreeBackend(Backend):
             state["disk"] = pol.make_disk(own_place(self.repo, spec), spec)
             if self._overlays():
                 with self._lock:
-                    bases = self._bases.setdefault(spec.run_id,
-                                                   overlay.Bases(self.repo, spec.run_id))
+                    bases = self._bases.get(spec.run_id) or self._bases.setdefault(
+                        spec.run_id, self.bases_class(self.repo, spec.run_id))
                 prepare_overlay(self.repo, bases, spec, path, state,
                                 required=self.config.layers == "overlay")
             else:
