@@ -14,6 +14,7 @@ remains, and names the culprits.  Sources always stay on their own branches.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,11 +143,20 @@ class Transaction:
         # Tree diffs by (base commit, commit); results made by the fast path are
         # recorded from their inputs instead of diffed again.
         self._diffs: dict[tuple[str, str], Changes] = {}
+        self.landed_at: float | None = None  # time.monotonic() when the target ref moved
 
     # -- entry point -------------------------------------------------------------
 
     def run(self) -> MergeReport:
-        """Compute the batch and, unless a dry run, land it (or not) atomically."""
+        """Compute the batch and, unless a dry run, land it (or not) atomically.  A
+        validator's background clean-up is over when this returns, whatever happened."""
+        try:
+            return self._run()
+        finally:
+            if self._pool is not None:
+                self._pool.drain()
+
+    def _run(self) -> MergeReport:
         _require_git_once()
         repo = self.repo
         # Resolve everything first: bad input changes nothing.
@@ -450,6 +460,7 @@ class Transaction:
         except RefMovedError:
             journal.clear(self.repo, entry)
             raise
+        self.landed_at = time.monotonic()
         journal.fault("after-ref")
         for wt in worktrees:  # _refuse_dirty's `git status` refreshed what will change
             journal.sync_worktree(self.repo, wt, old, new, refreshed=True)

@@ -13,6 +13,11 @@ tree, so a prefix of a batch rebuilt on the same tip is never validated twice.
 prefixes and "the batch without X" results are validated speculatively in parallel,
 so with free slots one bad source delays the good ones by about one validation instead
 of log2(n) of them.
+
+A validator may also be :class:`Speculative`: told how many validations are coming
+(:meth:`~Speculative.expect`), it makes their sandboxes while the current round runs,
+and it cleans up after a validation in the background until :meth:`~Speculative.drain`;
+the pool passes both on, and a transaction drains before it returns.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from gitproc.git import WORKTREE_ADMIN_LOCK, Repo
 from gitproc.process import run
@@ -34,6 +40,21 @@ TAIL_LINES = 60
 
 #: A commit sha -> what the validation command said about that commit's tree.
 Validator = Callable[[str], Validation]
+
+
+@runtime_checkable
+class Speculative(Protocol):
+    """A :data:`Validator` that works ahead and cleans up behind."""
+
+    def __call__(self, commit: str) -> Validation: ...
+
+    def expect(self, count: int, near: str) -> None:
+        """``count`` validations (those asked now included) are likely soon, of commits
+        close to ``near``: have that many sandboxes made or being made."""
+
+    def drain(self) -> None:
+        """Wait until everything made for validations so far is gone (clean-up and
+        sandboxes made ahead and not used): nothing is left when this returns."""
 
 
 def tail(data: bytes | str, lines: int = TAIL_LINES) -> str:
@@ -108,6 +129,7 @@ class ValidationPool:
     def __init__(self, validator: Validator, slots: int = 1) -> None:
         self.validator = validator
         self.slots = max(1, slots)
+        self._ahead = validator if isinstance(validator, Speculative) else None
         self.results: dict[str, Validation] = {}
         self.rounds = 0
         """How many rounds of (parallel) validations ran: the latency a batch paid."""
@@ -115,8 +137,19 @@ class ValidationPool:
     def known(self, key: str) -> Validation | None:
         return self.results.get(key)
 
-    def run(self, candidates: Sequence[Candidate]) -> None:
-        """Validate every candidate not validated yet, up to ``slots`` at once."""
+    def expect(self, count: int, near: str) -> None:
+        """Tell a :class:`Speculative` validator what is coming (else nothing)."""
+        if self._ahead is not None and count > 0:
+            self._ahead.expect(count, near)
+
+    def drain(self) -> None:
+        """Wait for a :class:`Speculative` validator's clean-up (else nothing)."""
+        if self._ahead is not None:
+            self._ahead.drain()
+
+    def run(self, candidates: Sequence[Candidate], ahead: int = 0) -> None:
+        """Validate every candidate not validated yet, up to ``slots`` at once;
+        ``ahead``: how many more a next round may ask (made while this one runs)."""
         todo: dict[str, str] = {}
         for c in candidates:
             if c.key not in self.results:
@@ -124,6 +157,8 @@ class ValidationPool:
         if not todo:
             return
         self.rounds += 1
+        # This round's sandboxes first (made ahead, or now), then the next round's.
+        self.expect(min(len(todo), self.slots) + ahead, next(iter(todo.values())))
         if len(todo) == 1 or self.slots == 1:
             for key, commit in todo.items():
                 self.results[key] = self.validator(commit)
@@ -205,7 +240,12 @@ def search(pool: ValidationPool, prefixes: Sequence[Candidate],
         inside = [i for i in range(lo + 1, upper) if pool.known(prefixes[i].key) is None]
         want += [prefixes[i] for i in evenly(inside, max(room, 0 if want else 1))]
         assert want, "an unresolved search always has a prefix left to validate"
-        pool.run(want)
+        # A round validating the batch without each suspect settles a single culprit;
+        # any other may need a next round, whose sandboxes are made meanwhile.
+        settles = bool(suspects) and all(
+            c in built and (pool.known(built[c].key) is not None or built[c] in want)
+            for c in suspects)
+        pool.run(want, ahead=0 if settles else pool.slots)
 
 
 def _ok(pool: ValidationPool, c: Candidate) -> bool | None:
