@@ -22,6 +22,9 @@ the pool passes both on, and a transaction drains before it returns.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import os
 import shutil
 import uuid
@@ -36,6 +39,8 @@ from gitproc.process import run
 from merge.models import Validation
 
 DEFAULT_TIMEOUT_S = 900.0
+#: How long the caller's own work during a round waits for the round's commands to start.
+STARTS_WAIT_S = 1.0
 TAIL_LINES = 60
 
 #: A commit sha -> what the validation command said about that commit's tree.
@@ -55,6 +60,13 @@ class Speculative(Protocol):
     def drain(self) -> None:
         """Wait until everything made for validations so far is gone (clean-up and
         sandboxes made ahead and not used): nothing is left when this returns."""
+
+    @property
+    def launched(self) -> int:
+        """Validations so far whose command started (or that ended before it could)."""
+
+    def wait_launched(self, count: int, timeout: float) -> None:
+        """Wait until :attr:`launched` is ``count`` or more, at most ``timeout`` s."""
 
 
 def tail(data: bytes | str, lines: int = TAIL_LINES) -> str:
@@ -147,9 +159,13 @@ class ValidationPool:
         if self._ahead is not None:
             self._ahead.drain()
 
-    def run(self, candidates: Sequence[Candidate], ahead: int = 0) -> None:
+    def run(self, candidates: Sequence[Candidate], ahead: int = 0,
+            meanwhile: Sequence[Callable[[], object]] = ()) -> None:
         """Validate every candidate not validated yet, up to ``slots`` at once;
-        ``ahead``: how many more a next round may ask (made while this one runs)."""
+        ``ahead``: how many more a next round may ask (made while this one runs);
+        ``meanwhile``: jobs run on this thread while the validations run in parallel,
+        one at a time until they are all done (a job that fails is left to be done
+        again when it is needed)."""
         todo: dict[str, str] = {}
         for c in candidates:
             if c.key not in self.results:
@@ -163,9 +179,19 @@ class ValidationPool:
             for key, commit in todo.items():
                 self.results[key] = self.validator(commit)
             return
+        launched = self._ahead.launched if self._ahead is not None else 0
         with ThreadPoolExecutor(max_workers=min(self.slots, len(todo)),
                                 thread_name_prefix="validate") as pool:
             futures = {key: pool.submit(self.validator, commit) for key, commit in todo.items()}
+            if meanwhile and self._ahead is not None:
+                # The round's own start first: on a few CPUs (and one GIL) the jobs would
+                # delay every sandbox of it.
+                self._ahead.wait_launched(launched + min(len(todo), self.slots), STARTS_WAIT_S)
+            for job in meanwhile:
+                if all(f.done() for f in futures.values()):
+                    break
+                with contextlib.suppress(Exception):
+                    job()
             for key, fut in futures.items():
                 self.results[key] = fut.result()
 
@@ -245,7 +271,14 @@ def search(pool: ValidationPool, prefixes: Sequence[Candidate],
         settles = bool(suspects) and all(
             c in built and (pool.known(built[c].key) is not None or built[c] in want)
             for c in suspects)
-        pool.run(want, ahead=0 if settles else pool.slots)
+        # Meanwhile, the batches without each source that a next round may validate:
+        # those in a gap between this round's prefixes small enough to fit the slots.
+        probes = sorted({max(lo, 0), upper, *(i for i in range(n + 1) if prefixes[i] in want)})
+        later = [] if settles else [
+            c for a, b in itertools.pairwise(probes) if b - a <= pool.slots
+            for c in range(a + 1, b + 1) if c not in built]
+        pool.run(want, ahead=0 if settles else pool.slots,
+                 meanwhile=[functools.partial(without_, c) for c in later])
 
 
 def _ok(pool: ValidationPool, c: Candidate) -> bool | None:

@@ -76,6 +76,7 @@ class SandboxValidator:
         # Validations whose command is not under way yet: sandboxes are made ahead only
         # when there is none (a round's own start comes first on a few CPUs).
         self._starting = 0
+        self._launched = 0
         self._started = threading.Condition(self._mu)
         self._spares: list[Future[Sandbox]] = []  # made ahead (or being made), not taken
         self._cleaning: list[Future[None]] = []
@@ -172,7 +173,19 @@ class SandboxValidator:
     def _on_start(self) -> None:
         with self._started:
             self._starting -= 1
+            self._launched += 1
             self._started.notify_all()
+
+    @property
+    def launched(self) -> int:
+        """Validations whose command started (or that ended before it could)."""
+        with self._mu:
+            return self._launched
+
+    def wait_launched(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` validations were launched, at most ``timeout`` s."""
+        with self._started:
+            self._started.wait_for(lambda: self._launched >= count, timeout=timeout)
 
     def _dispose(self, sandbox: Sandbox) -> None:
         """Remove the sandbox and its throwaway branch (nothing is committed to it:

@@ -168,6 +168,11 @@ class _Ahead:
     def drain(self) -> None:
         self.drained += 1
 
+    launched = 0
+
+    def wait_launched(self, count: int, timeout: float) -> None:
+        pass
+
 
 def test_search_asks_for_the_next_rounds_sandboxes_until_the_last_round() -> None:
     _, prefixes, without, _ = _scenario(9, {5}, 4)
@@ -193,3 +198,30 @@ def test_a_transaction_drains_its_validator_whatever_happens(repo: Repo) -> None
     with pytest.raises(RuntimeError):
         Transaction(repo, "main", names, validate="t", validator=broken).run()
     assert broken.drained == 1
+
+
+def test_the_batches_without_each_source_are_merged_while_round_one_runs() -> None:
+    """The next round's "batch without X" candidates are built on the caller's thread
+    while round one's validations run, not after the round."""
+    _, prefixes, without, _ = _scenario(9, {5}, 4)
+    built: list[int] = []
+    during_round_one: list[int] = []
+    everyone = threading.Event()
+
+    def counting(c: int) -> Candidate:
+        built.append(c)
+        if len(built) == 9:
+            everyone.set()
+        return without(c)
+
+    def validator(commit: str) -> Validation:
+        if pool.rounds == 1:
+            everyone.wait(timeout=10)  # round one lasts until they are all built, or 10 s
+            during_round_one[:] = built
+        held = {int(x) for x in commit.split(",")}
+        return Validation(command="t", passed=5 not in held, exit_code=0, log_tail="")
+
+    pool = ValidationPool(validator, 4)
+    assert search(pool, prefixes, counting).culprit == 5 and pool.rounds == 2
+    assert sorted(during_round_one) == list(range(1, 10))
+    assert sorted(built) == list(range(1, 10))  # none built twice
