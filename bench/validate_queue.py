@@ -76,7 +76,7 @@ def main() -> None:
             parallel, returned, pr = land(SLOTS, bad_at, Path(tmp))
             ratios.append(parallel / T)
             back.append(returned / T)
-            print(f"{bad_at:>7} {serial / T:>9.2f}T ({sr} rounds) {parallel / T:>11.2f}T "
+            print(f"{bad_at:>7} {serial / T:>9.2f}T ({sr} rounds) {parallel / T:>11.3f}T "
                   f"({pr} rounds) {returned / T:>8.3f}T {serial / parallel:>8.2f}x")
     print(f"\nparallel, median over positions: landed {statistics.median(ratios):.3f}T, "
           f"returned {statistics.median(back):.3f}T (goal <= 2T)")

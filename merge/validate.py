@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from gitproc.git import WORKTREE_ADMIN_LOCK, Repo
-from gitproc.process import run
+from gitproc.process import background_priority, run
 from merge.models import Validation
 
 DEFAULT_TIMEOUT_S = 900.0
@@ -187,11 +187,12 @@ class ValidationPool:
                 # The round's own start first: on a few CPUs (and one GIL) the jobs would
                 # delay every sandbox of it.
                 self._ahead.wait_launched(launched + min(len(todo), self.slots), STARTS_WAIT_S)
-            for job in meanwhile:
-                if all(f.done() for f in futures.values()):
-                    break
-                with contextlib.suppress(Exception):
-                    job()
+            with background_priority():  # (the commands' own start still comes first)
+                for job in meanwhile:
+                    if all(f.done() for f in futures.values()):
+                        break
+                    with contextlib.suppress(Exception):
+                        job()
             for key, fut in futures.items():
                 self.results[key] = fut.result()
 
