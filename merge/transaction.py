@@ -13,7 +13,9 @@ remains, and names the culprits.  Sources always stay on their own branches.
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,11 +144,21 @@ class Transaction:
         # Tree diffs by (base commit, commit); results made by the fast path are
         # recorded from their inputs instead of diffed again.
         self._diffs: dict[tuple[str, str], Changes] = {}
+        self.landed_at: float | None = None  # time.monotonic() when the target ref moved
+        self._passes: dict[tuple[str, tuple[_Source, ...]], _Pass] = {}
 
     # -- entry point -------------------------------------------------------------
 
     def run(self) -> MergeReport:
-        """Compute the batch and, unless a dry run, land it (or not) atomically."""
+        """Compute the batch and, unless a dry run, land it (or not) atomically.  A
+        validator's background clean-up is over when this returns, whatever happened."""
+        try:
+            return self._run()
+        finally:
+            if self._pool is not None:
+                self._pool.drain()
+
+    def _run(self) -> MergeReport:
         _require_git_once()
         repo = self.repo
         # Resolve everything first: bad input changes nothing.
@@ -241,7 +253,14 @@ class Transaction:
 
     def _apply(self, tip: str, group: Sequence[_Source]) -> _Pass:
         """Merge ``group`` in order onto ``tip``; a source that conflicts (or, in bisect
-        mode, adds a semantic error) is not applied, later ones go onto the last good result."""
+        mode, adds a semantic error) is not applied, later ones go onto the last good result.
+        Remembered: the group the search validated without its culprit is what lands."""
+        key = (tip, tuple(group))
+        if key not in self._passes:
+            self._passes[key] = self._apply_now(tip, group)
+        return self._passes[key]
+
+    def _apply_now(self, tip: str, group: Sequence[_Source]) -> _Pass:
         from merge.semantic import analyze
 
         p = _Pass()
@@ -450,6 +469,7 @@ class Transaction:
         except RefMovedError:
             journal.clear(self.repo, entry)
             raise
+        self.landed_at = time.monotonic()
         journal.fault("after-ref")
         for wt in worktrees:  # _refuse_dirty's `git status` refreshed what will change
             journal.sync_worktree(self.repo, wt, old, new, refreshed=True)
@@ -458,14 +478,9 @@ class Transaction:
         journal.fault("after-cleanup")
 
 
-_git_checked = False
-
-
+@functools.cache  # (not cached when it raises: checked again next time)
 def _require_git_once() -> None:
-    global _git_checked
-    if not _git_checked:
-        require_git()
-        _git_checked = True
+    require_git()
 
 
 def resolve_commits(repo: Repo, revs: Sequence[str]) -> list[str]:

@@ -13,10 +13,18 @@ tree, so a prefix of a batch rebuilt on the same tip is never validated twice.
 prefixes and "the batch without X" results are validated speculatively in parallel,
 so with free slots one bad source delays the good ones by about one validation instead
 of log2(n) of them.
+
+A validator may also be :class:`Speculative`: told how many validations are coming
+(:meth:`~Speculative.expect`), it makes their sandboxes while the current round runs,
+and it cleans up after a validation in the background until :meth:`~Speculative.drain`;
+the pool passes both on, and a transaction drains before it returns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import os
 import shutil
 import uuid
@@ -24,16 +32,41 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from gitproc.git import WORKTREE_ADMIN_LOCK, Repo
-from gitproc.process import run
+from gitproc.process import background_priority, run
 from merge.models import Validation
 
 DEFAULT_TIMEOUT_S = 900.0
+#: How long the caller's own work during a round waits for the round's commands to start.
+STARTS_WAIT_S = 1.0
 TAIL_LINES = 60
 
 #: A commit sha -> what the validation command said about that commit's tree.
 Validator = Callable[[str], Validation]
+
+
+@runtime_checkable
+class Speculative(Protocol):
+    """A :data:`Validator` that works ahead and cleans up behind."""
+
+    def __call__(self, commit: str) -> Validation: ...
+
+    def expect(self, count: int, near: str) -> None:
+        """``count`` validations (those asked now included) are likely soon, of commits
+        close to ``near``: have that many sandboxes made or being made."""
+
+    def drain(self) -> None:
+        """Wait until everything made for validations so far is gone (clean-up and
+        sandboxes made ahead and not used): nothing is left when this returns."""
+
+    @property
+    def launched(self) -> int:
+        """Validations so far whose command started (or that ended before it could)."""
+
+    def wait_launched(self, count: int, timeout: float) -> None:
+        """Wait until :attr:`launched` is ``count`` or more, at most ``timeout`` s."""
 
 
 def tail(data: bytes | str, lines: int = TAIL_LINES) -> str:
@@ -108,6 +141,7 @@ class ValidationPool:
     def __init__(self, validator: Validator, slots: int = 1) -> None:
         self.validator = validator
         self.slots = max(1, slots)
+        self._ahead = validator if isinstance(validator, Speculative) else None
         self.results: dict[str, Validation] = {}
         self.rounds = 0
         """How many rounds of (parallel) validations ran: the latency a batch paid."""
@@ -115,8 +149,23 @@ class ValidationPool:
     def known(self, key: str) -> Validation | None:
         return self.results.get(key)
 
-    def run(self, candidates: Sequence[Candidate]) -> None:
-        """Validate every candidate not validated yet, up to ``slots`` at once."""
+    def expect(self, count: int, near: str) -> None:
+        """Tell a :class:`Speculative` validator what is coming (else nothing)."""
+        if self._ahead is not None and count > 0:
+            self._ahead.expect(count, near)
+
+    def drain(self) -> None:
+        """Wait for a :class:`Speculative` validator's clean-up (else nothing)."""
+        if self._ahead is not None:
+            self._ahead.drain()
+
+    def run(self, candidates: Sequence[Candidate], ahead: int = 0,
+            meanwhile: Sequence[Callable[[], object]] = ()) -> None:
+        """Validate every candidate not validated yet, up to ``slots`` at once;
+        ``ahead``: how many more a next round may ask (made while this one runs);
+        ``meanwhile``: jobs run on this thread while the validations run in parallel,
+        one at a time until they are all done (a job that fails is left to be done
+        again when it is needed)."""
         todo: dict[str, str] = {}
         for c in candidates:
             if c.key not in self.results:
@@ -124,13 +173,26 @@ class ValidationPool:
         if not todo:
             return
         self.rounds += 1
+        # This round's sandboxes first (made ahead, or now), then the next round's.
+        self.expect(min(len(todo), self.slots) + ahead, next(iter(todo.values())))
         if len(todo) == 1 or self.slots == 1:
             for key, commit in todo.items():
                 self.results[key] = self.validator(commit)
             return
+        launched = self._ahead.launched if self._ahead is not None else 0
         with ThreadPoolExecutor(max_workers=min(self.slots, len(todo)),
                                 thread_name_prefix="validate") as pool:
             futures = {key: pool.submit(self.validator, commit) for key, commit in todo.items()}
+            if meanwhile and self._ahead is not None:
+                # The round's own start first: on a few CPUs (and one GIL) the jobs would
+                # delay every sandbox of it.
+                self._ahead.wait_launched(launched + min(len(todo), self.slots), STARTS_WAIT_S)
+            with background_priority():  # (the commands' own start still comes first)
+                for job in meanwhile:
+                    if all(f.done() for f in futures.values()):
+                        break
+                    with contextlib.suppress(Exception):
+                        job()
             for key, fut in futures.items():
                 self.results[key] = fut.result()
 
@@ -205,7 +267,19 @@ def search(pool: ValidationPool, prefixes: Sequence[Candidate],
         inside = [i for i in range(lo + 1, upper) if pool.known(prefixes[i].key) is None]
         want += [prefixes[i] for i in evenly(inside, max(room, 0 if want else 1))]
         assert want, "an unresolved search always has a prefix left to validate"
-        pool.run(want)
+        # A round validating the batch without each suspect settles a single culprit;
+        # any other may need a next round, whose sandboxes are made meanwhile.
+        settles = bool(suspects) and all(
+            c in built and (pool.known(built[c].key) is not None or built[c] in want)
+            for c in suspects)
+        # Meanwhile, the batches without each source that a next round may validate:
+        # those in a gap between this round's prefixes small enough to fit the slots.
+        probes = sorted({max(lo, 0), upper, *(i for i in range(n + 1) if prefixes[i] in want)})
+        later = [] if settles else [
+            c for a, b in itertools.pairwise(probes) if b - a <= pool.slots
+            for c in range(a + 1, b + 1) if c not in built]
+        pool.run(want, ahead=0 if settles else pool.slots,
+                 meanwhile=[functools.partial(without_, c) for c in later])
 
 
 def _ok(pool: ValidationPool, c: Candidate) -> bool | None:

@@ -147,3 +147,81 @@ def test_validator_callable_decides_where_validation_runs(repo: Repo) -> None:
     report = Transaction(repo, "main", names, validate="custom", validator=validator).run()
     assert report.outcome == "committed" and seen == [report.new_sha]
     assert report.validation is not None and report.validation.log_tail == "ran elsewhere"
+
+
+class _Ahead:
+    """A :class:`merge.validate.Speculative` validator deciding from the candidate alone
+    (see ``_scenario``), recording what it was told."""
+
+    def __init__(self, bad: set[int]) -> None:
+        self.bad = bad
+        self.expected: list[int] = []
+        self.drained = 0
+
+    def __call__(self, commit: str) -> Validation:
+        held = {int(x) for x in commit.split(",")} if "," in commit else set()
+        return Validation(command="t", passed=not (held & self.bad), exit_code=0, log_tail="")
+
+    def expect(self, count: int, near: str) -> None:
+        self.expected.append(count)
+
+    def drain(self) -> None:
+        self.drained += 1
+
+    launched = 0
+
+    def wait_launched(self, count: int, timeout: float) -> None:
+        pass
+
+
+def test_search_asks_for_the_next_rounds_sandboxes_until_the_last_round() -> None:
+    _, prefixes, without, _ = _scenario(9, {5}, 4)
+    ahead = _Ahead({5})
+    pool = ValidationPool(ahead, 4)
+    assert search(pool, prefixes, without).culprit == 5 and pool.rounds == 2
+    # Round one (4 prefixes) asks for its own 4 and the next round's 4; round two
+    # validates the batch without each suspect, which settles it: no more ahead.
+    assert ahead.expected[0] == 8 and ahead.expected[-1] <= 4 and len(ahead.expected) == 2
+
+
+def test_a_transaction_drains_its_validator_whatever_happens(repo: Repo) -> None:
+    names = _nine(repo, bad=0)[:2]
+    ahead = _Ahead(set())
+    Transaction(repo, "main", names, validate="t", validator=ahead).run()
+    assert ahead.drained == 1
+
+    class Broken(_Ahead):
+        def __call__(self, commit: str) -> Validation:
+            raise RuntimeError("the sandbox could not be made")
+
+    broken = Broken(set())
+    with pytest.raises(RuntimeError):
+        Transaction(repo, "main", names, validate="t", validator=broken).run()
+    assert broken.drained == 1
+
+
+def test_the_batches_without_each_source_are_merged_while_round_one_runs() -> None:
+    """The next round's "batch without X" candidates are built on the caller's thread
+    while round one's validations run, not after the round."""
+    _, prefixes, without, _ = _scenario(9, {5}, 4)
+    built: list[int] = []
+    during_round_one: list[int] = []
+    everyone = threading.Event()
+
+    def counting(c: int) -> Candidate:
+        built.append(c)
+        if len(built) == 9:
+            everyone.set()
+        return without(c)
+
+    def validator(commit: str) -> Validation:
+        if pool.rounds == 1:
+            everyone.wait(timeout=10)  # round one lasts until they are all built, or 10 s
+            during_round_one[:] = built
+        held = {int(x) for x in commit.split(",")}
+        return Validation(command="t", passed=5 not in held, exit_code=0, log_tail="")
+
+    pool = ValidationPool(validator, 4)
+    assert search(pool, prefixes, counting).culprit == 5 and pool.rounds == 2
+    assert sorted(during_round_one) == list(range(1, 10))
+    assert sorted(built) == list(range(1, 10))  # none built twice
