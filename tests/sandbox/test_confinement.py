@@ -371,3 +371,19 @@ def test_a_branch_lock_a_crash_left_does_not_block_a_fresh_start(pylib: Repo) ->
     r = WorktreeBackend(pylib, WorktreeConfig(confinement="none")).run(
         make_spec(pylib, "echo fresh > fresh.txt", run_id=spec.run_id, confine=False))
     assert r.status == "succeeded" and r.commit is not None, r.message
+
+
+def test_the_commit_step_runs_without_network_and_under_bwrap_without_landlock() -> None:
+    from sandbox import confine
+    from sandbox.backends.worktree.supervise import _Prepared, for_commit
+    from sandbox.network import NetworkPolicy
+
+    def prep(conf: confine.Confinement) -> _Prepared:
+        return _Prepared(conf, Path("/t"), Path("/o"), None, {}, None, 3, "tok",  # type: ignore[arg-type]
+                         NetworkPolicy("allow", ("api.example.com",)), Path("/p"))
+
+    both = for_commit(prep(confine.Confinement("bwrap+landlock", bwrap=True, landlock=True)))
+    assert (both.conf.bwrap, both.conf.landlock) == (True, False)
+    assert both.network.kind == "none" and both.proxy_dir is None and both.cpu_fd is None
+    alone = for_commit(prep(confine.Confinement("landlock", landlock=True)))
+    assert (alone.conf.bwrap, alone.conf.landlock) == (False, True)  # Landlock is all it has

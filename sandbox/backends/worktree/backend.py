@@ -58,13 +58,14 @@ from sandbox.backends.worktree.supervise import (
     _Lines,
     _Prepared,
     _Warm,
+    for_commit,
     kill_tree,
     launch,
     run_phase,
 )
 from sandbox.errors import SandboxBadInputError, SandboxError
 from sandbox.liveness import RunLock
-from sandbox.network import NetworkPolicy, forwarder_args
+from sandbox.network import forwarder_args
 from sandbox.ports import PortLease, lease_port
 
 
@@ -439,9 +440,8 @@ class WorktreeBackend(Backend):
 
     def _receive(self, sandbox: Sandbox, prep: _Prepared, env: dict[str, str],
                  ) -> tuple[str | None, list[NumStat], str, bool]:
-        """:func:`harvest.bring_home`, its commit step run confined like the agent, but
-        with no network at all (git has no use for it: no proxy, no forwarder)."""
-        commit_prep = replace(prep, cpu_fd=None, network=NetworkPolicy("none"), proxy_dir=None)
+        """:func:`harvest.bring_home`, its commit step run as :func:`for_commit` says."""
+        commit_prep = for_commit(prep)
         return bring_home(
             self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
             lambda left: run_phase(

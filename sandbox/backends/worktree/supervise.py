@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gitproc.hostile import printable
@@ -164,6 +164,18 @@ class _Warm:
 
     prep: _Prepared
     agent: _Agent
+
+
+def for_commit(prep: _Prepared) -> _Prepared:
+    """The set-up of the confined step committing an agent's leftovers: the agent's, but
+    with no network at all (git has no use for it: no proxy, no forwarder), no CPU quota
+    to write again, and under bubblewrap without the Landlock layer: with no network and
+    a pid namespace of its own, what Landlock adds there (socket, signal and write
+    scoping) bubblewrap's namespaces and read-only binds already give
+    (docs/security.md)."""
+    conf = replace(prep.conf, landlock=prep.conf.landlock and not prep.conf.bwrap)
+    return replace(prep, cpu_fd=None, network=NetworkPolicy("none"), proxy_dir=None,
+                   conf=conf)
 
 
 class _ExitWaiter:
