@@ -279,13 +279,15 @@ def _relay_one(client: object, path: str) -> None:
 
 
 def _forward(spec: str) -> None:
-    """``--forward SOCKET:PORT``: listen, leave the relay behind, return (to exec)."""
-    import select
-    import socket
-    import threading
+    """``--forward SOCKET:PORT``: listen, leave the relay behind, return (to exec).
+
+    The agent's start waits only for the listener, made with the C ``_socket`` module:
+    ``socket``, ``threading`` and what they pull in (``enum``, ``selectors``: about
+    10 ms of every agent's start) are imported by the relay, at its first connection."""
+    import _socket
 
     path, _, port = spec.rpartition(":")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", int(port)))
     listener.listen(128)
     pidfd = os.pidfd_open(os.getpid())
@@ -303,14 +305,20 @@ def _forward(spec: str) -> None:
                 os.closerange(keep[0] + 1, keep[1])
                 os.closerange(keep[1] + 1, 65536)
                 try:
+                    import select
+
                     while True:
                         ready, _, _ = select.select([listener.fileno(), pidfd], [], [])
                         if pidfd in ready:
                             break  # the agent is gone
                         try:
-                            client, _ = listener.accept()
+                            fd, _ = listener._accept()  # type: ignore[attr-defined]
                         except OSError:
                             continue
+                        import socket
+                        import threading
+
+                        client = socket.socket(fileno=fd)
                         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         threading.Thread(target=_relay_one, args=(client, path), daemon=True).start()
                 finally:
