@@ -24,7 +24,6 @@ overlays are there to avoid.  :class:`SharedBases` is the same checkout, made on
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ class SharedBases(overlay.Bases):
     def __init__(self, repo: Repo, run_id: str) -> None:
         super().__init__(repo, run_id)
         self._guard = FileLock(_dir(repo) / f"{run_id}.lock")
-        self._hold = -1  # fd with a shared flock while this process uses the checkout
+        self._hold = _hold_lock(repo, run_id)  # shared while this process uses the checkout
 
     def get(self, commit: str) -> overlay.Base:
         with self._lock:
@@ -66,7 +65,9 @@ class SharedBases(overlay.Bases):
                     if base is None:
                         base = self._make(commit)
                         (self.root / READY).write_text(base.commit)
-                    self._hold = _hold(self.repo, self.root.name, shared=True)
+                    # (blocks only on a remover, which runs under the guard we hold)
+                    self._hold.acquire(shared=True)
+                    os.utime(self._hold.path)  # last use: collect() leaves it alone
                 finally:
                     self._guard.release()
                 self._base = base
@@ -86,35 +87,21 @@ class SharedBases(overlay.Bases):
         checkout if the run is over here and nobody else holds it."""
         with self._lock:
             self._base = None
-            if self._hold < 0:
+            if not self._hold.held:
                 return
             self._guard.acquire()
             try:
-                os.close(self._hold)
-                self._hold = -1
+                self._hold.release()
                 if _finished(self.repo, self.root.name):
                     _remove_unheld(self.repo, self.root.name)
             finally:
                 self._guard.release()
 
 
-def _hold(repo: Repo, run_id: str, *, shared: bool) -> int:
-    """An fd holding ``bases/<run>.hold``: shared (blocks only on a remover, which runs
-    under the guard we hold), or exclusive without waiting (-1: someone holds it)."""
-    path = _dir(repo) / f"{run_id}.hold"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return -1
-    except BaseException:
-        os.close(fd)
-        raise
-    if shared:
-        os.utime(path)  # last use: collect() leaves recently used checkouts alone
-    return fd
+def _hold_lock(repo: Repo, run_id: str) -> FileLock:
+    """``shared-bases/<run>.hold``: held shared by each process using the run's checkout;
+    whoever can take it exclusively knows nobody does."""
+    return FileLock(_dir(repo) / f"{run_id}.hold")
 
 
 def _finished(repo: Repo, run_id: str) -> bool:
@@ -123,15 +110,15 @@ def _finished(repo: Repo, run_id: str) -> bool:
 
 def _remove_unheld(repo: Repo, run_id: str) -> bool:
     """Remove the run's checkout if nobody holds it (the guard is held); True if done."""
-    fd = _hold(repo, run_id, shared=False)
-    if fd < 0:
+    hold = _hold_lock(repo, run_id)
+    if not hold.acquire(wait=0):
         return False
     try:
         overlay.Bases(repo, run_id).close()  # unmount, delete, spare mount points
         for suffix in (".hold", ".done"):
             (_dir(repo) / f"{run_id}{suffix}").unlink(missing_ok=True)
     finally:
-        os.close(fd)
+        hold.release()
     return True
 
 
