@@ -277,11 +277,11 @@ class Runner:
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
                     cancel=cancel, on_exit=lambda: self._q.put(("exited", (t, attempt))),
-                    on_start=lambda: self.maker.started(t))
+                    on_start=lambda: self.maker.starts.started(t))
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
                                 message=f"{type(exc).__name__}: {exc}")
-        self.maker.started(t)  # (if the backend did not say so)
+        self.maker.starts.started(t)  # (if the backend did not say so)
         self._q.put(("finished", (t, attempt, result)))
         if sandbox is not None:
             self._cleanups[t] = self._cleaner.submit(self._cleanup, sandbox)

@@ -27,8 +27,48 @@ from sandbox.agents import AgentContext, agent_env, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
 from sandbox.policies import sandbox_fields
 
-# How long a sandbox made ahead waits for tasks starting (SandboxMaker._ahead).
+# How long work made ahead waits for the starts under way (Starts.quiet).
 STARTS_WAIT_S = 1.0
+
+
+class Starts:
+    """Commands started whose process is not yet under way (keys: whatever identifies
+    one).  Sandboxes made ahead wait until there is none (:meth:`quiet`): on a few CPUs,
+    and under one GIL, making them while agents or validations start would delay them
+    all.  Bounded: a start that never reports holds nothing up for long."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: set[object] = set()
+        self._launched = 0
+
+    def begin(self, key: object) -> None:
+        with self._cond:
+            self._pending.add(key)
+
+    def started(self, key: object) -> None:
+        """``key``'s command is under way, or will not start (idempotent)."""
+        with self._cond:
+            if key in self._pending:
+                self._pending.discard(key)
+                self._launched += 1
+                self._cond.notify_all()
+
+    @property
+    def launched(self) -> int:
+        """Starts so far that reported (:meth:`started`)."""
+        with self._cond:
+            return self._launched
+
+    def quiet(self) -> None:
+        """Wait until no start is under way, at most :data:`STARTS_WAIT_S`."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._pending, timeout=STARTS_WAIT_S)
+
+    def wait_launched(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` starts reported, at most ``timeout`` s."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._launched >= count, timeout=timeout)
 
 
 class SandboxMaker:
@@ -66,10 +106,8 @@ class SandboxMaker:
         self._tip: str | None = None
         self._move_queued = False
         self._moving: tuple[str, threading.Lock] | None = None
-        # Tasks taken whose agent is not yet under way: sandboxes are made ahead only
-        # when there is none (see _ahead).
-        self._starting: set[str] = set()
-        self._started = threading.Condition(self._mu)
+        # Tasks taken whose agent is not yet under way (by task id; see _ahead).
+        self.starts = Starts()
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
         """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
@@ -95,11 +133,7 @@ class SandboxMaker:
             self._pending[spec.task_id] = (self._pool.submit(self._ahead, spec, fresh), fresh)
 
     def _ahead(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
-        # Tasks starting come first: on a few CPUs (and one GIL) a sandbox made ahead
-        # while the run's first agents start would delay them all.  Bounded: a start that
-        # never reports does not hold prefetching up for long.
-        with self._started:
-            self._started.wait_for(lambda: not self._starting, timeout=STARTS_WAIT_S)
+        self.starts.quiet()  # tasks starting come first
         sandbox = self.prepare(spec, fresh)
         if can_raise_priority():  # at background priority; taken back when the task starts
             self.backend.warm(sandbox)
@@ -144,9 +178,9 @@ class SandboxMaker:
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new.
-        Its task counts as starting until :meth:`started`."""
+        Its task counts as starting until ``starts.started(task id)``."""
+        self.starts.begin(spec.task_id)
         with self._mu:
-            self._starting.add(spec.task_id)
             fut, fresh_ahead = self._pending.pop(spec.task_id, (None, fresh))
             moving = self._moving
         if moving is not None and moving[0] == spec.task_id:
@@ -162,12 +196,6 @@ class SandboxMaker:
             sandbox.spec = spec  # the backend's execute() moves it to spec.base
             return sandbox
         return self.prepare(spec, fresh)
-
-    def started(self, task: str) -> None:
-        """``task``, taken with :meth:`take`, has its agent under way (or will not start)."""
-        with self._started:
-            self._starting.discard(task)
-            self._started.notify_all()
 
     def prepare(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """``backend.prepare``, retried when git's worktree bookkeeping raced with another

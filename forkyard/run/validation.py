@@ -21,13 +21,13 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from forkyard.run.sandboxes import STARTS_WAIT_S, background_thread
+from forkyard.run.sandboxes import Starts, background_thread
 from gitproc.git import GitError, Repo
 from gitproc.process import can_raise_priority
 from merge.models import Validation
 from merge.validate import DEFAULT_TIMEOUT_S, Validator, tail
 from planner.tasks import Limits
-from sandbox.backends.base import Backend, Sandbox, SandboxSpec, once
+from sandbox.backends.base import Backend, Sandbox, SandboxSpec
 
 TASK_PREFIX = "validate-"
 
@@ -75,9 +75,7 @@ class SandboxValidator:
         self._mu = threading.Lock()
         # Validations whose command is not under way yet: sandboxes are made ahead only
         # when there is none (a round's own start comes first on a few CPUs).
-        self._starting = 0
-        self._launched = 0
-        self._started = threading.Condition(self._mu)
+        self._starts = Starts()
         self._spares: list[Future[Sandbox]] = []  # made ahead (or being made), not taken
         self._cleaning: list[Future[None]] = []
         # Background priority where it can be taken back (the warm chain is re-niced
@@ -116,8 +114,7 @@ class SandboxValidator:
             return sum(1 for f in self._spares if f.done() and _usable(f))
 
     def _make_ahead(self, near: str) -> Sandbox:
-        with self._started:  # bounded: a start that never reports holds nothing up long
-            self._started.wait_for(lambda: self._starting == 0, timeout=STARTS_WAIT_S)
+        self._starts.quiet()
         sandbox = self.backend.prepare(self._spec(f"{TASK_PREFIX}{uuid.uuid4().hex[:12]}", near))
         self.backend.warm(sandbox)  # never raises: a failed warm start is a cold one later
         return sandbox
@@ -145,19 +142,17 @@ class SandboxValidator:
     # -- one validation ---------------------------------------------------------------
 
     def __call__(self, commit: str) -> Validation:
-        with self._mu:
-            self._starting += 1
-        started = once(self._on_start)
+        key = object()  # this validation, while it starts
+        self._starts.begin(key)
         sandbox = None
         try:
             sandbox = self._take(commit)
             if sandbox is None:
                 sandbox = self.backend.prepare(
                     self._spec(f"{TASK_PREFIX}{commit[:10]}-{uuid.uuid4().hex[:6]}", commit))
-            result = self.backend.execute(sandbox, on_start=started)
+            result = self.backend.execute(sandbox, on_start=lambda: self._starts.started(key))
         finally:
-            assert started is not None
-            started()  # (no-op when execute said so already)
+            self._starts.started(key)  # (no-op when execute said so already)
             if sandbox is not None:
                 # The command's processes are gone (execute kills its whole tree): the
                 # rest of the clean-up need not hold the caller up.
@@ -170,22 +165,14 @@ class SandboxValidator:
                           exit_code=result.exit_code if result.status != "timed_out" else None,
                           log_tail=log)
 
-    def _on_start(self) -> None:
-        with self._started:
-            self._starting -= 1
-            self._launched += 1
-            self._started.notify_all()
-
     @property
     def launched(self) -> int:
         """Validations whose command started (or that ended before it could)."""
-        with self._mu:
-            return self._launched
+        return self._starts.launched
 
     def wait_launched(self, count: int, timeout: float) -> None:
         """Wait until ``count`` validations were launched, at most ``timeout`` s."""
-        with self._started:
-            self._started.wait_for(lambda: self._launched >= count, timeout=timeout)
+        self._starts.wait_launched(count, timeout)
 
     def _dispose(self, sandbox: Sandbox) -> None:
         """Remove the sandbox and its throwaway branch (nothing is committed to it:

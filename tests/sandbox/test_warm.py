@@ -241,7 +241,7 @@ def test_sandboxes_are_made_ahead_only_once_the_tasks_starting_are_under_way(
         maker.prefetch(second, fresh=False)
         time.sleep(0.4)
         assert not maker._pending["second"][0].done()  # held back while "first" starts
-        r = backend.execute(sb, on_start=lambda: maker.started("first"))
+        r = backend.execute(sb, on_start=lambda: maker.starts.started("first"))
         assert r.status == "succeeded"
         maker._pending["second"][0].result(timeout=10)  # then made
     finally:
