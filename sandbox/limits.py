@@ -63,7 +63,12 @@ def cgroup_args(group: Cgroup) -> tuple[str, ...]:
 
 def pids_with_token(token: str) -> set[int]:
     """Processes whose environment carries ``FORKYARD_SANDBOX_TOKEN=token``."""
-    needle = f"{TOKEN_VAR}={token}".encode()
+    return pids_with_env(f"{TOKEN_VAR}={token}")
+
+
+def pids_with_env(*entries: str) -> set[int]:
+    """Processes (but this one) whose environment carries every ``NAME=value`` given."""
+    needles = {e.encode() for e in entries}
     found: set[int] = set()
     me = os.getpid()
     for entry in Path("/proc").iterdir():
@@ -73,7 +78,7 @@ def pids_with_token(token: str) -> set[int]:
             env = (entry / "environ").read_bytes()
         except OSError:
             continue  # gone, or not ours to read
-        if needle in env.split(b"\0"):
+        if needles <= set(env.split(b"\0")):
             found.add(int(entry.name))
     return found
 

@@ -31,7 +31,7 @@ from forkyard.run.executors.bundles import fetch_base, result_bundle
 from gitproc.git import Repo, git
 from gitproc.lock import FileLock
 from gitproc.process import run as run_process
-from sandbox import places, shared_bases
+from sandbox import limits, places, shared_bases
 from sandbox.backends.base import ExecResult, Sandbox, SandboxSpec
 from sandbox.errors import SandboxError
 
@@ -174,19 +174,8 @@ def _attempt(root: Path, spec: SandboxSpec) -> int:
 def _pids_of(run_id: str, task_id: str, worktree: Path) -> set[int]:
     """Processes of this task's sandbox on this node, by the variables every agent process
     inherits (a dead worker's agents are orphans: nothing else leads to them)."""
-    needles = {f"FORKYARD_RUN_ID={run_id}".encode(), f"FORKYARD_TASK_ID={task_id}".encode(),
-               f"FORKYARD_WORKTREE={worktree}".encode()}
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = set((entry / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if needles <= env:
-            found.add(int(entry.name))
-    return found
+    return limits.pids_with_env(f"FORKYARD_RUN_ID={run_id}", f"FORKYARD_TASK_ID={task_id}",
+                                f"FORKYARD_WORKTREE={worktree}")
 
 
 def sandbox_root(root: Path) -> Path:
