@@ -63,6 +63,20 @@ def land(slots: int, bad_at: int, root: Path) -> tuple[float, float, int]:
     return tx.landed_at - start, returned, tx.validation_rounds
 
 
+def one_validation(root: Path) -> float:
+    """Seconds one validation takes alone through the same sandboxed validator (its
+    sandbox made, the command run, the sandbox removed): the unit the issue's "delay by
+    about one validation" counts in."""
+    repo, _ = _repo(root / "one", bad_at=-1)
+    validator = command_validator(repo, f"sleep {T}; test ! -f BROKEN")
+    start = time.monotonic()
+    result = validator(repo.rev_parse("b0"))
+    took = time.monotonic() - start
+    validator.drain()
+    assert result.passed, result
+    return took
+
+
 def main() -> None:
     print(f"T = {T:g} s, {N_GOOD} good + 1 bad branch, bisect mode, sandboxed validator")
     print("landed: the target ref moved; returned: run() returned, every validation "
@@ -78,8 +92,13 @@ def main() -> None:
             back.append(returned / T)
             print(f"{bad_at:>7} {serial / T:>9.2f}T ({sr} rounds) {parallel / T:>11.3f}T "
                   f"({pr} rounds) {returned / T:>8.3f}T {serial / parallel:>8.2f}x")
+        one = one_validation(Path(tmp))
     print(f"\nparallel, median over positions: landed {statistics.median(ratios):.3f}T, "
           f"returned {statistics.median(back):.3f}T (goal <= 2T)")
+    landed = statistics.median(ratios) * T
+    print(f"one validation alone through the same validator: {one:.3f} s ({one / T:.3f}T); "
+          f"landed = {landed / one:.3f} x one validation (the bad branch's delay: "
+          f"{(landed - one) / one:.3f} validations)")
 
 
 if __name__ == "__main__":

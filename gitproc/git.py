@@ -11,7 +11,6 @@ process: no git to start); everything else is the git CLI.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import os
 import re
@@ -31,7 +30,7 @@ from gitproc.errors import (  # noqa: F401  (re-exported: the git wrapper's erro
     UnknownRefError,
 )
 from gitproc.lock import FileLock
-from gitproc.process import Completed, run
+from gitproc.process import Completed, probed_once, run
 from gitproc.worktrees import drop_half_made
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ def git(
         ) from None
 
 
-@functools.cache
+@probed_once
 def git_version() -> tuple[int, int, int]:
     """The installed git's version (asked once per process)."""
     out = git("version", cwd=os.getcwd()).out

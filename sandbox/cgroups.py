@@ -302,11 +302,15 @@ class Cgroup:
         # cpu and cpuacct are often co-mounted: one dir, one write.
         return list(dict.fromkeys(str(d / "cgroup.procs") for d in self.dirs.values()))
 
-    def pids(self) -> set[int]:
-        """Every process in the group (any hierarchy)."""
+    def pids(self, one: bool = False) -> set[int]:
+        """Every process in the group (any hierarchy); ``one``: as one hierarchy lists
+        them (every member joined all of them: enough where nothing is at stake, as for
+        renicing, and one file read instead of one per hierarchy)."""
         found: set[int] = set()
         for d in self.dirs.values():
             found |= _read_pids(d)
+            if one:
+                break
         return found
 
     # -- stopping -----------------------------------------------------------------

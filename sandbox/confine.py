@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gitproc.process import run
+from gitproc.process import probed_once, run
 from sandbox.network.policy import INSIDE_DIR, PROXY_PORT, NetworkPolicy
 
 Mode = Literal["auto", "bwrap", "landlock", "bwrap+landlock", "none"]
@@ -108,7 +108,7 @@ class Confinement:
     notes: tuple[str, ...] = field(default=())
 
 
-@functools.cache
+@probed_once
 def bwrap_flags() -> tuple[str, ...] | None:
     """The namespace flags this host's bubblewrap accepts, or None if it cannot run.
 

@@ -23,65 +23,24 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from forkyard.journal.events import EventLog
 from forkyard.run.attempts import keep_attempt
 from forkyard.run.hints import private_tmp_hint
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
-from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
+from forkyard.run.records import RunnerConfig, TaskRecord, TaskSpec
+from forkyard.run.sandboxes import (
+    STARTS_WAIT_S,
+    SandboxMaker,
+    background_thread,
+    with_worktree,
+)
 from gitproc.git import Repo
-from planner.tasks import Agent, Limits, Task
+from gitproc.process import responsive_threads
 from sandbox.backends.base import Backend, ExecResult, branch_name
 
 RETRYABLE = frozenset({"timed_out", "oom_killed"})
-
-
-@dataclass(frozen=True)
-class RunnerConfig:
-    run_id: str
-    agents: int
-    strategy: str = "conservative"          # conservative | aggressive
-    mode: str = "stream"                    # stream | waves
-    keep: bool = False
-    confine: bool = True
-    image: str | None = None
-    retry_backoff_s: float = 1.0            # first retry waits this, then doubles
-    setup_command: str | None = None
-    copy_files: tuple[str, ...] = ()
-    prefetch: bool = True                   # prepare the next tasks' sandboxes ahead
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the loop needs to know about one task (static for the whole run)."""
-
-    task: Task
-    agent: Agent
-    limits: Limits
-    deps: tuple[str, ...]
-
-
-@dataclass
-class TaskRecord:
-    """One task's state in the loop (mutable; owned by the loop thread)."""
-
-    id: str
-    state: str = "pending"      # pending | running | retry_wait | done
-    status: str | None = None   # final: succeeded failed timed_out oom_killed cancelled skipped
-    attempts: int = 0
-    agent: int | None = None
-    slot_free: bool = True      # the agent slot was given back (its agent has exited)
-    base: str | None = None
-    started: float | None = None
-    finished: float | None = None
-    result: ExecResult | None = None
-    integrated: bool = False
-    rejected: bool = False      # its batch would not take it (conflict, validation)
-    needs_fresh_branch: bool = False  # a previous attempt (or crashed run) left the branch
-    attempt_offset: int = 0     # attempts an earlier session of the run made (resume)
-    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Runner:
@@ -154,6 +113,11 @@ class Runner:
 
     def run(self) -> None:
         """Run until every task is done, or the run stopped; Ctrl-C cancels cleanly."""
+        with responsive_threads():  # agents start while others' work is brought home
+            self._run()
+        self._finalise_leftovers()
+
+    def _run(self) -> None:
         try:
             self._prime()
             self._step()
@@ -173,7 +137,6 @@ class Runner:
             self._cleaner.shutdown(wait=True)
             self._merger.shutdown(wait=True)
             self.maker.close(keep=self.config.keep)
-        self._finalise_leftovers()
 
     def _prime(self) -> None:
         # Tasks a resumed run already finished: succeeded-but-not-integrated work goes
@@ -255,6 +218,7 @@ class Runner:
                       base=rec.base, branch=branch_name(self.config.run_id, t))
         fresh = rec.needs_fresh_branch and not self.maker.has(t)
         rec.needs_fresh_branch = True  # any later attempt must clear this one's branch
+        self.maker.starts.begin(t)  # (now, not on the agent thread: see _exited)
         self._pool.submit(self._execute, t, rec.attempts, rec.base, rec.cancel, fresh)
 
     def _execute(self, t: str, attempt: int, base: str, cancel: threading.Event,
@@ -276,7 +240,7 @@ class Runner:
                                              attempt=attempt)
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
-                    cancel=cancel, on_exit=lambda: self._q.put(("exited", (t, attempt))),
+                    cancel=cancel, on_exit=lambda: self._exited(t, attempt),
                     on_start=lambda: self.maker.starts.started(t))
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
@@ -286,6 +250,15 @@ class Runner:
         if sandbox is not None:
             self._cleanups[t] = self._cleaner.submit(self._cleanup, sandbox)
 
+    def _exited(self, t: str, attempt: int) -> None:
+        """Agent thread, ``t``'s agent is gone: its slot goes to the next task, whose start
+        comes before committing ``t``'s leftovers (on a few CPUs and one GIL, eight
+        commits at the end of a wave would delay the next wave's starts)."""
+        handled = threading.Event()
+        self._q.put(("exited", (t, attempt, handled)))
+        handled.wait(STARTS_WAIT_S)  # the loop dispatched what the free slot takes...
+        self.maker.starts.quiet()  # ...and that is under way
+
     def _settle(self, t: str) -> None:
         """Before a sandbox for ``t`` is made: the previous attempt's is gone (same path)."""
         fut = self._cleanups.pop(t, None)
@@ -293,6 +266,7 @@ class Runner:
             fut.result()
 
     def _cleanup(self, sandbox: Any) -> None:
+        self.maker.starts.quiet()  # agents starting come first
         try:
             self.backend.cleanup(sandbox, keep=self.config.keep)
         except Exception:  # leftovers are `forkyard gc`'s job; the work is committed
@@ -316,8 +290,10 @@ class Runner:
         if kind == "finished":
             self._on_finished(*payload)
         elif kind == "exited":
-            task, attempt = payload
+            task, attempt, handled = payload
             self._free_slot(task, attempt, kind_exit=True)
+            self._step()
+            handled.set()
         elif kind == "integrated":
             self._on_integrated(payload)
         elif kind == "retry":

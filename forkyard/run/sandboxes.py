@@ -33,9 +33,9 @@ STARTS_WAIT_S = 1.0
 
 class Starts:
     """Commands started whose process is not yet under way (keys: whatever identifies
-    one).  Sandboxes made ahead wait until there is none (:meth:`quiet`): on a few CPUs,
-    and under one GIL, making them while agents or validations start would delay them
-    all.  Bounded: a start that never reports holds nothing up for long."""
+    one).  Work nobody waits for (making sandboxes ahead, removing finished ones) waits
+    until there is none (:meth:`quiet`): on a few CPUs, and under one GIL, it would delay
+    the starts.  Bounded: a start that never reports holds nothing up for long."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()

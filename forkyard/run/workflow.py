@@ -33,7 +33,8 @@ from forkyard.run.attempts import attempt_refs, keep_attempt
 from forkyard.run.executors import close_executor, local_backend, make_executor
 from forkyard.run.integrate import Integrator, merge_integrator
 from forkyard.run.options import RunOptions
-from forkyard.run.runner import Runner, RunnerConfig, TaskRecord, TaskSpec
+from forkyard.run.records import RunnerConfig, TaskRecord, TaskSpec
+from forkyard.run.runner import Runner
 from forkyard.run.screen import ScreenLimits
 from forkyard.run.validation import ValidationSetup, sandbox_validator
 from forkyard.views.history import History

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gitproc.git import NumStat, Repo
 from gitproc.hostile import write_file_nofollow
-from gitproc.process import background_priority
+from gitproc.process import background_priority, probed_once
 from sandbox import cgroups, confine, limits, overlay, places, setup
 from sandbox.backends.base import (
     NO_CHANGES,
@@ -84,7 +84,8 @@ class WorktreeBackend(Backend):
         self._locks: dict[str, tuple[RunLock, int]] = {}
         self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
-        self._ident: tuple[str, str] | None = None
+        # Asked once, whichever of the agents starting together asks first.
+        self._ident = probed_once(lambda: agent_home.identity(repo))
         self._net = pol.RunProxies(self.config.proxy_hosts)
 
     # -- prepare ------------------------------------------------------------------
@@ -259,9 +260,7 @@ class WorktreeBackend(Backend):
             shutil.rmtree(d, ignore_errors=True)  # a crashed run's
             d.mkdir(exist_ok=os.path.ismount(d))  # (emptied: a bind mount of disk.py's)
         sandbox.state["objects"] = objects
-        if self._ident is None:
-            self._ident = agent_home.identity(self.repo)
-        sandbox.state["home"] = agent_home.make_home(spec, own.home, self._ident)
+        sandbox.state["home"] = agent_home.make_home(spec, own.home, self._ident())
         gitpaths = confine.GitPaths.of(self.repo.common_dir, sandbox.worktree, spec.branch,
                                        objects, own.root if conf.bwrap else None)
         # The ref file the agent's git moves: its own under bubblewrap; Landlock alone
@@ -442,14 +441,16 @@ class WorktreeBackend(Backend):
                  ) -> tuple[str | None, list[NumStat], str, bool]:
         """:func:`harvest.bring_home`, its commit step run as :func:`for_commit` says."""
         commit_prep = for_commit(prep)
-        return bring_home(
-            self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
-            lambda left: run_phase(
-                lambda fd: self._argv(sandbox, commit_prep, left, fd),
-                left, prep.conf.bwrap, sandbox.worktree, env, commit_prep,
-                time.monotonic() + self.config.commit_timeout_s, None,
-                _Lines(20, sandbox.spec.masker() or None),
-                self.config.grace_s)[0])
+
+        def commit_phase(left: str) -> int | None:
+            with background_priority():  # the slot is the next task's: its start first
+                return run_phase(
+                    lambda fd: self._argv(sandbox, commit_prep, left, fd),
+                    left, prep.conf.bwrap, sandbox.worktree, env, commit_prep,
+                    time.monotonic() + self.config.commit_timeout_s, None,
+                    _Lines(20, sandbox.spec.masker() or None), self.config.grace_s)[0]
+        return bring_home(self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
+                          commit_phase)
 
     # -- cleanup ------------------------------------------------------------------
 
@@ -461,8 +462,11 @@ class WorktreeBackend(Backend):
             group = sandbox.state.pop("cgroup", None)
             if isinstance(group, cgroups.Cgroup):
                 group.remove()
+            # Without a group that held them all (removed: empty), look for the token in
+            # every process's environment (a scan of /proc).
             token = sandbox.state.get("token")
-            if isinstance(token, str):
+            if isinstance(token, str) and (not isinstance(group, cgroups.Cgroup)
+                                           or any(d.exists() for d in group.dirs.values())):
                 limits.signal_token(token)
             lease = sandbox.state.pop("lease", None)
             if isinstance(lease, PortLease):

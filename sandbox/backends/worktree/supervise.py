@@ -210,10 +210,10 @@ class _ExitWaiter:
             self.pidfd = None
 
 
-def _members(pid: int, enf: limits.Enforcement, token: str) -> set[int]:
-    """The process tree from ``pid``: its cgroup's members, else the processes carrying
-    the sandbox's token."""
-    found = enf.cgroup.pids() if enf.cgroup is not None else limits.pids_with_token(token)
+def _members(pid: int, enf: limits.Enforcement, token: str, one: bool = False) -> set[int]:
+    """The process tree from ``pid``: its cgroup's members (``one``: as one hierarchy
+    lists them), else the processes carrying the sandbox's token."""
+    found = enf.cgroup.pids(one) if enf.cgroup is not None else limits.pids_with_token(token)
     return found | {pid}
 
 
@@ -321,7 +321,7 @@ def run_phase(
     enf, token = prep.enf, prep.token
     if ready is not None:
         # Warmed on a background thread: the agent runs at our priority.
-        raise_priority(lambda: _members(ready.proc.pid, enf, token),
+        raise_priority(lambda: _members(ready.proc.pid, enf, token, one=True),
                        os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         if ready.go(["/bin/sh", "-c", command], env):
             if on_start is not None:
