@@ -24,7 +24,6 @@ import pygit2
 
 from gitproc.git import IDENTITY, RefMovedError, Repo, UnknownRefError, require_git
 from gitproc.lock import integration_lock
-from gitproc.process import responsive_threads
 from merge import journal
 from merge.conflicts import overlaps, touched_paths
 from merge.errors import (
@@ -154,8 +153,7 @@ class Transaction:
         """Compute the batch and, unless a dry run, land it (or not) atomically.  A
         validator's background clean-up is over when this returns, whatever happened."""
         try:
-            with responsive_threads():  # validations start while others are cleaned up
-                return self._run()
+            return self._run()
         finally:
             if self._pool is not None:
                 self._pool.drain()

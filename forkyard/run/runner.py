@@ -31,7 +31,6 @@ from forkyard.run.hints import private_tmp_hint
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.records import RunnerConfig, TaskRecord, TaskSpec
 from forkyard.run.sandboxes import (
-    STARTS_WAIT_S,
     SandboxMaker,
     background_thread,
     with_worktree,
@@ -218,7 +217,6 @@ class Runner:
                       base=rec.base, branch=branch_name(self.config.run_id, t))
         fresh = rec.needs_fresh_branch and not self.maker.has(t)
         rec.needs_fresh_branch = True  # any later attempt must clear this one's branch
-        self.maker.starts.begin(t)  # (now, not on the agent thread: see _exited)
         self._pool.submit(self._execute, t, rec.attempts, rec.base, rec.cancel, fresh)
 
     def _execute(self, t: str, attempt: int, base: str, cancel: threading.Event,
@@ -240,7 +238,7 @@ class Runner:
                                              attempt=attempt)
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
-                    cancel=cancel, on_exit=lambda: self._exited(t, attempt),
+                    cancel=cancel, on_exit=lambda: self._q.put(("exited", (t, attempt))),
                     on_start=lambda: self.maker.starts.started(t))
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
@@ -250,15 +248,6 @@ class Runner:
         if sandbox is not None:
             self._cleanups[t] = self._cleaner.submit(self._cleanup, sandbox)
 
-    def _exited(self, t: str, attempt: int) -> None:
-        """Agent thread, ``t``'s agent is gone: its slot goes to the next task, whose start
-        comes before committing ``t``'s leftovers (on a few CPUs and one GIL, eight
-        commits at the end of a wave would delay the next wave's starts)."""
-        handled = threading.Event()
-        self._q.put(("exited", (t, attempt, handled)))
-        handled.wait(STARTS_WAIT_S)  # the loop dispatched what the free slot takes...
-        self.maker.starts.quiet()  # ...and that is under way
-
     def _settle(self, t: str) -> None:
         """Before a sandbox for ``t`` is made: the previous attempt's is gone (same path)."""
         fut = self._cleanups.pop(t, None)
@@ -266,7 +255,6 @@ class Runner:
             fut.result()
 
     def _cleanup(self, sandbox: Any) -> None:
-        self.maker.starts.quiet()  # agents starting come first
         try:
             self.backend.cleanup(sandbox, keep=self.config.keep)
         except Exception:  # leftovers are `forkyard gc`'s job; the work is committed
@@ -290,10 +278,8 @@ class Runner:
         if kind == "finished":
             self._on_finished(*payload)
         elif kind == "exited":
-            task, attempt, handled = payload
+            task, attempt = payload
             self._free_slot(task, attempt, kind_exit=True)
-            self._step()
-            handled.set()
         elif kind == "integrated":
             self._on_integrated(payload)
         elif kind == "retry":

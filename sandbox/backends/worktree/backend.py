@@ -84,8 +84,7 @@ class WorktreeBackend(Backend):
         self._locks: dict[str, tuple[RunLock, int]] = {}
         self._bases: dict[str, overlay.Bases] = {}
         self._lock = threading.Lock()
-        # Asked once, whichever of the agents starting together asks first.
-        self._ident = probed_once(lambda: agent_home.identity(repo))
+        self._ident = probed_once(lambda: agent_home.identity(repo))  # (agents start at once)
         self._net = pol.RunProxies(self.config.proxy_hosts)
 
     # -- prepare ------------------------------------------------------------------
@@ -449,8 +448,7 @@ class WorktreeBackend(Backend):
                     left, prep.conf.bwrap, sandbox.worktree, env, commit_prep,
                     time.monotonic() + self.config.commit_timeout_s, None,
                     _Lines(20, sandbox.spec.masker() or None), self.config.grace_s)[0]
-        return bring_home(self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
-                          commit_phase)
+        return bring_home(self.repo, sandbox, agent_home.scratch(sandbox.spec.preset), commit_phase)
 
     # -- cleanup ------------------------------------------------------------------
 
@@ -462,9 +460,7 @@ class WorktreeBackend(Backend):
             group = sandbox.state.pop("cgroup", None)
             if isinstance(group, cgroups.Cgroup):
                 group.remove()
-            # Without a group that held them all (removed: empty), look for the token in
-            # every process's environment (a scan of /proc).
-            token = sandbox.state.get("token")
+            token = sandbox.state.get("token")  # (no /proc scan if a group held them all)
             if isinstance(token, str) and (not isinstance(group, cgroups.Cgroup)
                                            or any(d.exists() for d in group.dirs.values())):
                 limits.signal_token(token)
