@@ -30,6 +30,7 @@ T = float(os.environ.get("FORKYARD_BENCH_T", "2"))
 clean-up come on top of it, so small values overstate the ratio."""
 N_GOOD = 8
 SLOTS = 4
+COMMAND = f"sleep {T}; test ! -f BROKEN"  # fails on the bad branch's tree
 
 
 def _repo(where: Path, bad_at: int) -> tuple[Repo, list[str]]:
@@ -50,9 +51,8 @@ def _repo(where: Path, bad_at: int) -> tuple[Repo, list[str]]:
 def land(slots: int, bad_at: int, root: Path) -> tuple[float, float, int]:
     """(seconds until the target moved, until ``run()`` returned, validation rounds)."""
     repo, names = _repo(root / f"s{slots}-{bad_at}", bad_at)
-    command = f"sleep {T}; test ! -f BROKEN"
-    tx = Transaction(repo, "main", names, mode="bisect", validate=command,
-                     validator=command_validator(repo, command), validate_slots=slots)
+    tx = Transaction(repo, "main", names, mode="bisect", validate=COMMAND,
+                     validator=command_validator(repo, COMMAND), validate_slots=slots)
     start = time.monotonic()
     report = tx.run()
     returned = time.monotonic() - start
@@ -68,7 +68,7 @@ def one_validation(root: Path) -> float:
     sandbox made, the command run, the sandbox removed): the unit the issue's "delay by
     about one validation" counts in."""
     repo, _ = _repo(root / "one", bad_at=-1)
-    validator = command_validator(repo, f"sleep {T}; test ! -f BROKEN")
+    validator = command_validator(repo, COMMAND)
     start = time.monotonic()
     result = validator(repo.rev_parse("b0"))
     took = time.monotonic() - start

@@ -302,14 +302,10 @@ class Repo:
         with WORKTREE_ADMIN_LOCK:
             # Other processes add worktrees to the same repository too (Ray workers share
             # a node's cache): the bookkeeping is serialised across processes as well.
-            lock = FileLock(self.common_dir / "forkyard-worktrees.lock")
-            lock.acquire()
-            try:
+            with FileLock(self.common_dir / "forkyard-worktrees.lock"):
                 drop_half_made(self.common_dir / "worktrees")
                 self.git("worktree", "add", "--quiet", "--no-checkout", "-b", branch,
                          str(path), base)
-            finally:
-                lock.release()
         if checkout:
             self.git("reset", "--quiet", "--hard", cwd=path)
 

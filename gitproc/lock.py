@@ -42,7 +42,8 @@ class FileLock:
 
     ``acquire`` blocks, tries once (``wait=0``) or waits up to ``wait`` seconds; it returns
     whether the lock is now held.  ``release`` is idempotent; closing the file drops the
-    lock, so a lock is also released when its holder dies.
+    lock, so a lock is also released when its holder dies.  ``with lock:`` holds it
+    exclusively for the block (waiting as long as it takes).
     """
 
     def __init__(self, path: Path) -> None:
@@ -89,6 +90,13 @@ class FileLock:
 
     def fileno(self) -> int:
         return self._fd
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _try(fd: int, mode: int, wait: float) -> bool:

@@ -13,7 +13,6 @@ remains, and names the culprits.  Sources always stay on their own branches.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Sequence
@@ -159,7 +158,7 @@ class Transaction:
                 self._pool.drain()
 
     def _run(self) -> MergeReport:
-        _require_git_once()
+        require_git()  # (git's version is asked once per process)
         repo = self.repo
         # Resolve everything first: bad input changes nothing.
         sources = [_Source(n, sha) for n, sha in zip(
@@ -476,11 +475,6 @@ class Transaction:
         journal.fault("after-worktree")
         journal.clear(self.repo, entry)
         journal.fault("after-cleanup")
-
-
-@functools.cache  # (not cached when it raises: checked again next time)
-def _require_git_once() -> None:
-    require_git()
 
 
 def resolve_commits(repo: Repo, revs: Sequence[str]) -> list[str]:

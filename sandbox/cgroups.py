@@ -392,8 +392,9 @@ class Cgroup:
                 return None
         return None
 
-    def remove(self) -> None:
-        """Kill what is left and remove the group's directories (and empty run dirs)."""
+    def remove(self) -> bool:
+        """Kill what is left and remove the group's directories (and empty run dirs);
+        True when every directory is gone (nothing of the group is left running)."""
         if self.pids():
             self.kill()
         for d in self.dirs.values():
@@ -401,6 +402,7 @@ class Cgroup:
         self._weigh()
         for d in self.dirs.values():
             _rmdir(d.parent)
+        return not any(d.exists() for d in self.dirs.values())
 
 
 def _read_pids(d: Path) -> set[int]:

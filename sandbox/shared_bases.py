@@ -57,8 +57,7 @@ class SharedBases(overlay.Bases):
     def get(self, commit: str) -> overlay.Base:
         with self._lock:
             if self._base is None:
-                self._guard.acquire()
-                try:
+                with self._guard:
                     # In use again (a resumed run): its end is to come.
                     (_dir(self.repo) / f"{self.root.name}.done").unlink(missing_ok=True)
                     base = self._ready()
@@ -68,8 +67,6 @@ class SharedBases(overlay.Bases):
                     # (blocks only on a remover, which runs under the guard we hold)
                     self._hold.acquire(shared=True)
                     os.utime(self._hold.path)  # last use: collect() leaves it alone
-                finally:
-                    self._guard.release()
                 self._base = base
             return self._base
 
@@ -89,13 +86,10 @@ class SharedBases(overlay.Bases):
             self._base = None
             if not self._hold.held:
                 return
-            self._guard.acquire()
-            try:
+            with self._guard:
                 self._hold.release()
                 if _finished(self.repo, self.root.name):
                     _remove_unheld(self.repo, self.root.name)
-            finally:
-                self._guard.release()
 
 
 def _hold_lock(repo: Repo, run_id: str) -> FileLock:
@@ -125,16 +119,12 @@ def _remove_unheld(repo: Repo, run_id: str) -> bool:
 def finish_run(repo: Repo, run_id: str) -> bool:
     """The run is over on this node: its checkout goes now if nobody holds it, else when
     its last holder closes.  True if it is gone now."""
-    guard = FileLock(_dir(repo) / f"{run_id}.lock")
-    guard.acquire()
-    try:
+    with FileLock(_dir(repo) / f"{run_id}.lock"):
         if not (repo.forkyard_dir / "bases" / run_id).exists() \
                 and not (_dir(repo) / f"{run_id}.hold").exists():
             return True  # no checkout was made here
         (_dir(repo) / f"{run_id}.done").touch()
         return _remove_unheld(repo, run_id)
-    finally:
-        guard.release()
 
 
 def collect(repo: Repo, idle_s: float = IDLE_S) -> list[str]:

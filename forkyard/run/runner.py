@@ -30,11 +30,7 @@ from forkyard.run.attempts import keep_attempt
 from forkyard.run.hints import private_tmp_hint
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.records import RunnerConfig, TaskRecord, TaskSpec
-from forkyard.run.sandboxes import (
-    SandboxMaker,
-    background_thread,
-    with_worktree,
-)
+from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
 from gitproc.git import Repo
 from gitproc.process import responsive_threads
 from sandbox.backends.base import Backend, ExecResult, branch_name

@@ -156,8 +156,7 @@ class SandboxValidator:
             if sandbox is not None:
                 # The command's processes are gone (execute kills its whole tree): the
                 # rest of the clean-up need not hold the caller up.
-                with self._mu:
-                    self._cleaning.append(self._cleaner.submit(self._dispose, sandbox))
+                self._dispose_later(sandbox)
         log = tail(result.log_tail)
         if result.message and result.status != "succeeded":
             log += f"\n[forkyard] {result.message}"
@@ -173,6 +172,10 @@ class SandboxValidator:
     def wait_launched(self, count: int, timeout: float) -> None:
         """Wait until ``count`` validations were launched, at most ``timeout`` s."""
         self._starts.wait_launched(count, timeout)
+
+    def _dispose_later(self, sandbox: Sandbox) -> None:
+        with self._mu:
+            self._cleaning.append(self._cleaner.submit(self._dispose, sandbox))
 
     def _dispose(self, sandbox: Sandbox) -> None:
         """Remove the sandbox and its throwaway branch (nothing is committed to it:
@@ -199,8 +202,7 @@ class SandboxValidator:
                 sandbox = fut.result()
             except Exception:  # its prepare failed and undid itself
                 continue
-            with self._mu:
-                self._cleaning.append(self._cleaner.submit(self._dispose, sandbox))
+            self._dispose_later(sandbox)
         while True:
             with self._mu:
                 pending, self._cleaning = self._cleaning, []

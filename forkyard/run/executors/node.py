@@ -30,6 +30,7 @@ from typing import Any
 from forkyard.run.executors.bundles import fetch_base, result_bundle
 from gitproc.git import Repo, git
 from gitproc.lock import FileLock
+from gitproc.process import probed_once
 from gitproc.process import run as run_process
 from sandbox import limits, places, shared_bases
 from sandbox.backends.base import ExecResult, Sandbox, SandboxSpec
@@ -88,9 +89,7 @@ def open_cache(root: Path, key: str) -> Repo:
     known = _CACHES.get(path)
     if known is not None and (path / "HEAD").exists():
         return known
-    lock = FileLock(root / "locks" / f"{key}.lock")
-    lock.acquire()
-    try:
+    with FileLock(root / "locks" / f"{key}.lock"):
         if not (path / "HEAD").exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             git("init", "-q", "--bare", str(path), cwd=path.parent)
@@ -100,8 +99,6 @@ def open_cache(root: Path, key: str) -> Repo:
         # Recorded once, under the lock (the record is replaced through one temp name): every
         # path of this node's sandboxes (places.py) is then under the node's own root.
         places.set_sandbox_root(repo.forkyard_dir, sandbox_root(root))
-    finally:
-        lock.release()
     collect_runs(repo)  # once per worker process: what dead runs left on this node
     _CACHES[path] = repo
     return repo
@@ -145,15 +142,11 @@ def ensure_base(cache: Repo, root: Path, key: str, base: str,
     called then: the bundle crosses the network only to nodes that lack it)."""
     if cache.try_rev_parse(f"{base}^{{commit}}") is not None:
         return False
-    lock = FileLock(root / "locks" / f"{key}.lock")
-    lock.acquire()
-    try:
+    with FileLock(root / "locks" / f"{key}.lock"):
         if cache.try_rev_parse(f"{base}^{{commit}}") is not None:
             return False
         fetch_base(cache, base, fetch(), root / "scratch")
         return True
-    finally:
-        lock.release()
 
 
 def _attempt(root: Path, spec: SandboxSpec) -> int:
@@ -161,14 +154,10 @@ def _attempt(root: Path, spec: SandboxSpec) -> int:
     retried it here after its worker died."""
     path = root / "attempts" / spec.run_id / f"{spec.task_id}.{spec.env.get('FORKYARD_ATTEMPT', 1)}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path.with_suffix(".lock"))
-    lock.acquire()
-    try:
+    with FileLock(path.with_suffix(".lock")):
         n = int(path.read_text() or 0) + 1 if path.exists() else 1
         path.write_text(str(n))
         return n
-    finally:
-        lock.release()
 
 
 def _pids_of(run_id: str, task_id: str, worktree: Path) -> set[int]:
@@ -216,16 +205,11 @@ def _localize(spec: SandboxSpec, worktree: Path) -> SandboxSpec:
                    copy_files=())
 
 
+@probed_once  # (per worker process: the option is the node's)
 def _exit_codes_work() -> bool:
     """False where Ray auto-reaps children (its raylet-subreaper option): every exit code
-    would then read 0 and a failed agent would look like a success (asked once per
-    worker process: the option is the node's)."""
-    if not _REAPING:
-        _REAPING.append(run_process(["false"], check=False).returncode != 0)
-    return _REAPING[0]
-
-
-_REAPING: list[bool] = []
+    would then read 0 and a failed agent would look like a success."""
+    return run_process(["false"], check=False).returncode != 0
 
 
 def _backend(config: Mapping[str, Any], cache: Repo) -> Any:
@@ -276,14 +260,11 @@ def run_task(task: WorkerTask, fetch: Callable[[], bytes], node_id: str = "",
     attempt = _attempt(root, spec)
     lap("cache")
     task_lock = FileLock(root / "locks" / "tasks" / spec.run_id / f"{spec.task_id}.lock")
-    task_lock.acquire()  # an earlier attempt's clean-up (on its own thread) is done
-    try:
+    with task_lock:  # an earlier attempt's clean-up (on its own thread) is done
         worktree = places.worktree_path(cache.forkyard_dir, spec.run_id, spec.task_id)
         if attempt > 1 or worktree.exists() or cache.try_rev_parse(
                 f"refs/heads/{spec.branch}") is not None:
             clear_previous(cache, spec)
-    finally:
-        task_lock.release()
     lap("clear")
     config = dict(task.backend)
     # Not the driver's --sandbox-dir (a path on its machine): this node's own root.

@@ -440,15 +440,13 @@ class WorktreeBackend(Backend):
                  ) -> tuple[str | None, list[NumStat], str, bool]:
         """:func:`harvest.bring_home`, its commit step run as :func:`for_commit` says."""
         commit_prep = for_commit(prep)
-
-        def commit_phase(left: str) -> int | None:
-            with background_priority():  # the slot is the next task's: its start first
-                return run_phase(
-                    lambda fd: self._argv(sandbox, commit_prep, left, fd),
-                    left, prep.conf.bwrap, sandbox.worktree, env, commit_prep,
-                    time.monotonic() + self.config.commit_timeout_s, None,
-                    _Lines(20, sandbox.spec.masker() or None), self.config.grace_s)[0]
-        return bring_home(self.repo, sandbox, agent_home.scratch(sandbox.spec.preset), commit_phase)
+        return bring_home(
+            self.repo, sandbox, agent_home.scratch(sandbox.spec.preset),
+            lambda left: run_phase(
+                lambda fd: self._argv(sandbox, commit_prep, left, fd),
+                left, prep.conf.bwrap, sandbox.worktree, env, commit_prep,
+                time.monotonic() + self.config.commit_timeout_s, None,
+                _Lines(20, sandbox.spec.masker() or None), self.config.grace_s)[0])
 
     # -- cleanup ------------------------------------------------------------------
 
@@ -458,11 +456,9 @@ class WorktreeBackend(Backend):
         try:
             self._abandon(sandbox)  # prepared ahead, never run
             group = sandbox.state.pop("cgroup", None)
-            if isinstance(group, cgroups.Cgroup):
-                group.remove()
-            token = sandbox.state.get("token")  # (no /proc scan if a group held them all)
-            if isinstance(token, str) and (not isinstance(group, cgroups.Cgroup)
-                                           or any(d.exists() for d in group.dirs.values())):
+            gone = isinstance(group, cgroups.Cgroup) and group.remove()
+            token = sandbox.state.get("token")
+            if isinstance(token, str) and not gone:  # (no group held them all: scan /proc)
                 limits.signal_token(token)
             lease = sandbox.state.pop("lease", None)
             if isinstance(lease, PortLease):
