@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,13 @@ from gitproc.git import Repo
 from gitproc.process import run
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A shell without job control starts a background job (`make test &`) with SIGINT
+# ignored, and every process it starts inherits that: the Ctrl-C tests would then
+# interrupt nothing.  Tests run with Python's own Ctrl-C handling (inherited by the
+# processes they start as the default disposition).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HERMETIC_CONFIG = {
     "init.defaultBranch": "main",
