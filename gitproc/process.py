@@ -65,31 +65,65 @@ def probed_once(probe: Callable[[], T]) -> Callable[[], T]:
 BACKGROUND_NICE = 10
 
 
-def lower_thread_priority(nice: int = BACKGROUND_NICE) -> int | None:
-    """Give the calling thread (Linux: per thread, inherited by the processes it starts)
-    niceness ``nice`` if that is lower priority; its previous niceness, None if unchanged."""
-    try:
+_background = threading.local()  # .nice: this thread's work is background work
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Make the calling thread's work background work, for good: the processes it starts
+    get niceness ``nice`` (:func:`spawn`).
+
+    Where niceness can be taken back (root) only the processes are lowered, at their
+    fork; the thread's own Python code keeps the process's priority: a thread the kernel
+    holds back while it holds the GIL holds back every other thread of forkyard with it.
+    Elsewhere the thread itself is lowered (Linux: niceness is per thread, and inherited
+    by what it starts)."""
+    if can_raise_priority():
+        _background.nice = max(nice, getattr(_background, "nice", nice))
+        return
+    with contextlib.suppress(AttributeError, OSError):
         tid = threading.get_native_id()
-        old = os.getpriority(os.PRIO_PROCESS, tid)
-        if old >= nice:
-            return None
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-        return old
-    except (AttributeError, OSError):
-        return None
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 @contextlib.contextmanager
 def background_priority(nice: int = BACKGROUND_NICE) -> Iterator[None]:
-    """The calling thread at lower priority for the block, and back afterwards -- which
-    only a privileged process may do, so for anyone else the block runs as it is."""
-    old = lower_thread_priority(nice) if can_raise_priority() else None
+    """The processes the calling thread starts in the block at lower priority (see
+    :func:`lower_thread_priority`) -- which only a privileged process can undo, so for
+    anyone else the block runs as it is."""
+    if not can_raise_priority():
+        yield
+        return
+    before = getattr(_background, "nice", None)
+    _background.nice = max(nice, before if before is not None else nice)
     try:
         yield
     finally:
-        if old is not None:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), old)
+        if before is None:
+            del _background.nice
+        else:
+            _background.nice = before
+
+
+@contextlib.contextmanager
+def _forking_at_our_niceness() -> Iterator[None]:
+    """Around a fork: the thread at its background niceness, if it has one (root), so
+    that the child inherits it from its first instruction; back right after."""
+    nice = getattr(_background, "nice", None)
+    tid = threading.get_native_id()
+    try:
+        old = os.getpriority(os.PRIO_PROCESS, tid) if nice is not None else None
+    except OSError:
+        old = None
+    if old is None or old >= nice:  # type: ignore[operator]
+        yield
+        return
+    os.setpriority(os.PRIO_PROCESS, tid, nice)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, old)
 
 
 #: The GIL switch interval while forkyard starts and supervises many processes.
@@ -169,16 +203,17 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session and return the Popen (the caller owns it)."""
     try:
-        return subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-            pass_fds=tuple(pass_fds),
-        )
+        with _forking_at_our_niceness():
+            return subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+                pass_fds=tuple(pass_fds),
+            )
     except FileNotFoundError as exc:
         raise ExecutableNotFoundError(argv[0]) from exc
 

@@ -15,15 +15,16 @@ Three layouts exist in the wild, detected from ``/proc/self/mountinfo``:
   v1; the sandbox also joins a group in the unified tree so ``cgroup.kill`` can kill the
   whole tree atomically.
 
-Groups are created *below the cgroup forkyard itself runs in* (``<own>/forkyard/
-<repo-key>.<run>/<task>``; the key keeps repositories apart for gc), so a supervisor's limits on forkyard still cover its agents and no
-delegation boundary is crossed.  On v2 the parent must not hold processes to enable
-controllers for its children ("no internal processes"), so when forkyard's own group
-cannot host them the parent of it is tried.  ``FORKYARD_CGROUP_ROOT`` overrides.
+Groups are made *below forkyard's own cgroup* (``<own>/forkyard/<repo-key>.<run>/<task>``;
+the key keeps repositories apart for gc): a supervisor's limits on forkyard cover its
+agents, no delegation boundary is crossed.  On v2 a parent holding processes cannot
+enable controllers for its children, so when forkyard's own group cannot host them its
+parent is tried.  ``FORKYARD_CGROUP_ROOT`` overrides.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -33,10 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gitproc.process import BACKGROUND_NICE
 from planner.tasks import Limits
 
 Layout = Literal["v2", "v1", "hybrid", "none"]
 CPU_PERIOD_US = 100_000
+#: A background group's CPU weight as a share of an ordinary process's: a process's at
+#: forkyard's background niceness (each step of niceness is ~1.25x).
+BACKGROUND_WEIGHT = 1.25 ** -BACKGROUND_NICE
 V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer", "cpuacct")  # first three required
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 
@@ -228,6 +233,12 @@ class Cgroup:
         group._weigh()
         return group
 
+    def _weight(self) -> tuple[Path | None, str, int]:
+        """The group's CPU weight: its directory, file, and one ordinary process's."""
+        if self.hier.layout == "v2":
+            return self.dirs.get("unified"), "cpu.weight", 100
+        return self.dirs.get("cpu"), "cpu.shares", 1024
+
     def _weigh(self) -> None:
         """Give forkyard's run group and base group the CPU weight of one ordinary process
         per sandbox they hold.
@@ -236,24 +247,30 @@ class Cgroup:
         default, eight agents together would get the CPU share of a single ``git`` of
         forkyard's (or of any other process on the host) while the machine is busy, and
         their start-up crawls.  This is a share under contention only, never more than
-        each sandbox's own ``cpus`` limit.  Best effort: a weight that cannot be written
-        changes nothing else.
+        each sandbox's own ``cpus`` limit.  Best effort (here and in :meth:`in_background`):
+        a weight that cannot be written changes nothing else.
         """
-        if self.hier.layout == "v2":
-            d, name, unit, cap = self.dirs.get("unified"), "cpu.weight", 100, 10_000
-        else:
-            d, name, unit, cap = self.dirs.get("cpu"), "cpu.shares", 1024, 262_144
-        if d is None:
-            return
-        try:
+        d, name, unit = self._weight()
+        with contextlib.suppress(OSError):
+            if d is None:
+                return
             run_dir, base = d.parent, d.parent.parent
             # d_type from the directory listing: no stat of every control file.
             counts = {r: len(_subdirs(r)) for r in _subdirs(base)}
+            cap = 10_000 if name == "cpu.weight" else 262_144  # the kernel's maximum
             for level, n in ((run_dir, counts.get(run_dir, 0)), (base, sum(counts.values()))):
                 if (level / name).exists():
                     _write(level / name, str(min(cap, unit * max(1, n))))
-        except OSError:
-            pass
+
+    def in_background(self, background: bool) -> None:
+        """Weigh the group as one process at forkyard's background niceness, or as an
+        ordinary one again.  The kernel weighs a group as one entity whatever the
+        niceness of its processes: a chain started ahead of its turn, or a commit step,
+        would otherwise compete with the agents starting as their equal."""
+        d, name, unit = self._weight()
+        with contextlib.suppress(OSError):
+            if d is not None:
+                _write(d / name, str(round(unit * BACKGROUND_WEIGHT) if background else unit))
 
     def _apply(self, limits: Limits, defer_cpu: bool = False) -> None:
         mem = limits.memory_mb * 1024 * 1024 if limits.memory_mb else None
@@ -318,10 +335,8 @@ class Cgroup:
     def signal(self, sig: int) -> None:
         """Send ``sig`` to every member (SIGTERM for a graceful stop)."""
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def kill(self, wait_s: float = 5.0) -> bool:
         """Kill every member, including setsid'd and double-forked ones, and wait up to

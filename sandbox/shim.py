@@ -20,9 +20,9 @@ as NUL-terminated ``A<arg>`` and ``E<NAME=VALUE>`` entries (known only when the 
 starts: its base, for one); ``ARGV`` is empty.  Nothing read (the run gave the start
 up): exit 125 without running anything.  Why not ``preexec_fn``: it runs Python
 between fork and exec in a multi-threaded parent (the output pumps), which can deadlock,
-and it cannot be placed *inside* bubblewrap.  The shim is run by path with ``-I -S``
+and it cannot be placed *inside* bubblewrap.  The shim is run with ``-I -S``
 (also inside bubblewrap, for Landlock: the ruleset is made with raw syscalls through
-ctypes), so it must only use the standard library -- and little of it: every module
+``_ctypes``), its module imported (``config.SHIM_ARGV``), so it must only use the standard library -- and little of it: every module
 imported here is paid for by every agent's start (no ``json``: it pulls in ``re``).
 """
 
@@ -43,34 +43,57 @@ RLIMITS = {
 EXIT_SHIM_FAILED = 125  # like env(1)/docker: "the wrapper failed, the command never ran"
 
 
-def _drop_capabilities() -> None:
+def _libc() -> dict[str, object]:
+    """libc's ``syscall``, ``prctl`` and ``capset``, with ``errno`` kept, through
+    ``_ctypes`` (the C half of ctypes): ``import ctypes`` alone costs some 4 ms of every
+    agent's start, this about one.  Arguments go as ctypes would pass them: ``int`` as
+    a C int, ``bytes`` as a pointer to their buffer, ``None`` as NULL."""
+    import _ctypes
+
+    class Long(_ctypes._SimpleCData):  # type: ignore[misc,name-defined]
+        _type_ = "l"
+
+    class Int(_ctypes._SimpleCData):  # type: ignore[misc,name-defined]
+        _type_ = "i"
+
+    class Libc:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # this program
+
+    def function(name: str, result: type) -> object:
+        class Function(_ctypes.CFuncPtr):  # type: ignore[misc,name-defined]
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = result
+        return Function((name, Libc))  # type: ignore[arg-type]  # needs only ._handle
+
+    return {"syscall": function("syscall", Long), "prctl": function("prctl", Int),
+            "capset": function("capset", Int), "errno": _ctypes.get_errno}
+
+
+def _u(value: int, size: int) -> bytes:
+    """``value`` as a native-endian C unsigned integer of ``size`` bytes."""
+    return value.to_bytes(size, sys.byteorder)
+
+
+def _drop_capabilities(libc: dict[str, object]) -> None:
     """Drop every capability for good (bounding set, ambient, effective/permitted).
 
     Landlock does not take root's capabilities away; without this a root agent confined
     by Landlock alone could still mknod, kill other root processes' children via
     ptrace, load modules...  Emptying the bounding set makes the drop survive exec.
     """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
+    prctl, capset = libc["prctl"], libc["capset"]
     pr_capbset_drop, pr_cap_ambient, pr_cap_ambient_clear_all = 24, 47, 4
     for cap in range(64):
-        libc.prctl(pr_capbset_drop, cap, 0, 0, 0)  # EINVAL past the last cap: ignored
-    libc.prctl(pr_cap_ambient, pr_cap_ambient_clear_all, 0, 0, 0)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
-    if libc.capset(ctypes.byref(header), data) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
+        prctl(pr_capbset_drop, cap, 0, 0, 0)  # type: ignore[operator]  # EINVAL past the last
+    prctl(pr_cap_ambient, pr_cap_ambient_clear_all, 0, 0, 0)  # type: ignore[operator]
+    # struct __user_cap_header_struct {u32 version; int pid} (_LINUX_CAPABILITY_VERSION_3),
+    # then two struct __user_cap_data_struct {u32 effective, permitted, inheritable}: all 0.
+    header, data = _u(0x20080522, 4) + _u(0, 4), bytes(24)
+    if capset(header, data) != 0:  # type: ignore[operator]
+        raise OSError(libc["errno"](), "capset failed")  # type: ignore[operator]
 
 
-# Landlock, straight from the kernel ABI (linux/landlock.h) with ctypes, so that the
+# Landlock, straight from the kernel ABI (linux/landlock.h) through _ctypes, so that the
 # inner shim runs with ``-I -S`` like the outer one: no site-packages, no landlockpy
 # import in the agent's critical path.  The flag values and their minimum ABI versions
 # mirror landlockpy's (tests/sandbox/test_shim.py checks that they agree).
@@ -122,55 +145,39 @@ def landlock_masks(abi: int, network: bool) -> dict[str, int]:
 
 def abi_version() -> int:
     """The kernel's Landlock ABI version; 0 where there is no Landlock."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return max(0, int(libc.syscall(SYS_CREATE_RULESET, None, 0, 1)))  # _VERSION flag
+    syscall = _libc()["syscall"]
+    return max(0, int(syscall(SYS_CREATE_RULESET, None, 0, 1)))  # type: ignore[operator]
 
 
 def _landlock(spec: dict[str, object]) -> None:
     """Enforce a Landlock ruleset: read/execute everywhere, write only in ``rw`` paths."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    libc = _libc()
+    syscall, errno = libc["syscall"], libc["errno"]
 
     def call(nr: int, *args: object) -> int:
-        ret = int(libc.syscall(nr, *args))
+        ret = int(syscall(nr, *args))  # type: ignore[operator]
         if ret == -1:
-            err = ctypes.get_errno()
+            err = int(errno())  # type: ignore[operator]
             raise OSError(err, f"landlock syscall {nr}: {os.strerror(err)}")
         return ret
 
-    class RulesetAttr(ctypes.Structure):
-        _fields_ = [("handled_access_fs", ctypes.c_uint64),
-                    ("handled_access_net", ctypes.c_uint64),
-                    ("scoped", ctypes.c_uint64)]
-
-    class PathBeneathAttr(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-    class NetPortAttr(ctypes.Structure):
-        _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
-
     abi = call(SYS_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     m = landlock_masks(abi, bool(spec.get("network", True)))
-    attr = RulesetAttr(m["handled_fs"], m["handled_net"], m["scoped"])
-    # The struct grew over the ABIs (net: ABI 4, scoped: ABI 6); older kernels reject
-    # a larger size with non-zero tail fields, so pass the size the kernel knows.
+    # struct landlock_ruleset_attr {u64 handled_access_fs, handled_access_net, scoped}.
+    # It grew over the ABIs (net: ABI 4, scoped: ABI 6); older kernels reject a larger
+    # size with non-zero tail fields, so pass the size the kernel knows.
+    attr = _u(m["handled_fs"], 8) + _u(m["handled_net"], 8) + _u(m["scoped"], 8)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-    ruleset = call(SYS_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    ruleset = call(SYS_CREATE_RULESET, attr, size, 0)
     try:
         def allow(path: str, access: int) -> None:
             granted = access & m["handled_fs"]
             if not granted:
                 return
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                rule = PathBeneathAttr(granted, fd)
-                call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+            try:  # struct landlock_path_beneath_attr {u64 allowed_access; s32 parent_fd}, packed
+                rule = _u(granted, 8) + fd.to_bytes(4, sys.byteorder, signed=True)
+                call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, rule, 0)
             finally:
                 os.close(fd)
 
@@ -185,19 +192,20 @@ def _landlock(spec: dict[str, object]) -> None:
         port = int(spec.get("connect_port", 0))  # type: ignore[call-overload]
         if port and m["handled_net"] & NET_CONNECT_TCP:
             # The ``allow`` policy: TCP only to the proxy's forwarder (the netns has no
-            # other interface than loopback anyway).
-            rule = NetPortAttr(NET_CONNECT_TCP, port)
-            call(SYS_ADD_RULE, ruleset, RULE_NET_PORT, ctypes.byref(rule), 0)
+            # other interface than loopback anyway).  struct landlock_net_port_attr
+            # {u64 allowed_access; u64 port}.
+            rule = _u(NET_CONNECT_TCP, 8) + _u(port, 8)
+            call(SYS_ADD_RULE, ruleset, RULE_NET_PORT, rule, 0)
         flags = 0
         if abi >= RESTRICT_NO_NEW_PRIVS_ABI:
             flags |= RESTRICT_NO_NEW_PRIVS
-        elif libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
+        elif libc["prctl"](PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:  # type: ignore[operator]
+            err = int(errno())  # type: ignore[operator]
             raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
         call(SYS_RESTRICT_SELF, ruleset, flags)
     finally:
         os.close(ruleset)
-    _drop_capabilities()
+    _drop_capabilities(libc)
 
 
 def _await_start(fd: int) -> tuple[list[str], dict[str, str]]:

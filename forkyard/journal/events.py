@@ -169,7 +169,8 @@ class EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # appends (and the descriptor)
+        self._sync_lock = threading.Lock()  # fsyncs, outside the append lock
         self._listeners: list[Listener] = []
         self._output_counts: dict[str, int] = {}
 
@@ -183,8 +184,14 @@ class EventLog:
             if self._fd < 0:
                 return event
             os.write(self._fd, line)
-            if type in _DURABLE:
-                os.fsync(self._fd)
+        if type in _DURABLE:
+            # Not under the append lock: a flush to disk takes milliseconds to tens of
+            # them, and output lines and the loop's events would queue behind it (and
+            # with them the agent slots freed meanwhile).  This emit still returns only
+            # once its line -- and every line before it -- is on disk.
+            with self._sync_lock:
+                if self._fd >= 0:
+                    os.fsync(self._fd)
         for listener in self._listeners:
             try:
                 listener(event)
@@ -206,7 +213,7 @@ class EventLog:
         self.emit("task_output", **data)
 
     def close(self) -> None:
-        with self._lock:
+        with self._sync_lock, self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1

@@ -257,11 +257,13 @@ class Runner:
             pass
 
     def _prefetch(self) -> None:
-        """Prepare sandboxes for the next eligible tasks while every slot is busy."""
+        """Prepare sandboxes for the next eligible tasks while every slot is busy.  One
+        at a time while events wait: an agent that finished meanwhile gets its slot
+        refilled first (the next step goes on with the rest)."""
         if self.stopping or self.maker.room() <= 0:
             return
         for t in self.order:
-            if self.maker.room() <= 0:
+            if self.maker.room() <= 0 or not self._q.empty():
                 return
             if not self.maker.has(t) and self._eligible(t):
                 rec = self.records[t]

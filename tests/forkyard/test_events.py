@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
+import pytest
+
+from forkyard.journal import events as events_module
 from forkyard.journal.events import Event, EventLog, new_run_id, parse_progress, read_events
 from forkyard.journal.state import replay
 
@@ -63,3 +68,32 @@ def test_run_ids_look_like_the_documented_ones() -> None:
     import re
 
     assert re.fullmatch(r"\d{8}-\d{4}-[0-9a-f]{4}", new_run_id())
+
+
+def test_lines_are_appended_while_a_durable_event_is_being_flushed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A durable event's fsync does not hold the journal: an agent's output line (and the
+    loop's events) go in meanwhile; the durable emit returns once its flush is done."""
+    flushing, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        flushing.set()
+        assert release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(events_module.os, "fsync", slow_fsync)
+    log = EventLog(tmp_path / "events.jsonl")
+    durable = threading.Thread(target=log.emit, args=("batch_started",), kwargs={"index": 0})
+    durable.start()
+    assert flushing.wait(30)
+    line = threading.Thread(target=log.output, args=("t1", "still here"))
+    line.start()
+    line.join(30)
+    appended = not line.is_alive()
+    returned_early = not durable.is_alive()
+    release.set()
+    durable.join(30)
+    log.close()
+    assert appended and not returned_early
+    assert [e.type for e in read_events(tmp_path / "events.jsonl")] == ["batch_started", "task_output"]

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -164,6 +165,32 @@ def test_warm_chain_started_at_background_priority_runs_the_agent_at_ours(
         r = confined.execute(sb)
         assert r.status == "succeeded", r.log_tail
         assert int(r.log_tail.strip()) == ours
+
+
+def _weight_file(group: object) -> Path:
+    dirs = group.dirs  # type: ignore[attr-defined]
+    if group.hier.layout == "v2":  # type: ignore[attr-defined]
+        return dirs["unified"] / "cpu.weight"
+    return dirs["cpu"] / "cpu.shares"
+
+
+def test_warm_chain_waits_with_a_background_cpu_weight_and_runs_with_an_ordinary_one(
+        confined: WorktreeBackend) -> None:
+    """The kernel weighs a cgroup as one entity whatever its processes' niceness: a
+    chain waiting for its turn weighs as one background process; the agent, once its
+    turn came, as an ordinary one; its commit step as a background one again."""
+    require(has_cgroups(), "writable cgroups")
+    with prepared(confined) as sb:
+        confined.warm(sb)
+        group = sb.state["warm"].prep.enf.cgroup  # type: ignore[attr-defined]
+        weight = _weight_file(group)
+        ordinary = 100 if weight.name == "cpu.weight" else 1024
+        assert int(weight.read_text()) < ordinary // 4
+        sb.spec = replace(sb.spec, command=f"cat {weight}")
+        r = confined.execute(sb)
+        assert r.status == "succeeded", r.log_tail
+        assert int(r.log_tail.split()[0]) == ordinary  # read by the agent itself
+        assert int(weight.read_text()) < ordinary // 4  # after: the commit step's
 
 
 def test_cleanup_stops_a_warm_chain_whose_task_never_ran(confined: WorktreeBackend) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ from sandbox.backends.worktree import home as agent_home
 from sandbox.backends.worktree import policies as pol
 from sandbox.backends.worktree.config import (
     JOIN_SH,
-    SHIM,
+    SHIM_ARGV,
     WorktreeConfig,
 )
 from sandbox.backends.worktree.harvest import (
@@ -213,7 +212,7 @@ class WorktreeBackend(Backend):
             # Only cgroup joins (or nothing): the shell does that ~10x cheaper than a Python.
             argv = ["/bin/sh", "-c", JOIN_SH, "forkyard-shim", *opts[1::2], "--"]
         else:
-            argv = [sys.executable, "-I", "-S", SHIM, *opts, "--"]
+            argv = [*SHIM_ARGV, *opts, "--"]
         extra_rw = agent_home.writable(sandbox, self.config.extra_rw)
         if conf.bwrap:
             argv += confine.bwrap_argv(worktree=sandbox.worktree, tmpdir=prep.tmpdir,
@@ -225,7 +224,7 @@ class WorktreeBackend(Backend):
         forwarding = prep.network.kind == "allow" and conf.bwrap
         if conf.landlock or gate_fd is not None or forwarding:
             # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
-            argv += [sys.executable, "-I", "-S", SHIM]
+            argv += SHIM_ARGV
             if forwarding:
                 argv += forwarder_args()
             if conf.landlock:
@@ -306,6 +305,8 @@ class WorktreeBackend(Backend):
             prep = self._prepare_run(sandbox, gated=True)
         except Exception:
             return
+        if prep.enf.cgroup is not None:  # until its turn (supervise.launch)
+            prep.enf.cgroup.in_background(True)
         gate_r, gate_w = os.pipe()
         os.set_inheritable(gate_w, False)
         status_r, status_w = os.pipe() if prep.conf.bwrap else (-1, -1)
@@ -420,6 +421,8 @@ class WorktreeBackend(Backend):
         commit: str | None = None
         files: list[NumStat] = []
         commit_msg, broken = "", False
+        if enf.cgroup is not None:  # the commit step's group, too
+            enf.cgroup.in_background(True)
         with background_priority():  # the agent is gone: agents starting come first
             restore_pinned(prep.pinned)
             if spec.harvest:  # (a validation's leftovers are thrown away with its sandbox)

@@ -321,6 +321,8 @@ def run_phase(
     enf, token = prep.enf, prep.token
     if ready is not None:
         # Warmed on a background thread: the agent runs at our priority.
+        if enf.cgroup is not None:
+            enf.cgroup.in_background(False)
         raise_priority(lambda: _members(ready.proc.pid, enf, token, one=True),
                        os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         if ready.go(["/bin/sh", "-c", command], env):
