@@ -18,7 +18,6 @@ Run: ``.venv/bin/python -m bench.sandbox_overhead``.  Prints a markdown table;
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from gitproc.process import run
 from planner.tasks import Limits
 from sandbox import cgroups, confine
 from sandbox.backends.base import SandboxSpec
-from sandbox.backends.worktree import SHIM, WorktreeBackend, WorktreeConfig
+from sandbox.backends.worktree import SHIM_ARGV, WorktreeBackend, WorktreeConfig
 
 FILES = 5_000
 ROUNDS = 7
@@ -103,7 +102,7 @@ def _bench_confinement(tmp: Path, repo: Repo, base: str, rounds: int) -> dict[st
     plain = _median(lambda _: run(["true"]), rounds)
     out: dict[str, float | None] = {"plain": plain}
     bw = confine.bwrap_argv(worktree=wt, tmpdir=tmpdir, git=git_paths, network=False)
-    ll = [sys.executable, "-I", "-S", SHIM, *confine.landlock_shim_args(confine.landlock_spec(
+    ll = [*SHIM_ARGV, *confine.landlock_shim_args(confine.landlock_spec(
               worktree=wt, tmpdir=tmpdir, git=git_paths, network=False, inside_bwrap=False)), "--"]
     have_bw = confine.bwrap_flags() is not None
     have_ll = confine.landlock_abi() >= 1
