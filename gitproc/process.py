@@ -95,7 +95,7 @@ def background_priority(nice: int = BACKGROUND_NICE) -> Iterator[None]:
         yield
         return
     before = getattr(_background, "nice", None)
-    _background.nice = max(nice, before if before is not None else nice)
+    _background.nice = max(nice, getattr(_background, "nice", nice))
     try:
         yield
     finally:
@@ -115,10 +115,10 @@ def _forking_at_our_niceness() -> Iterator[None]:
         old = os.getpriority(os.PRIO_PROCESS, tid) if nice is not None else None
     except OSError:
         old = None
-    if old is None or old >= nice:  # type: ignore[operator]
+    if nice is None or old is None or old >= nice:
         yield
         return
-    os.setpriority(os.PRIO_PROCESS, tid, nice)  # type: ignore[arg-type]
+    os.setpriority(os.PRIO_PROCESS, tid, nice)
     try:
         yield
     finally:

@@ -20,10 +20,11 @@ as NUL-terminated ``A<arg>`` and ``E<NAME=VALUE>`` entries (known only when the 
 starts: its base, for one); ``ARGV`` is empty.  Nothing read (the run gave the start
 up): exit 125 without running anything.  Why not ``preexec_fn``: it runs Python
 between fork and exec in a multi-threaded parent (the output pumps), which can deadlock,
-and it cannot be placed *inside* bubblewrap.  The shim is run with ``-I -S``
-(also inside bubblewrap, for Landlock: the ruleset is made with raw syscalls through
-``_ctypes``), its module imported (``config.SHIM_ARGV``), so it must only use the standard library -- and little of it: every module
-imported here is paid for by every agent's start (no ``json``: it pulls in ``re``).
+and it cannot be placed *inside* bubblewrap.  The shim is run with ``-I -S``, its module
+imported (``SHIM_ARGV`` in ``sandbox/backends/worktree/config.py``), also inside
+bubblewrap, for Landlock (the ruleset is made with raw syscalls through ``_ctypes``), so
+it must only use the standard library -- and little of it: every module imported here
+is paid for by every agent's start (no ``json``: it pulls in ``re``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ the sandbox, its head read as data, its objects imported and verified).
 """
 
 from sandbox.backends.worktree.backend import WorktreeBackend
-from sandbox.backends.worktree.config import SHIM, SHIM_ARGV, WorktreeConfig
+from sandbox.backends.worktree.config import SHIM_ARGV, WorktreeConfig
 from sandbox.backends.worktree.harvest import odb_env
 
-__all__ = ["SHIM", "SHIM_ARGV", "WorktreeBackend", "WorktreeConfig", "odb_env"]
+__all__ = ["SHIM_ARGV", "WorktreeBackend", "WorktreeConfig", "odb_env"]

@@ -223,7 +223,7 @@ class WorktreeBackend(Backend):
                                        deny=prep.deny)
         forwarding = prep.network.kind == "allow" and conf.bwrap
         if conf.landlock or gate_fd is not None or forwarding:
-            # -S too: the shim makes the ruleset with raw syscalls (stdlib ctypes only).
+            # -S too: the shim makes the ruleset with raw syscalls (stdlib _ctypes only).
             argv += SHIM_ARGV
             if forwarding:
                 argv += forwarder_args()

@@ -8,16 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import confine, limits, shim  # noqa: F401  (compiles shim.py: SHIM_ARGV)
+from sandbox import confine, shim
 from sandbox.ports import DEFAULT_RANGE
 
-SHIM = str(Path(limits.__file__).with_name("shim.py"))
-# How the exec shim is run: its module imported (``-c``), not run as a script, so that the
-# compiled form this process's own import of it left is used -- a script is compiled
-# again by every run, about 3 ms of every agent's start.  Appended to the path, so that
-# the other modules beside it never shadow the standard library's.
+# How the exec shim (``sandbox/shim.py``) is run: its module imported (``-c``), not run
+# as a script, so that the compiled form this process's own import of it left is used --
+# a script is compiled again on every start, about 3 ms of each.  Its directory is
+# appended to the path, so that the modules beside it never shadow the standard library's.
 SHIM_ARGV = (sys.executable, "-I", "-S", "-c",
-             f"import sys; sys.path.append({str(Path(SHIM).parent)!r}); import shim; "
+             f"import sys; sys.path.append({str(Path(shim.__file__).parent)!r}); import shim; "
              "sys.exit(shim.main(sys.argv[1:]))")
 BWRAP_ATTEMPTS = 3
 # Below this many objects an import is unpacked to loose objects, above it kept as a
