@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from forkyard.journal.events import EventLog
@@ -30,7 +30,8 @@ from forkyard.run.attempts import keep_attempt
 from forkyard.run.hints import private_tmp_hint
 from forkyard.run.integrate import BatchItem, BatchOutcome, Integrator
 from forkyard.run.records import RunnerConfig, TaskRecord, TaskSpec
-from forkyard.run.sandboxes import SandboxMaker, background_thread, with_worktree
+from forkyard.run.sandboxes import SandboxMaker, with_worktree
+from forkyard.run.threads import background_thread, ready_pool
 from gitproc.git import Repo
 from gitproc.process import responsive_threads
 from sandbox.backends.base import Backend, ExecResult, branch_name
@@ -91,16 +92,14 @@ class Runner:
         self._timers: dict[str, threading.Timer] = {}
         self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
         # Twice the slots: a finished agent's clean-up overlaps with the next one's start.
-        self._pool = ThreadPoolExecutor(max_workers=2 * config.agents, thread_name_prefix="agent")
+        self._pool = ready_pool(2 * config.agents, "agent")
         self.maker = SandboxMaker(repo, backend, config.run_id, confine=config.confine,
                                   setup_command=config.setup_command,
                                   copy_files=config.copy_files, image=config.image,
                                   ahead=config.agents if config.prefetch else 0)
-        self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate",
-                                          initializer=background_thread)
-        # Removing finished sandboxes is background work (see sandboxes.background_thread).
-        self._cleaner = ThreadPoolExecutor(max_workers=config.agents, thread_name_prefix="cleanup",
-                                           initializer=background_thread)
+        self._merger = ready_pool(1, "integrate", background_thread)
+        # Removing finished sandboxes is background work (see threads.background_thread).
+        self._cleaner = ready_pool(config.agents, "cleanup", background_thread)
         self._cleanups: dict[str, Future[None]] = {}
         self.maker.settle = self._settle
 
@@ -213,6 +212,7 @@ class Runner:
                       base=rec.base, branch=branch_name(self.config.run_id, t))
         fresh = rec.needs_fresh_branch and not self.maker.has(t)
         rec.needs_fresh_branch = True  # any later attempt must clear this one's branch
+        self.maker.starts.begin(t)  # under way until its agent is (see _exited)
         self._pool.submit(self._execute, t, rec.attempts, rec.base, rec.cancel, fresh)
 
     def _execute(self, t: str, attempt: int, base: str, cancel: threading.Event,
@@ -234,7 +234,7 @@ class Runner:
                                              attempt=attempt)
                 result = self.backend.execute(
                     sandbox, on_line=lambda line: self.log.output(t, line, attempt),
-                    cancel=cancel, on_exit=lambda: self._q.put(("exited", (t, attempt))),
+                    cancel=cancel, on_exit=lambda: self._exited(t, attempt),
                     on_start=lambda: self.maker.starts.started(t))
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
@@ -243,6 +243,16 @@ class Runner:
         self._q.put(("finished", (t, attempt, result)))
         if sandbox is not None:
             self._cleanups[t] = self._cleaner.submit(self._cleanup, sandbox)
+
+    def _exited(self, t: str, attempt: int) -> None:
+        """Agent thread, the moment ``t``'s agent is gone: its slot goes to the next task,
+        and what the agent left is brought home once that task's agent is under way.
+        Starting and bringing home share two CPUs and one GIL, and a wave's agents end
+        together: the work nobody waits for (the commit step, the import) waits for the
+        starts, as sandboxes made ahead and removed do (:meth:`Starts.quiet`)."""
+        self.maker.starts.begin((t, attempt))  # the refill the loop makes (see _handle)
+        self._q.put(("exited", (t, attempt)))
+        self.maker.starts.quiet()
 
     def _settle(self, t: str) -> None:
         """Before a sandbox for ``t`` is made: the previous attempt's is gone (same path)."""
@@ -278,6 +288,8 @@ class Runner:
         elif kind == "exited":
             task, attempt = payload
             self._free_slot(task, attempt, kind_exit=True)
+            self._dispatch()  # the slot is refilled before anything else is done
+            self.maker.starts.started(payload)
         elif kind == "integrated":
             self._on_integrated(payload)
         elif kind == "retry":

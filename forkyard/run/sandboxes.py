@@ -17,11 +17,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 
+from forkyard.run.threads import background_thread, ready_pool
 from gitproc.git import WORKTREE_ADMIN_LOCK, GitError, Repo
-from gitproc.process import can_raise_priority, lower_thread_priority
+from gitproc.process import can_raise_priority
 from sandbox import overlay, places
 from sandbox.agents import AgentContext, agent_env, command_for
 from sandbox.backends.base import Backend, Sandbox, SandboxSpec, branch_name
@@ -94,12 +95,11 @@ class SandboxMaker:
         # One thread at background priority: agents starting and finishing come first, and
         # the sandboxes for the next tasks are made one by one while the agents run (a task
         # whose slot frees up before its sandbox was begun makes its own: see take()).
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare",
-                                        initializer=background_thread)
+        self._pool = ready_pool(1, "prepare", background_thread)
         # Warm starts (Backend.warm) spawn the agent's processes, which must not keep the
         # background niceness: where it cannot be taken back, a thread at normal priority
         # spawns them.
-        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm")
+        self._starter = ready_pool(1, "warm")
         self._mu = threading.Lock()  # _pending: the loop thread adds, agent threads take
         # Moving waiting sandboxes to the target's new tip (advance()): the tip to move to,
         # whether a move is queued, and the sandbox being moved (take() waits for it).
@@ -228,12 +228,6 @@ class SandboxMaker:
         self._pending.clear()
         # Called once the loop's own clean-ups are done: every sandbox of the run is gone.
         self.backend.end_run(self.run_id)
-
-
-def background_thread() -> None:
-    """Thread-pool initializer: the pool's threads do work nobody waits for (removing
-    worktrees after their task, preparing the next ones), at lower priority."""
-    lower_thread_priority()
 
 
 def with_worktree(spec: SandboxSpec, spec_t: object, sandbox: Sandbox, docker: bool,

@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from forkyard.run.sandboxes import Starts, background_thread
+from forkyard.run.sandboxes import Starts
+from forkyard.run.threads import background_thread, ready_pool
 from gitproc.git import GitError, Repo
 from gitproc.process import can_raise_priority
 from merge.models import Validation
@@ -81,10 +82,8 @@ class SandboxValidator:
         # Background priority where it can be taken back (the warm chain is re-niced
         # when its validation starts); else normal priority, never lowered for good.
         init = background_thread if can_raise_priority() else None
-        self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate-ahead",
-                                         initializer=init)
-        self._cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate-clean",
-                                           initializer=init)
+        self._maker = ready_pool(1, "validate-ahead", init)
+        self._cleaner = ready_pool(1, "validate-clean", init)
         self.used_ahead = 0
         """Validations that ran in a sandbox made ahead (for tests and figures)."""
 

@@ -211,3 +211,44 @@ def test_conservative_starts_nothing_while_a_result_is_unknown(webapp: Repo) -> 
     res = run_workflow(webapp, tf, RunOptions(agents=1, use_history=False),
                        backend=backend, integrator=FakeIntegrator())
     assert res.result("next").status == "succeeded"
+
+
+class Marks(DummyBackend):
+    """Notes when each agent starts and when the work its agent left begins to be
+    brought home (right after ``on_exit`` returns, as a real backend does)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.marks: list[tuple[str, str]] = []
+
+    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
+                on_exit: Any = None, on_start: Any = None) -> ExecResult:
+        task = sandbox.spec.task_id
+
+        def started() -> None:
+            time.sleep(0.05)  # an agent's start takes a moment
+            self.marks.append(("started", task))
+            if on_start is not None:
+                on_start()
+
+        def exited() -> None:
+            if on_exit is not None:
+                on_exit()
+            self.marks.append(("harvest", task))
+
+        return super().execute(sandbox, on_line, cancel, exited, started)
+
+
+def test_a_finished_agents_work_is_brought_home_once_its_slot_is_refilled(webapp: Repo) -> None:
+    # One slot: "first" exits, "second" takes the slot; committing what "first" left
+    # (work nobody waits for) must not compete with second's start.
+    backend = Marks(None, DummyConfig.model_validate({
+        "default": {"duration_s": 0.05, "commit": "c0ffee"}}))
+    res = run_workflow(webapp, taskfile({"id": "first"}, {"id": "second"}),
+                       RunOptions(agents=1, use_history=False),
+                       backend=backend, integrator=FakeIntegrator())
+    assert res.outcome == "succeeded"
+    order = backend.marks
+    assert order.index(("started", "second")) < order.index(("harvest", "first")), order
+    # With nothing left to start, the last agent's work is brought home at once.
+    assert order[-1] == ("harvest", "second")
