@@ -36,6 +36,7 @@ from typing import Literal
 
 from gitproc.process import BACKGROUND_NICE
 from planner.tasks import Limits
+from sandbox import reaper
 
 Layout = Literal["v2", "v1", "hybrid", "none"]
 CPU_PERIOD_US = 100_000
@@ -231,6 +232,7 @@ class Cgroup:
                 _rmdir(d)
             raise CgroupUnavailable(exc.errno or errno.EIO, f"cannot set up cgroup: {exc}") from exc
         group._weigh()
+        reaper.watch([str(d) for d in dirs.values()])  # killed with us, however we die
         return group
 
     def _weight(self) -> tuple[Path | None, str, int]:
@@ -296,10 +298,8 @@ class Cgroup:
             if (d / "memory.memsw.limit_in_bytes").exists():
                 _write(d / "memory.memsw.limit_in_bytes", str(mem))
             if (d / "memory.swappiness").exists():
-                try:
+                with contextlib.suppress(OSError):
                     _write(d / "memory.swappiness", "0")
-                except OSError:
-                    pass
         if quota:
             _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             self._cpu(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota), defer_cpu)
@@ -378,10 +378,8 @@ class Cgroup:
                     break
                 time.sleep(0.005)
             for pid in _read_pids(d):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         finally:
             _write(d / "freezer.state", "THAWED")
 
@@ -414,6 +412,7 @@ class Cgroup:
             self.kill()
         for d in self.dirs.values():
             _rmdir(d)
+        reaper.forget([str(d) for d in self.dirs.values() if not d.exists()])
         self._weigh()
         for d in self.dirs.values():
             _rmdir(d.parent)
