@@ -12,8 +12,9 @@ its own, started with the first group, reading group directories from a pipe who
 writer is that forkyard process (``+DIR`` when made, ``-DIR`` when removed).  When the
 pipe ends -- forkyard exited, normally or not -- the reaper kills whatever is still in
 any group left: with ``cgroup.kill`` where the kernel has it, else by SIGKILLing every
-member until none is left.  After a normal exit no group is left, and it has nothing to
-do.  ``forkyard gc`` and ``--resume`` remove the empty groups later, as after any crash.
+member until none is left -- and removes the emptied groups.  After a normal exit no
+group is left, and it has nothing to do.  What it could not remove (a member that would
+not die in time), ``forkyard gc`` and ``--resume`` do, as after any crash.
 
 The reaper runs as ``python -I -S`` on this file: the standard library only, nothing
 imported from a repository or the environment.
@@ -99,7 +100,8 @@ def _members(group: bytes) -> list[int]:
 
 
 def reap(groups: list[bytes], kill_for_s: float = KILL_FOR_S) -> None:
-    """Kill every member of ``groups`` (group directories), until they are empty."""
+    """Kill every member of ``groups`` (group directories) until they are empty, then
+    remove them."""
     import time
 
     for group in groups:
@@ -119,8 +121,14 @@ def reap(groups: list[bytes], kill_for_s: float = KILL_FOR_S) -> None:
                 except OSError:
                     pass
         if not left or time.monotonic() > deadline:
-            return
+            break
         time.sleep(0.02)
+    for group in groups:  # emptied: the group goes, and its run's once that is empty
+        for d in (group, os.path.dirname(group)):
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
 
 
 def main() -> int:

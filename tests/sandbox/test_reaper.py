@@ -75,6 +75,7 @@ def test_a_sandboxs_processes_die_when_forkyard_is_killed(unique_marker: str) ->
         owner.wait()
         assert _gone(info["sleep"], 10), "the sandbox's process outlived its forkyard"  # type: ignore[arg-type]
         assert _gone(info["reaper"], 10)  # type: ignore[arg-type]
+        assert not any(d.exists() for d in dirs)  # the emptied groups are removed too
     finally:
         for pid in processes_with_arg(unique_marker):
             os.kill(pid, signal.SIGKILL)
