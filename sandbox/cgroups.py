@@ -412,11 +412,12 @@ class Cgroup:
             self.kill()
         for d in self.dirs.values():
             _rmdir(d)
-        reaper.forget([str(d) for d in self.dirs.values() if not d.exists()])
+        gone = [d for d in self.dirs.values() if not d.exists()]
+        reaper.forget([str(d) for d in gone])
         self._weigh()
         for d in self.dirs.values():
             _rmdir(d.parent)
-        return not any(d.exists() for d in self.dirs.values())
+        return len(gone) == len(self.dirs)
 
 
 def _read_pids(d: Path) -> set[int]:
@@ -475,22 +476,9 @@ def _is_group(p: Path) -> bool:
 
 
 def remove_dirs(dirs: list[Path]) -> bool:
-    """Kill the members of raw group dirs (a crashed run's) and remove them; True if gone."""
-    for d in dirs:
-        if (d / "cgroup.kill").exists() and _read_pids(d):
-            _write(d / "cgroup.kill", "1")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_read_pids(d) for d in dirs):
-        for d in dirs:
-            for pid in _read_pids(d):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        time.sleep(0.02)
-    for d in dirs:
-        _rmdir(d)
-        _rmdir(d.parent)
+    """Kill the members of raw group dirs (a crashed run's) and remove them, as the
+    reaper does when forkyard dies; True if gone."""
+    reaper.reap([str(d) for d in dirs])
     return not any(d.exists() for d in dirs)
 
 

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 #: Seconds the reaper keeps killing a group that is not empty yet (a member forking).
 KILL_FOR_S = 5.0
@@ -91,22 +92,21 @@ def _start() -> subprocess.Popen[bytes] | None:
 # -- in the reaper ----------------------------------------------------------------------
 
 
-def _members(group: bytes) -> list[int]:
+def _members(group: str) -> list[int]:
     try:
-        with open(os.path.join(group, b"cgroup.procs"), "rb") as f:
+        with open(os.path.join(group, "cgroup.procs"), "rb") as f:
             return [int(p) for p in f.read().split()]
     except (OSError, ValueError):
         return []
 
 
-def reap(groups: list[bytes], kill_for_s: float = KILL_FOR_S) -> None:
+def reap(groups: list[str], kill_for_s: float = KILL_FOR_S) -> None:
     """Kill every member of ``groups`` (group directories) until they are empty, then
-    remove them."""
-    import time
-
+    remove them: here when forkyard is gone, and by ``forkyard gc`` for a crashed run's
+    (``cgroups.remove_dirs``)."""
     for group in groups:
         try:
-            with open(os.path.join(group, b"cgroup.kill"), "wb") as f:
+            with open(os.path.join(group, "cgroup.kill"), "wb") as f:
                 f.write(b"1")
         except OSError:
             pass  # a v1 hierarchy, or a group gone: its members get SIGKILL below
@@ -132,13 +132,13 @@ def reap(groups: list[bytes], kill_for_s: float = KILL_FOR_S) -> None:
 
 
 def main() -> int:
-    groups: dict[bytes, None] = {}
+    groups: dict[str, None] = {}
     for line in sys.stdin.buffer:  # until the writer -- forkyard -- is gone
-        entry = line.rstrip(b"\n")
-        if entry[:1] == b"+":
-            groups[entry[1:]] = None
-        elif entry[:1] == b"-":
-            groups.pop(entry[1:], None)
+        sign, group = line[:1], os.fsdecode(line[1:].rstrip(b"\n"))
+        if sign == b"+":
+            groups[group] = None
+        elif sign == b"-":
+            groups.pop(group, None)
     reap(list(groups))
     return 0
 

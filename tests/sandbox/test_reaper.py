@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sandbox import cgroups
 from tests.conftest import require
-from tests.sandbox.conftest import has_cgroups, processes_with_arg
+from tests.sandbox.conftest import alive, has_cgroups, processes_with_arg
 
 ROOT = Path(__file__).parents[2]
 
@@ -49,17 +49,10 @@ def _owner(marker: str, how: str) -> tuple[subprocess.Popen[str], dict[str, obje
 def _gone(pid: int, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or " Z " in _stat(pid):
+        if not alive(pid):
             return True
         time.sleep(0.05)
     return False
-
-
-def _stat(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
 
 
 def test_a_sandboxs_processes_die_when_forkyard_is_killed(unique_marker: str) -> None:

@@ -21,7 +21,14 @@ from sandbox import shim
 from sandbox.backends.base import Sandbox
 from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from tests.conftest import require
-from tests.sandbox.conftest import FAST, has_cgroups, make_spec, prepared, require_confinement
+from tests.sandbox.conftest import (
+    FAST,
+    alive,
+    has_cgroups,
+    make_spec,
+    prepared,
+    require_confinement,
+)
 
 SHIM = [sys.executable, "-I", "-S", shim.__file__]
 
@@ -200,16 +207,8 @@ def test_cleanup_stops_a_warm_chain_whose_task_never_ran(confined: WorktreeBacke
     pids = _at_gate(sb)
     confined.cleanup(sb)
     assert "warm" not in sb.state
-    assert not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids)
+    assert not any(os.path.exists(f"/proc/{p}") and alive(p) for p in pids)
     assert repo.try_rev_parse(f"refs/heads/{sb.branch}") is not None  # branches stay
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def test_a_warm_chain_that_died_falls_back_to_a_cold_start(confined: WorktreeBackend) -> None:
