@@ -75,13 +75,17 @@ def _tell(sign: bytes, groups: list[bytes]) -> None:
 
 
 def _start() -> subprocess.Popen[bytes] | None:
-    from gitproc.process import background_priority, spawn
+    from gitproc.process import spawn
 
+    # At the caller's priority, not at background priority, though it only waits: until
+    # it has exec'd, a forked child holds a copy of every descriptor forkyard has open,
+    # the run's lock among them, and a niced one on a busy machine takes its time to get
+    # there.  It is made with a run's first sandbox: were forkyard killed then, `forkyard
+    # status` would call the run running until the child got round to its exec.
     try:
-        with background_priority():  # it waits; its start is nobody's business
-            proc = spawn([sys.executable, "-I", "-S", os.path.abspath(__file__)],
-                         cwd="/", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+        proc = spawn([sys.executable, "-I", "-S", os.path.abspath(__file__)], cwd="/",
+                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
     except OSError:
         return None
     assert proc.stdin is not None
