@@ -226,8 +226,11 @@ def search(pool: ValidationPool, prefixes: Sequence[Candidate],
     validates up to ``pool.slots`` candidates at once: while the suspects are more than
     the free slots, prefixes spread evenly over the interval still in doubt (a k-ary
     search); once they fit, the batch without each suspect, so that the round that names
-    the culprit has also validated what lands without it.  Validation is assumed
-    monotone along the prefixes (a prefix that passes means every shorter one does).
+    the culprit has also validated what lands without it.  A first round that two
+    rounds can follow to the end also validates the batch without its last source and,
+    room left, without its first (:func:`_opening`): a culprit at either end then costs
+    one round.  Validation is assumed monotone along the prefixes (a prefix that passes
+    means every shorter one does).
     """
     n = len(prefixes) - 1
     built: dict[int, Candidate] = {}
@@ -257,15 +260,21 @@ def search(pool: ValidationPool, prefixes: Sequence[Candidate],
                     return Found(full, c, pool.known(prefixes[c].key) or full)
         want: list[Candidate] = [] if full is not None else [prefixes[n]]
         room = pool.slots - len(want)
-        if suspects and len(suspects) <= pool.slots:
-            for c in suspects:
-                cand = without_(c)
-                if room > 0 and pool.known(cand.key) is None:
-                    want.append(cand)
-                    room -= 1
         upper = hi if hi is not None else n
-        inside = [i for i in range(lo + 1, upper) if pool.known(prefixes[i].key) is None]
-        want += [prefixes[i] for i in evenly(inside, max(room, 0 if want else 1))]
+        opening = (None if full is not None or any(pool.known(c.key) for c in prefixes)
+                   else _opening(n, pool.slots))
+        if opening is not None:
+            points, first = opening
+            want += [prefixes[i] for i in points] + ([without_(1)] if first else [])
+        else:
+            if suspects and len(suspects) <= pool.slots:
+                for c in suspects:
+                    cand = without_(c)
+                    if room > 0 and pool.known(cand.key) is None:
+                        want.append(cand)
+                        room -= 1
+            inside = [i for i in range(lo + 1, upper) if pool.known(prefixes[i].key) is None]
+            want += [prefixes[i] for i in evenly(inside, max(room, 0 if want else 1))]
         assert want, "an unresolved search always has a prefix left to validate"
         # A round validating the batch without each suspect settles a single culprit;
         # any other may need a next round, whose sandboxes are made meanwhile.
@@ -280,6 +289,28 @@ def search(pool: ValidationPool, prefixes: Sequence[Candidate],
             for c in range(a + 1, b + 1) if c not in built]
         pool.run(want, ahead=0 if settles else pool.slots,
                  meanwhile=[functools.partial(without_, c) for c in later])
+
+
+def _opening(n: int, slots: int) -> tuple[list[int], bool] | None:
+    """Round one of a search over ``n`` sources with nothing known, when two rounds
+    settle any single culprit: (the prefixes to validate beside the full batch, whether
+    to validate the batch without its first source too); None: the plain k-ary round.
+
+    Prefix ``n - 1`` is the batch without its last source, and the batch without the
+    first one takes a slot when the rest still fits: if the culprit is either of them,
+    what lands is validated in round one.  The other prefixes cut sources ``1..n-1``
+    into stretches of at most ``slots``, so that round two can validate the batch
+    without each suspect of the stretch that failed, as a plain round one would allow."""
+    if slots < 3 or not 3 <= n <= slots * slots:
+        return None
+    for first in (True, False):
+        k = slots - 2 - first  # prefixes beside the full batch and prefix n - 1
+        if k < 0:
+            continue
+        ends = [(j + 1) * (n - 1) // (k + 1) for j in range(k)]
+        if all(0 < b - a <= slots for a, b in itertools.pairwise([0, *ends, n - 1])):
+            return [*ends, n - 1], first
+    return None
 
 
 def _ok(pool: ValidationPool, c: Candidate) -> bool | None:

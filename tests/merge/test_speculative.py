@@ -14,6 +14,7 @@ import pytest
 
 from fixtures.repos import commit_files
 from gitproc.git import Repo
+from merge import validate
 from merge.models import Validation
 from merge.transaction import Transaction
 from merge.validate import Candidate, ValidationPool, evenly, failure_summary, search
@@ -44,10 +45,31 @@ def test_one_bad_source_of_nine_costs_two_rounds_on_four_slots(bad: int) -> None
     pool, prefixes, without, _ = _scenario(9, {bad}, 4)
     found = search(pool, prefixes, without)
     assert found.culprit == bad and not found.full.passed
-    assert pool.rounds == 2
+    # Round one also validated the batch without its first and without its last source.
+    assert pool.rounds == (1 if bad in (1, 9) else 2)
     # What lands without the culprit was validated in those rounds: no third one.
     landed = pool.known(without(bad).key)
     assert landed is not None and landed.passed
+
+
+@pytest.mark.parametrize("slots", [2, 3, 4, 5])
+def test_guessing_the_ends_never_costs_a_round(slots: int, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    # Rounds until what lands is validated (one more when the search named the culprit
+    # without validating the batch without it), with and without round one's guesses.
+    def cost(n: int, bad: int) -> int:
+        pool, prefixes, without, _ = _scenario(n, {bad}, slots)
+        assert search(pool, prefixes, without).culprit == bad
+        return pool.rounds + (pool.known(without(bad).key) is None)
+
+    for n in range(1, 27):
+        guessing = [cost(n, bad) for bad in range(1, n + 1)]
+        with monkeypatch.context() as m:
+            m.setattr(validate, "_opening", lambda n, slots: None)
+            plain = [cost(n, bad) for bad in range(1, n + 1)]
+        assert all(g <= p for g, p in zip(guessing, plain, strict=True)), (n, guessing, plain)
+        if validate._opening(n, slots) is not None:
+            assert guessing[-1] == 1  # the last source: its batch without it came first
 
 
 @pytest.mark.parametrize("bad", [1, 4, 9])
