@@ -2,7 +2,9 @@
 
 ``flock`` locks die with their process, so a crashed holder never leaves a stale lock:
 "the lock can be taken" means "no live process holds it", with no pid files or clocks.
-The holder's pid may be written into the file only to make a wait message useful.
+The holder's pid may be written into the file to make a wait message useful, and so that
+a status check can tell a dead holder from its children (:func:`held_by_its_writer`: a
+child forked just before the holder died shares the lock until its ``exec``).
 
 Users: the integration lock (one integrator per repository, below), a run's own lock
 (one process runs or resumes a run), a run's liveness lock (``sandbox.liveness``: gc
@@ -109,6 +111,42 @@ def _try(fd: int, mode: int, wait: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+
+
+def held_by_its_writer(path: Path, settle_s: float = 1.0) -> bool:
+    """Whether the process that took ``path`` with ``write_pid`` still holds it.
+
+    A lock is held by an open file, and a child the holder forks shares it until the
+    child's ``exec`` closes it: killed while a child was being started, the holder leaves
+    the lock held a moment longer.  So when the pid written in the file is no live
+    process, the lock is given ``settle_s`` to be released before it is believed (a holder
+    whose pid this process cannot see -- another pid namespace -- stays believed)."""
+    if not held_elsewhere(path):
+        return False
+    pid = FileLock(path).holder()
+    if not pid.isdigit() or _alive(int(pid)):
+        return True
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        if not held_elsewhere(path):
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat.rpartition(b")")[2].split()[:1] != [b"Z"]
 
 
 def held_elsewhere(path: Path) -> bool:

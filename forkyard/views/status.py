@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from forkyard.journal.events import resolve_run
 from forkyard.journal.state import RunManifest, RunView, TaskView, load_view
 from gitproc.git import Repo
-from gitproc.lock import held_elsewhere
+from gitproc.lock import held_by_its_writer
 from planner import Plan, aggregate_progress
 
 # planner.progress speaks "done"; the run speaks "succeeded" (and "retry_wait" is pending).
@@ -136,5 +136,6 @@ def run_status(repo: Repo, run_id: str | None = None) -> RunStatus:
 
 
 def _lock_held(path: Any) -> bool:
-    """Whether a live process holds the run's lock (so a silent run is running, not dead)."""
-    return held_elsewhere(path)
+    """Whether the run's process is alive and holds the run's lock (so a silent run is
+    running, not dead; a child it was starting when killed does not count)."""
+    return held_by_its_writer(path)
