@@ -222,20 +222,21 @@ class Runner:
         start = time.monotonic()
         sandbox = None
         try:
-            if cancel.is_set():
-                result = ExecResult("cancelled", None, 0.0, "", None,
-                                    message="cancelled before start")
-            else:
-                spec = self.maker.spec(self.specs[t], base, attempt=attempt)
-                sandbox = self.maker.take(spec, fresh)
-                # {worktree} is only known once the backend made it (/work inside docker).
-                sandbox.spec = with_worktree(spec, self.specs[t], sandbox,
-                                             docker=self.backend.name == "docker",
-                                             attempt=attempt)
-                result = self.backend.execute(
-                    sandbox, on_line=lambda line: self.log.output(t, line, attempt),
-                    cancel=cancel, on_exit=lambda: self._exited(t, attempt),
-                    on_start=lambda: self.maker.starts.started(t))
+            with self.maker.starting(t) as started:  # (a first wave's starts take turns)
+                if cancel.is_set():
+                    result = ExecResult("cancelled", None, 0.0, "", None,
+                                        message="cancelled before start")
+                else:
+                    spec = self.maker.spec(self.specs[t], base, attempt=attempt)
+                    sandbox = self.maker.take(spec, fresh)
+                    # {worktree} is only known once the backend made it (/work in docker).
+                    sandbox.spec = with_worktree(spec, self.specs[t], sandbox,
+                                                 docker=self.backend.name == "docker",
+                                                 attempt=attempt)
+                    result = self.backend.execute(
+                        sandbox, on_line=lambda line: self.log.output(t, line, attempt),
+                        cancel=cancel, on_exit=lambda: self._exited(t, attempt),
+                        on_start=started)
         except Exception as exc:  # a backend failure is this task's failure, not the run's
             result = ExecResult("failed", None, time.monotonic() - start, "", None,
                                 message=f"{type(exc).__name__}: {exc}")

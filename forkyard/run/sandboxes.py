@@ -13,10 +13,11 @@ moved to the tip of that moment, which is then usually no move at all: the task 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -108,6 +109,8 @@ class SandboxMaker:
         self._moving: tuple[str, threading.Lock] | None = None
         # Tasks taken whose agent is not yet under way (by task id; see _ahead).
         self.starts = Starts()
+        # Starts that make their own sandbox take turns (see starting()).
+        self._turn = threading.Semaphore(1) if backend.starts_take_turns else None
 
     def spec(self, spec_t: object, base: str, worktree: str = "", attempt: int = 1) -> SandboxSpec:
         """The sandbox spec of a task (``spec_t`` is the loop's TaskSpec)."""
@@ -175,6 +178,34 @@ class SandboxMaker:
                 with self._mu:
                     self._moving = None
                 lock.release()
+
+    @contextlib.contextmanager
+    def starting(self, task: str) -> Iterator[Callable[[], None]]:
+        """Around a task's start: yields the callback that says its agent is under way
+        (:meth:`Backend.execute`'s ``on_start``; :attr:`starts` hears of it).
+
+        A task with no sandbox made ahead (the first wave, where every slot starts at once)
+        makes its own and launches its agent's processes in the same breath.  Eight of those
+        at once on two CPUs and one GIL share them fairly and all launch late; taking turns
+        until its processes are launched (:attr:`Backend.starts_take_turns`), each agent
+        starts up while the next sandbox is made, and the first agents start at once."""
+        turn = self._turn if self._turn is not None and not self.has(task) else None
+        if turn is not None:
+            turn.acquire()
+        held = [turn is not None]
+
+        def started() -> None:
+            if held[0]:
+                held[0] = False
+                turn.release()  # type: ignore[union-attr]
+            self.starts.started(task)
+
+        try:
+            yield started
+        finally:
+            if held[0]:
+                held[0] = False
+                turn.release()  # type: ignore[union-attr]
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new.

@@ -124,6 +124,10 @@ class Backend(ABC):
     """A place where tasks run."""
 
     name: str = "base"
+    #: Tasks that make their own sandbox start one at a time, each until its command is
+    #: launched (``forkyard.run.sandboxes``): for backends whose start is this process's
+    #: own work (CPU and GIL), not an engine's that can start many at once.
+    starts_take_turns: bool = False
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo

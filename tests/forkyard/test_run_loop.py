@@ -6,6 +6,7 @@ mutual exclusion of conflicting tasks); real git, sandboxes and merges are in te
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -252,3 +253,52 @@ def test_a_finished_agents_work_is_brought_home_once_its_slot_is_refilled(webapp
     assert order.index(("started", "second")) < order.index(("harvest", "first")), order
     # With nothing left to start, the last agent's work is brought home at once.
     assert order[-1] == ("harvest", "second")
+
+
+class Turns(DummyBackend):
+    """Notes, per task, when its sandbox began to be made and when its command was
+    launched; making one takes a moment, as a real sandbox's does."""
+
+    def __init__(self, *args: Any, turns: bool, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.starts_take_turns = turns
+        self.spans: dict[str, list[float]] = {}  # task -> [made from, launched at]
+        self.ended: list[float] = []
+
+    def prepare(self, spec: Any) -> Sandbox:
+        self.spans[spec.task_id] = [time.monotonic()]
+        time.sleep(0.05)
+        return super().prepare(spec)
+
+    def execute(self, sandbox: Sandbox, on_line: Any = None, cancel: Any = None,
+                on_exit: Any = None, on_start: Any = None) -> ExecResult:
+        def launched() -> None:
+            time.sleep(0.02)
+            self.spans[sandbox.spec.task_id].append(time.monotonic())
+            if on_start is not None:
+                on_start()
+
+        result = super().execute(sandbox, on_line, cancel, on_exit, launched)
+        self.ended.append(time.monotonic())
+        return result
+
+
+def _overlapping(spans: dict[str, list[float]]) -> int:
+    ordered = sorted(spans.values())
+    return sum(1 for a, b in itertools.pairwise(ordered) if b[0] < a[1])
+
+
+def test_the_first_waves_starts_take_turns_until_each_command_is_launched(webapp: Repo) -> None:
+    # Four slots, four tasks, no sandbox made ahead: each makes its own in turn, and the
+    # next begins once the previous one's command is launched; the agents still run
+    # side by side.  Without turns (the backend does not ask for them) they all overlap.
+    tasks = [{"id": f"t{i}"} for i in range(4)]
+    for turns in (True, False):
+        backend = Turns(None, DummyConfig.model_validate({"default": {"duration_s": 1.0}}),
+                        turns=turns)
+        res = run_workflow(webapp, taskfile(*tasks), RunOptions(agents=4, use_history=False),
+                           backend=backend, integrator=FakeIntegrator())
+        assert res.outcome == "succeeded" and len(backend.spans) == 4
+        assert _overlapping(backend.spans) == (0 if turns else 3), backend.spans
+        # Every agent was launched before the first one ended: they ran side by side.
+        assert max(span[1] for span in backend.spans.values()) < min(backend.ended)

@@ -72,6 +72,7 @@ class WorktreeBackend(Backend):
     """Agents in git worktrees at ``<sandbox root>/<run-id>/<task-id>`` (``sandbox/places.py``)."""
 
     name = "worktree"
+    starts_take_turns = True
     #: A run's base checkouts: this process's, or ``shared_bases.SharedBases`` (Ray nodes).
     bases_class: type[overlay.Bases] = overlay.Bases
 
