@@ -32,6 +32,7 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -235,10 +236,13 @@ def bwrap_argv(
         argv += ["--tmpfs", str(p)] if p.is_dir() else ["--ro-bind", "/dev/null", str(p)]
     # Listening unix sockets elsewhere (a daemon's under $HOME, /var/lib...): connect()
     # ignores network namespaces and read-only mounts, so cover each with /dev/null.
-    for p in _host_sockets():
-        if not any(p.is_relative_to(h) for h in (*hidden, worktree, tmpdir)) \
-                and not _already_hidden(p, git.common_dir):
-            argv += ["--ro-bind", "/dev/null", str(p)]
+    covered = _prefixes((*hidden, worktree, tmpdir))  # (string tests: a run's proxy
+    under_git, replaced = _prefixes((git.common_dir,)), _prefixes((*_RUN_DIRS, "/tmp"))
+    for sock in map(str, _host_sockets()):  # sockets make this list long: one per sandbox)
+        key = sock + "/"
+        if not key.startswith(covered) and (key.startswith(under_git)
+                                            or not key.startswith(replaced)):
+            argv += ["--ro-bind", "/dev/null", sock]
     # The sandbox's own paths, back over what hid them; its branch's ref and reflog dirs
     # are its private ones (``GitPaths.binds``: source elsewhere, mounted at the real dir).
     private = {dest: src for src, dest in git.binds}
@@ -261,6 +265,13 @@ def _kind(network: NetworkPolicy | bool) -> str:
     if isinstance(network, bool):
         return "full" if network else "none"
     return network.kind
+
+
+def _prefixes(dirs: Iterable[Path | str]) -> tuple[str, ...]:
+    """For ``str.startswith``: absolute, normalised path ``p`` is one of ``dirs`` or below
+    one exactly when ``p + "/"`` starts with one of these (``PurePath.is_relative_to``,
+    without building a path object per test)."""
+    return tuple(str(d).rstrip("/") + "/" for d in dirs)
 
 
 def _already_hidden(path: Path, common_dir: Path) -> bool:
