@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gitproc.errors import EXIT_BAD_INPUT, ForkyardError
+from gitproc.process import pid_alive
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("FORKYARD_LOCK_TIMEOUT", "120"))
 
@@ -124,7 +125,7 @@ def held_by_its_writer(path: Path, settle_s: float = 1.0) -> bool:
     if not held_elsewhere(path):
         return False
     pid = FileLock(path).holder()
-    if not pid.isdigit() or _alive(int(pid)):
+    if not pid.isdigit() or pid_alive(int(pid)):
         return True
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline:
@@ -132,21 +133,6 @@ def held_by_its_writer(path: Path, settle_s: float = 1.0) -> bool:
         if not held_elsewhere(path):
             return False
     return True
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that has not exited (a zombie has)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return True
-    return stat.rpartition(b")")[2].split()[:1] != [b"Z"]
 
 
 def held_elsewhere(path: Path) -> bool:

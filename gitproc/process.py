@@ -95,7 +95,7 @@ def background_priority(nice: int = BACKGROUND_NICE) -> Iterator[None]:
         yield
         return
     before = getattr(_background, "nice", None)
-    _background.nice = max(nice, getattr(_background, "nice", nice))
+    _background.nice = nice if before is None else max(nice, before)
     try:
         yield
     finally:
@@ -170,6 +170,23 @@ def raise_priority(pids: Callable[[], set[int]], nice: int) -> None:
             with contextlib.suppress(OSError):
                 if os.getpriority(os.PRIO_PROCESS, pid) > nice:
                     os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has); one not ours to
+    signal counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return True  # (no /proc: the signal said it exists)
+    return state not in ([b"Z"], [b"X"])
 
 
 def kill_group(pid: int, grace_s: float = 2.0) -> None:

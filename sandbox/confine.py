@@ -227,7 +227,7 @@ def bwrap_argv(
         out = []
         for paths, opt in ((extra_ro, "--ro-bind-try"), (extra_rw, "--bind")):
             for p in paths:
-                if any(p.is_relative_to(h) for h in hidden) == later:
+                if _under(p, hidden) == later:
                     out += [opt, str(p), str(p)]
         return out
 
@@ -236,12 +236,10 @@ def bwrap_argv(
         argv += ["--tmpfs", str(p)] if p.is_dir() else ["--ro-bind", "/dev/null", str(p)]
     # Listening unix sockets elsewhere (a daemon's under $HOME, /var/lib...): connect()
     # ignores network namespaces and read-only mounts, so cover each with /dev/null.
-    covered = _prefixes((*hidden, worktree, tmpdir))  # (string tests: a run's proxy
-    under_git, replaced = _prefixes((git.common_dir,)), _prefixes((*_RUN_DIRS, "/tmp"))
-    for sock in map(str, _host_sockets()):  # sockets make this list long: one per sandbox)
-        key = sock + "/"
-        if not key.startswith(covered) and (key.startswith(under_git)
-                                            or not key.startswith(replaced)):
+    # (String tests: a run's proxy makes this list long, one socket per sandbox.)
+    covered = (*hidden, worktree, tmpdir)
+    for sock in map(str, _host_sockets()):
+        if not _under(sock, covered) and not _already_hidden(sock, git.common_dir):
             argv += ["--ro-bind", "/dev/null", sock]
     # The sandbox's own paths, back over what hid them; its branch's ref and reflog dirs
     # are its private ones (``GitPaths.binds``: source elsewhere, mounted at the real dir).
@@ -267,18 +265,15 @@ def _kind(network: NetworkPolicy | bool) -> str:
     return network.kind
 
 
-def _prefixes(dirs: Iterable[Path | str]) -> tuple[str, ...]:
-    """For ``str.startswith``: absolute, normalised path ``p`` is one of ``dirs`` or below
-    one exactly when ``p + "/"`` starts with one of these (``PurePath.is_relative_to``,
-    without building a path object per test)."""
-    return tuple(str(d).rstrip("/") + "/" for d in dirs)
+def _under(path: Path | str, dirs: Iterable[Path | str]) -> bool:
+    """Whether absolute, normalised ``path`` is one of ``dirs`` or below one (what
+    ``PurePath.is_relative_to`` says, without a path object per test)."""
+    return f"{path}/".startswith(tuple(str(d).rstrip("/") + "/" for d in dirs))
 
 
-def _already_hidden(path: Path, common_dir: Path) -> bool:
+def _already_hidden(path: Path | str, common_dir: Path) -> bool:
     """Under /run or /tmp (replaced whole) and not re-exposed with the git dir."""
-    if path.is_relative_to(common_dir):
-        return False
-    return any(path.is_relative_to(d) for d in (*_RUN_DIRS, "/tmp"))
+    return not _under(path, (common_dir,)) and _under(path, (*_RUN_DIRS, "/tmp"))
 
 
 def _host_sockets() -> list[Path]:

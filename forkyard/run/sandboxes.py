@@ -194,18 +194,19 @@ class SandboxMaker:
             turn.acquire()
         held = [turn is not None]
 
-        def started() -> None:
+        def give_back() -> None:  # once: at the launch, else when the start ends
             if held[0]:
                 held[0] = False
                 turn.release()  # type: ignore[union-attr]
+
+        def started() -> None:
+            give_back()
             self.starts.started(task)
 
         try:
             yield started
         finally:
-            if held[0]:
-                held[0] = False
-                turn.release()  # type: ignore[union-attr]
+            give_back()
 
     def take(self, spec: SandboxSpec, fresh: bool) -> Sandbox:
         """A sandbox for ``spec`` at ``spec.base``: the prefetched one moved there, or new.

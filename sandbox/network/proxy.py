@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gitproc.process import pid_alive
 from sandbox.network.allowlist import Allowlist, canonical_host, is_ip, is_public, split_host_port
 
 SOCKET_NAME = "proxy.sock"
@@ -266,13 +267,8 @@ def remove_stale_dirs() -> list[str]:
         pid = path.name.removeprefix(DIR_PREFIX).split("-", 1)[0]
         if not pid.isdigit() or path.is_symlink() or not path.is_dir():
             continue
-        try:
-            os.kill(int(pid), 0)
+        if pid_alive(int(pid)):
             continue  # its process lives (or the pid was taken again: left for later)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(str(path))
     return removed
