@@ -58,15 +58,6 @@ def processes_with_arg(arg: str) -> list[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    """Is ``pid`` a process that has not exited (a zombie has)?"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 def has_cgroups() -> bool:
     return cgroups.detect().layout != "none"
 

@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from gitproc.process import pid_alive
 from sandbox import cgroups
 from tests.conftest import require
-from tests.sandbox.conftest import alive, has_cgroups, processes_with_arg
+from tests.sandbox.conftest import has_cgroups, processes_with_arg
 
 ROOT = Path(__file__).parents[2]
 
@@ -49,7 +50,7 @@ def _owner(marker: str, how: str) -> tuple[subprocess.Popen[str], dict[str, obje
 def _gone(pid: int, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.05)
     return False

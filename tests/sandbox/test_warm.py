@@ -15,7 +15,7 @@ import pytest
 
 from forkyard.run.sandboxes import SandboxMaker
 from gitproc.git import Repo
-from gitproc.process import background_priority, can_raise_priority
+from gitproc.process import background_priority, can_raise_priority, pid_alive
 from planner.tasks import Limits
 from sandbox import shim
 from sandbox.backends.base import Sandbox
@@ -23,7 +23,6 @@ from sandbox.backends.worktree import WorktreeBackend, WorktreeConfig
 from tests.conftest import require
 from tests.sandbox.conftest import (
     FAST,
-    alive,
     has_cgroups,
     make_spec,
     prepared,
@@ -207,7 +206,7 @@ def test_cleanup_stops_a_warm_chain_whose_task_never_ran(confined: WorktreeBacke
     pids = _at_gate(sb)
     confined.cleanup(sb)
     assert "warm" not in sb.state
-    assert not any(os.path.exists(f"/proc/{p}") and alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in pids)
     assert repo.try_rev_parse(f"refs/heads/{sb.branch}") is not None  # branches stay
 
 
