@@ -106,5 +106,6 @@ def main() -> None:
           f"landed = {mean * T / one:.3f} x one validation on average, "
           f"{max(ratios) * T / one:.3f} at worst")
 
+
 if __name__ == "__main__":
     main()
