@@ -43,6 +43,8 @@ MNT_DETACH = 0x2
 MEMORY_SHARE = 0.25
 #: Before its index is written, a base's files are dated this far back (see module doc).
 BACKDATE_S = 60.0
+#: How long a private root held only by a sandbox being torn down is waited for.
+RELEASE_WAIT_S = 1.0
 _PAGE = 4096
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -95,10 +97,25 @@ def private_root(path: Path) -> None:
 
 def release_root(path: Path) -> None:
     """Unmount :func:`private_root`'s bind unless something is mounted (or open) under
-    it: a plain unmount, which the kernel refuses while it is busy."""
-    with _state_lock:
-        # Failing is fine: EBUSY (another run's sandboxes are there), EINVAL (not mounted).
-        _libc.umount2(os.fsencode(os.path.realpath(path)), 0)
+    it: a plain unmount, which the kernel refuses while it is busy.
+
+    Busy with nothing mounted under it, the root is held by a sandbox that is still going:
+    an overlay whose upper dir lies in the root lives on, detached, until the kernel has
+    torn down the mount namespace of the sandbox's last process -- some milliseconds
+    after that process died, tens on a loaded machine.  That is waited for, up to
+    :data:`RELEASE_WAIT_S`; with other mounts under it (another run's sandboxes), or not
+    mounted at all, the root is left as it is."""
+    real = os.path.realpath(path)
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while True:
+        with _state_lock:
+            if _libc.umount2(os.fsencode(real), 0) == 0:
+                return
+            busy = ctypes.get_errno() == errno.EBUSY
+        if not busy or mounts_under(Path(real)) != [Path(real)] \
+                or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def unmount_run(forkyard_dir: Path, run_id: str) -> None:
